@@ -1,0 +1,11 @@
+// Subcommands of the `bupo` CLI; each registers its options on the app and returns the function
+// that runs it.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <functional>
+
+namespace bupo::cli {
+using Runner = std::function<int()>;
+Runner add_entropy(CLI::App& app);
+Runner add_init_model(CLI::App& app);
+}  // namespace bupo::cli

@@ -1,0 +1,42 @@
+// bupo — Bottom-up Policy Optimization and internal-policy diagnostics.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <map>
+
+#include "bupo/version.hpp"
+#include "cli/commands.hpp"
+#include "core/error.hpp"
+#include "core/threads.hpp"
+
+int main(int argc, char** argv) {
+  CLI::App app{
+      "bupo: reinforcement learning of language models that sees inside them.\n"
+      "Layers are numbered as in the BuPO paper: H^0 is the embedding output, layer l = 1..L\n"
+      "writes A^l, F^l and H^l (the reference scripts' 0-based k is l-1)."};
+  app.require_subcommand(1);
+  int threads = 0;
+  app.add_option("--threads", threads, "CPU threads for kernels (0: all cores); results do not depend on it");
+  app.set_version_flag("--version", std::string("bupo ") + bupo::kVersion);
+
+  std::map<std::string, bupo::cli::Runner> runners;
+  runners.emplace("entropy", bupo::cli::add_entropy(app));
+  runners.emplace("init-model", bupo::cli::add_init_model(app));
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  try {
+    bupo::set_num_threads(threads);
+    for (auto& [name, run] : runners)
+      if (app.got_subcommand(name)) return run();
+  } catch (const bupo::Error& e) {
+    std::fprintf(stderr, "bupo: error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "bupo: internal error: %s\n", e.what());
+    return 2;
+  }
+  return 0;
+}

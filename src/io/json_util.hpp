@@ -1,0 +1,19 @@
+// Reading JSON with errors that name the file and the field.
+#pragma once
+#include <nlohmann/json.hpp>
+#include <string>
+
+namespace bupo {
+using json = nlohmann::json;
+
+json read_json_file(const std::string& path);  // "<path>: malformed JSON at byte N: ..."
+
+// Typed accessors: "<src>: field '<key>': expected <what>, got <value>"
+int64_t json_int(const json& j, const std::string& key, const std::string& src, int64_t min_value);
+int64_t json_int_or(const json& j, const std::string& key, const std::string& src, int64_t min_value,
+                    int64_t fallback);
+double json_number_or(const json& j, const std::string& key, const std::string& src, double fallback);
+bool json_bool_or(const json& j, const std::string& key, const std::string& src, bool fallback);
+std::string json_string_or(const json& j, const std::string& key, const std::string& src,
+                           const std::string& fallback);
+}  // namespace bupo

@@ -1,0 +1,28 @@
+// Causal scaled-dot-product attention with grouped KV heads over packed variable-length
+// sequences (cu_seqlens, as flash-attn's varlen API). Query head h reads KV head h / (H / Hkv).
+// Probabilities are not stored: the forward saves the row log-sum-exp and the backward
+// recomputes P from it (flash-attention style), so memory is O(N·H), not O(T²·H) per layer.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace bupo::cpu {
+
+struct AttnShape {
+  int64_t N = 0;    // packed rows
+  int64_t H = 0;    // query heads (local to this rank)
+  int64_t Hkv = 0;  // KV heads (local to this rank)
+  int64_t D = 0;    // head dim
+};
+
+// q (N, H, D); k, v (N, Hkv, D); o (N, H, D); lse (N, H).
+// cu_seqlens (S+1): sequence s occupies rows [cu[s], cu[s+1]).
+void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v,
+                       const std::vector<int64_t>& cu_seqlens, const AttnShape& s);
+
+// dq (N, H, D) overwritten; dk, dv (N, Hkv, D) overwritten.
+void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
+                        const float* k, const float* v, const float* o, const float* lse,
+                        const std::vector<int64_t>& cu_seqlens, const AttnShape& s);
+
+}  // namespace bupo::cpu

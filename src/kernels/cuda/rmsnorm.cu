@@ -1,0 +1,38 @@
+// RMSNorm forward: one block per row, warp-shuffle reduction of Σx² in fp32.
+#include "kernels/cuda/cuda_check.cuh"
+#include "kernels/cuda/cuda_ops.hpp"
+
+namespace bupo::cuda {
+namespace {
+constexpr int kThreads = 256;
+
+__global__ void rmsnorm_forward_kernel(float* __restrict__ y, float* __restrict__ rstd,
+                                       const float* __restrict__ x, const float* __restrict__ w,
+                                       int64_t C, float eps) {
+  const int64_t r = blockIdx.x;
+  const float* xr = x + r * C;
+  float ss = 0.0f;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) ss += xr[c] * xr[c];
+  for (int o = 16; o > 0; o >>= 1) ss += __shfl_xor_sync(0xffffffffu, ss, o);
+  __shared__ float warp_sums[kThreads / 32];
+  if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = ss;
+  __syncthreads();
+  if (threadIdx.x < 32) {
+    float v = threadIdx.x < blockDim.x / 32 ? warp_sums[threadIdx.x] : 0.0f;
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
+    if (threadIdx.x == 0) warp_sums[0] = rsqrtf(v / static_cast<float>(C) + eps);
+  }
+  __syncthreads();
+  const float s = warp_sums[0];
+  if (threadIdx.x == 0 && rstd != nullptr) rstd[r] = s;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) y[r * C + c] = w[c] * (xr[c] * s);
+}
+}  // namespace
+
+void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t R, int64_t C, float eps) {
+  if (R == 0) return;
+  rmsnorm_forward_kernel<<<static_cast<unsigned>(R), kThreads>>>(y, rstd, x, w, C, eps);
+  CUDA_CHECK(cudaGetLastError());
+}
+
+}  // namespace bupo::cuda

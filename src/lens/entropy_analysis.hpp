@@ -1,0 +1,63 @@
+// `bupo entropy`: the per-token internal-policy entropies of papers.md §1.2–1.3 for every layer
+// and module of a model over a set of responses, written to HDF5 row by row.
+//
+// For each response token t (ids[t], t >= response_start) one row is written; its distributions
+// are read at hidden position t-1 (the position that predicts ids[t]):
+//   layer[:, l]  l = 0..L   lens(H^l)
+//   attn_in[:, l-1]         lens(LN_in(H^{l-1}))      attn_out[:, l-1]  lens(A^l)
+//   ffn_in[:, l-1]          lens(LN_post(H^{l-1}+A^l)) ffn_out[:, l-1]   lens(F^l)
+//   output                  softmax(LN_final(H^L)·E_uᵀ): the model's own policy
+// lens = raw: softmax(x·E_uᵀ) (the paper's); normed: softmax(LN_final(x)·E_uᵀ).
+#pragma once
+#include <functional>
+#include <string>
+
+#include "io/h5.hpp"
+#include "io/token_data.hpp"
+#include "lens/lens.hpp"
+#include "model/model.hpp"
+
+namespace bupo {
+
+struct EntropyOptions {
+  LensMode lens = LensMode::Raw;
+  int64_t max_batch_tokens = 4096;  // records are packed into forward batches up to this size
+  int64_t lens_chunk_rows = 0;      // 0: automatic
+};
+
+// Per-row outputs of one batch, each (rows) or (rows, cols) row-major.
+struct EntropyRows {
+  int64_t rows = 0;
+  std::vector<int64_t> record, position;
+  std::vector<int32_t> token_id;
+  std::vector<float> layer, attn_in, attn_out, ffn_in, ffn_out, output;           // entropies
+  std::vector<float> lp_layer, lp_attn_in, lp_attn_out, lp_ffn_in, lp_ffn_out, lp_output;  // log-probs
+};
+
+// Compute the rows of a set of records (one forward pass, records packed).
+EntropyRows compute_entropy_rows(Model& model, const std::vector<TokenRecord>& recs, int64_t first_record,
+                                 const EntropyOptions& opt);
+
+// Writes the HDF5 schema documented in README.md.
+class EntropyWriter {
+ public:
+  EntropyWriter(const std::string& path, bool overwrite, const Model& model, const std::string& model_path,
+                const std::string& data_path, LensMode lens);
+  void append(const EntropyRows& rows);  // appends and flushes
+  void finish(int64_t records);          // marks the file complete
+  int64_t rows() const { return rows_; }
+
+ private:
+  h5::File file_;
+  h5::RowDataset record_, position_, token_;
+  h5::RowDataset ent_[6], lp_[6];
+  int64_t rows_ = 0;
+};
+
+// Whole command: validates data, runs all batches, writes the file. progress(done, total) is
+// called after each batch.
+void run_entropy(Model& model, const std::string& model_path, const std::string& data_path,
+                 const std::string& out_path, bool overwrite, const EntropyOptions& opt,
+                 const std::function<void(int64_t, int64_t)>& progress = {});
+
+}  // namespace bupo

@@ -1,0 +1,41 @@
+// Model hyper-parameters read from a Hugging Face config.json. Supported architectures:
+//   LlamaForCausalLM   (optional attention_bias, Llama-3 rope_scaling)
+//   Qwen2ForCausalLM   (q/k/v bias)
+//   Qwen3ForCausalLM   (q_norm/k_norm RMSNorm over each head before RoPE)
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "io/json_util.hpp"
+#include "kernels/cpu/rope.hpp"
+
+namespace bupo {
+
+enum class Arch { Llama, Qwen2, Qwen3 };
+const char* arch_name(Arch a);  // the HF architecture string
+
+struct ModelConfig {
+  Arch arch = Arch::Qwen3;
+  int64_t vocab_size = 0;
+  int64_t hidden_size = 0;         // d
+  int64_t intermediate_size = 0;   // FFN width
+  int64_t num_layers = 0;          // L
+  int64_t num_heads = 0;           // H
+  int64_t num_kv_heads = 0;        // Hkv
+  int64_t head_dim = 0;            // D (default d / H)
+  int64_t max_position_embeddings = 0;
+  double rms_norm_eps = 1e-6;
+  double rope_theta = 10000.0;
+  cpu::RopeScaling rope_scaling;   // factor 0: plain theta
+  bool qkv_bias = false;           // Qwen2 always; Llama when attention_bias
+  bool qk_norm = false;            // Qwen3
+  bool tie_word_embeddings = false;
+  std::string torch_dtype = "float32";
+
+  static ModelConfig from_json(const json& j, const std::string& src);
+  static ModelConfig load(const std::string& path);  // path of config.json
+  json to_json() const;                              // a config.json HF transformers loads
+  void validate(const std::string& src) const;
+};
+
+}  // namespace bupo

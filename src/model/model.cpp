@@ -1,0 +1,348 @@
+#include "model/model.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include "core/error.hpp"
+#include "io/safetensors.hpp"
+#include "kernels/cpu/attention.hpp"
+#include "kernels/cpu/rmsnorm.hpp"
+#include "kernels/cpu/swiglu.hpp"
+
+namespace bupo {
+namespace fs = std::filesystem;
+
+Batch Batch::from_sequences(const std::vector<std::vector<int32_t>>& seqs) {
+  Batch b;
+  b.cu_seqlens.push_back(0);
+  for (const auto& s : seqs) {
+    for (size_t t = 0; t < s.size(); ++t) {
+      b.ids.push_back(s[t]);
+      b.pos.push_back(static_cast<int32_t>(t));
+    }
+    b.cu_seqlens.push_back(b.N());
+  }
+  return b;
+}
+
+// ---------------------------------------------------------------------------- construction
+Model::Model(const ModelConfig& cfg, ParallelContext pc) : cfg_(cfg), pc_(std::move(pc)) {
+  const int64_t tp = pc_.tp_size(), r = pc_.tp_rank();
+  const int64_t d = cfg_.hidden_size, D = cfg_.head_dim, V = cfg_.vocab_size, ff = cfg_.intermediate_size;
+  const int64_t H = cfg_.num_heads, Hkv = cfg_.num_kv_heads;
+  BUPO_CHECK(H % tp == 0 && Hkv % tp == 0 && ff % tp == 0 && V % tp == 0, "parallel layout: tp=", tp,
+             " must divide num_attention_heads=", H, ", num_key_value_heads=", Hkv,
+             ", intermediate_size=", ff, " and vocab_size=", V);
+  const int64_t Hl = H / tp, Hkvl = Hkv / tp, ffl = ff / tp, Vl = V / tp;
+
+  // Declare parameters in HF order; column-parallel: rows split (dim 0), row-parallel: dim 1.
+  auto col = [&](const std::string& n, int64_t out_l, int64_t in) {
+    return params_.add(n, {out_l, in}, {out_l * tp, in}, 0, r * out_l);
+  };
+  auto colb = [&](const std::string& n, int64_t out_l) {
+    return params_.add(n, {out_l}, {out_l * tp}, 0, r * out_l);
+  };
+  auto row = [&](const std::string& n, int64_t out, int64_t in_l) {
+    return params_.add(n, {out, in_l}, {out, in_l * tp}, 1, r * in_l);
+  };
+  auto rep = [&](const std::string& n, int64_t c) { return params_.add(n, {c}, {c}); };
+
+  struct Idx {
+    size_t ln1, ln2, qn = SIZE_MAX, kn = SIZE_MAX, q, k, v, bq = SIZE_MAX, bk = SIZE_MAX, bv = SIZE_MAX,
+                     o, g, u, dn;
+  };
+  const size_t emb = col("model.embed_tokens.weight", Vl, d);
+  std::vector<Idx> idx(static_cast<size_t>(cfg_.num_layers));
+  for (int64_t l = 0; l < cfg_.num_layers; ++l) {
+    const std::string p = "model.layers." + std::to_string(l) + ".";
+    Idx& x = idx[static_cast<size_t>(l)];
+    x.ln1 = rep(p + "input_layernorm.weight", d);
+    x.q = col(p + "self_attn.q_proj.weight", Hl * D, d);
+    x.k = col(p + "self_attn.k_proj.weight", Hkvl * D, d);
+    x.v = col(p + "self_attn.v_proj.weight", Hkvl * D, d);
+    if (cfg_.qkv_bias) {
+      x.bq = colb(p + "self_attn.q_proj.bias", Hl * D);
+      x.bk = colb(p + "self_attn.k_proj.bias", Hkvl * D);
+      x.bv = colb(p + "self_attn.v_proj.bias", Hkvl * D);
+    }
+    x.o = row(p + "self_attn.o_proj.weight", d, Hl * D);
+    if (cfg_.qk_norm) {
+      x.qn = rep(p + "self_attn.q_norm.weight", D);
+      x.kn = rep(p + "self_attn.k_norm.weight", D);
+    }
+    x.ln2 = rep(p + "post_attention_layernorm.weight", d);
+    x.g = col(p + "mlp.gate_proj.weight", ffl, d);
+    x.u = col(p + "mlp.up_proj.weight", ffl, d);
+    x.dn = row(p + "mlp.down_proj.weight", d, ffl);
+  }
+  const size_t fn = rep("model.norm.weight", d);
+  const size_t head = cfg_.tie_word_embeddings ? emb : col("lm_head.weight", Vl, d);
+  params_.finalize();
+
+  auto P = [&](size_t i) { return i == SIZE_MAX ? nullptr : &params_.at(i); };
+  embed_.weight = P(emb);
+  lm_head_ = P(head);
+  final_norm_ = P(fn);
+  for (const Idx& x : idx) {
+    LayerParams lp;
+    lp.ln1 = P(x.ln1);
+    lp.ln2 = P(x.ln2);
+    lp.q_norm = P(x.qn);
+    lp.k_norm = P(x.kn);
+    lp.q = {P(x.q), P(x.bq)};
+    lp.k = {P(x.k), P(x.bk)};
+    lp.v = {P(x.v), P(x.bv)};
+    lp.o = {P(x.o)};
+    lp.gate = {P(x.g), nullptr};
+    lp.up = {P(x.u), nullptr};
+    lp.down = {P(x.dn)};
+    layers_.push_back(lp);
+  }
+  inv_freq_ = cpu::rope_inv_freq(D, cfg_.rope_theta, cfg_.rope_scaling);
+  for (auto& p : params_.all())  // RMSNorm gains start at one
+    if (p.name.ends_with("norm.weight") || p.name.ends_with("layernorm.weight"))
+      std::fill(p.w, p.w + p.numel(), 1.0f);
+}
+
+void Model::init_random(uint64_t seed, float stddev) {
+  // splitmix64 + Box-Muller: the same weights on every platform and for every TP layout (each
+  // element's value depends only on (seed, tensor name, global index)).
+  auto mix = [](uint64_t z) {
+    z += 0x9e3779b97f4a7c15ull;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+  };
+  for (auto& p : params_.all()) {
+    if (p.name.ends_with("norm.weight") || p.name.ends_with("layernorm.weight")) continue;
+    uint64_t h = seed;
+    for (char c : p.name) h = mix(h ^ static_cast<unsigned char>(c));
+    const int64_t cols = p.shape.size() == 2 ? p.shape[1] : 1;
+    const int64_t full_cols = p.full_shape.size() == 2 ? p.full_shape[1] : 1;
+    for (int64_t i = 0; i < p.numel(); ++i) {
+      int64_t rr = i / cols, cc = i % cols;
+      if (p.shard_dim == 0) rr += p.shard_offset;
+      if (p.shard_dim == 1) cc += p.shard_offset;
+      const uint64_t gi = static_cast<uint64_t>(rr * full_cols + cc);
+      const uint64_t a = mix(h ^ (2 * gi)), b = mix(h ^ (2 * gi + 1));
+      const double u1 = (static_cast<double>(a >> 11) + 1.0) / 9007199254740993.0;
+      const double u2 = static_cast<double>(b >> 11) / 9007199254740992.0;
+      p.w[i] = static_cast<float>(stddev * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2));
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------- checkpoints
+std::unique_ptr<Model> Model::load(const std::string& dir, ParallelContext pc) {
+  const fs::path cfg_path = fs::path(dir) / "config.json";
+  BUPO_CHECK(fs::exists(cfg_path), dir, ": no config.json (expected a Hugging Face model directory)");
+  auto m = std::make_unique<Model>(ModelConfig::load(cfg_path.string()), std::move(pc));
+  m->load_weights(dir);
+  return m;
+}
+
+void Model::load_weights(const std::string& path) {
+  const CheckpointReader ck = CheckpointReader::open(path);
+  std::vector<float> full;
+  for (auto& p : params_.all()) {
+    BUPO_CHECK(ck.contains(p.name), path, ": missing tensor '", p.name, "' (required by config.json: ",
+               arch_name(cfg_.arch), ", ", cfg_.num_layers, " layers",
+               cfg_.tie_word_embeddings ? ", tied embeddings" : ", untied embeddings", ")");
+    const TensorInfo& t = ck.info(p.name);
+    const SafetensorsFile& f = ck.file_of(p.name);
+    BUPO_CHECK(t.shape == p.full_shape, f.path(), ": tensor '", p.name, "': shape ", shape_str(t.shape),
+               " disagrees with config.json (expected ", shape_str(p.full_shape), ")");
+    if (p.shard_dim < 0 || p.shape == p.full_shape) {
+      f.read_f32(t, p.w);
+      continue;
+    }
+    full.resize(static_cast<size_t>(numel_of(p.full_shape)));
+    f.read_f32(t, full.data());
+    if (p.shard_dim == 0) {
+      const int64_t cols = p.shape.size() == 2 ? p.shape[1] : 1;
+      std::copy_n(full.data() + p.shard_offset * cols, p.numel(), p.w);
+    } else {
+      const int64_t rows = p.shape[0], cl = p.shape[1], cf = p.full_shape[1];
+      for (int64_t i = 0; i < rows; ++i)
+        std::copy_n(full.data() + i * cf + p.shard_offset, cl, p.w + i * cl);
+    }
+  }
+}
+
+void Model::save(const std::string& dir, DType dtype, uint64_t max_shard_bytes) const {
+  BUPO_CHECK(pc_.tp_size() == 1, "Model::save: gather TP shards first (tp=", pc_.tp_size(), ")");
+  fs::create_directories(dir);
+  std::vector<NamedTensor> ts;
+  for (const auto& p : params_.all()) ts.push_back({p.name, p.shape, p.w});
+  save_checkpoint_weights(dir, ts, dtype, max_shard_bytes);
+  ModelConfig c = cfg_;
+  c.torch_dtype = dtype == DType::BF16 ? "bfloat16" : dtype == DType::F16 ? "float16" : "float32";
+  std::ofstream out(fs::path(dir) / "config.json");
+  out << c.to_json().dump(2) << "\n";
+  BUPO_CHECK(out.good(), dir, "/config.json: write failed");
+}
+
+// ---------------------------------------------------------------------------- forward
+namespace {
+void ensure(Tensor& t, Shape s) {
+  if (t.shape != s) t.resize(std::move(s));
+}
+}  // namespace
+
+void Model::forward(const Batch& b, Activations& acts, bool keep, int upto, const TapFn* tap) {
+  const int L = num_layers();
+  if (upto < 0) upto = L;
+  BUPO_CHECK(upto <= L, "forward: upto=", upto, " exceeds the number of layers ", L);
+  const int64_t N = b.N(), d = cfg_.hidden_size, D = cfg_.head_dim, tp = pc_.tp_size();
+  const int64_t Hl = cfg_.num_heads / tp, Hkvl = cfg_.num_kv_heads / tp, ffl = cfg_.intermediate_size / tp;
+  const float eps = static_cast<float>(cfg_.rms_norm_eps);
+  BUPO_CHECK(b.pos.size() == b.ids.size(), "forward: ids and pos differ in length");
+  Comm& tpc = *pc_.tp;
+
+  acts.N = N;
+  acts.upto = upto;
+  acts.keep = keep;
+  acts.layers.resize(keep ? static_cast<size_t>(L) : 1);
+  ensure(acts.resid, {keep ? L + 1 : 2, N, d});
+  acts.rope.build(b.pos.data(), N, inv_freq_);
+
+  embed_.forward(tpc, acts.h(0), b.ids.data(), N);
+  if (tap) (*tap)(LayerTaps{0, nullptr, nullptr, nullptr, nullptr, nullptr, acts.h(0)});
+
+  const cpu::AttnShape ashape{N, Hl, Hkvl, D};
+  for (int l = 1; l <= upto; ++l) {
+    const LayerParams& lp = layers_[static_cast<size_t>(l - 1)];
+    LayerActs& a = acts.layers[keep ? static_cast<size_t>(l - 1) : 0];
+    const float* x = acts.h(l - 1);
+    float* y = acts.h(l);
+    ensure(a.ln1, {N, d});
+    ensure(a.rstd1, {N});
+    ensure(a.q, {N, Hl * D});
+    ensure(a.k, {N, Hkvl * D});
+    ensure(a.v, {N, Hkvl * D});
+    ensure(a.att, {N, Hl * D});
+    ensure(a.lse, {N, Hl});
+    ensure(a.attn_out, {N, d});
+    ensure(a.h_mid, {N, d});
+    ensure(a.ln2, {N, d});
+    ensure(a.rstd2, {N});
+    ensure(a.g, {N, ffl});
+    ensure(a.u, {N, ffl});
+    ensure(a.act, {N, ffl});
+    ensure(a.ffn_out, {N, d});
+
+    // attention block: A^l = o_proj(SDPA(RoPE(norm(q)), RoPE(norm(k)), v)) of LN_in(H^{l-1})
+    cpu::rmsnorm_forward(a.ln1.ptr(), a.rstd1.ptr(), x, lp.ln1->w, N, d, eps);
+    lp.q.forward(a.q.ptr(), a.ln1.ptr(), N);
+    lp.k.forward(a.k.ptr(), a.ln1.ptr(), N);
+    lp.v.forward(a.v.ptr(), a.ln1.ptr(), N);
+    if (cfg_.qk_norm) {
+      a.q_pre = a.q;
+      a.k_pre = a.k;
+      ensure(a.rstd_q, {N * Hl});
+      ensure(a.rstd_k, {N * Hkvl});
+      cpu::rmsnorm_forward(a.q.ptr(), a.rstd_q.ptr(), a.q_pre.ptr(), lp.q_norm->w, N * Hl, D, eps);
+      cpu::rmsnorm_forward(a.k.ptr(), a.rstd_k.ptr(), a.k_pre.ptr(), lp.k_norm->w, N * Hkvl, D, eps);
+    }
+    cpu::rope_forward(a.q.ptr(), acts.rope, N, Hl, D);
+    cpu::rope_forward(a.k.ptr(), acts.rope, N, Hkvl, D);
+    cpu::attention_forward(a.att.ptr(), a.lse.ptr(), a.q.ptr(), a.k.ptr(), a.v.ptr(), b.cu_seqlens, ashape);
+    lp.o.forward(tpc, a.attn_out.ptr(), a.att.ptr(), N);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N * d; ++i) a.h_mid.data[i] = x[i] + a.attn_out.data[i];
+
+    // FFN block: F^l = down(silu(gate(z)) ⊙ up(z)), z = LN_post(H^{l-1} + A^l)
+    cpu::rmsnorm_forward(a.ln2.ptr(), a.rstd2.ptr(), a.h_mid.ptr(), lp.ln2->w, N, d, eps);
+    lp.gate.forward(a.g.ptr(), a.ln2.ptr(), N);
+    lp.up.forward(a.u.ptr(), a.ln2.ptr(), N);
+    cpu::swiglu_forward(a.act.ptr(), a.g.ptr(), a.u.ptr(), N * ffl);
+    lp.down.forward(tpc, a.ffn_out.ptr(), a.act.ptr(), N);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < N * d; ++i) y[i] = a.h_mid.data[i] + a.ffn_out.data[i];
+
+    if (tap)
+      (*tap)(LayerTaps{l, x, a.ln1.ptr(), a.attn_out.ptr(), a.ln2.ptr(), a.ffn_out.ptr(), y});
+  }
+  if (upto == L) {
+    ensure(acts.final_out, {N, d});
+    ensure(acts.rstd_f, {N});
+    cpu::rmsnorm_forward(acts.final_out.ptr(), acts.rstd_f.ptr(), acts.h(L), final_norm_->w, N, d, eps);
+  }
+}
+
+// ---------------------------------------------------------------------------- backward
+void Model::backward_from_output(const Batch& b, Activations& acts, const float* dY) {
+  const int L = num_layers();
+  BUPO_CHECK(acts.keep && acts.upto == L, "backward_from_output: forward(keep=true) over all layers first");
+  const int64_t N = acts.N, d = cfg_.hidden_size;
+  std::vector<float> dH(static_cast<size_t>(N * d), 0.0f);
+  cpu::rmsnorm_backward(dH.data(), final_norm_->g, dY, acts.h(L), final_norm_->w, acts.rstd_f.ptr(), N, d);
+  final_norm_->has_grad = true;
+  backward_from_layer(b, acts, L, dH.data());
+}
+
+void Model::backward_from_layer(const Batch& b, Activations& acts, int top, const float* dH) {
+  BUPO_CHECK(params_.has_grads(), "backward: gradients are not allocated (ParamStore::allocate_grads)");
+  BUPO_CHECK(acts.keep && top >= 0 && top <= acts.upto, "backward: layer ", top,
+             " was not kept by the forward (upto=", acts.upto, ", keep=", acts.keep, ")");
+  const int64_t N = acts.N, d = cfg_.hidden_size, D = cfg_.head_dim, tp = pc_.tp_size();
+  const int64_t Hl = cfg_.num_heads / tp, Hkvl = cfg_.num_kv_heads / tp, ffl = cfg_.intermediate_size / tp;
+  Comm& tpc = *pc_.tp;
+  const cpu::AttnShape ashape{N, Hl, Hkvl, D};
+
+  std::vector<float> dh(dH, dH + N * d);             // (N, d) running dL/dH
+  std::vector<float> d_ln(static_cast<size_t>(N * d));  // (N, d)
+  std::vector<float> d_act(static_cast<size_t>(N * ffl)), dg(d_act.size()), du(d_act.size());
+  std::vector<float> d_att(static_cast<size_t>(N * Hl * D)), dq(d_att.size()), dq_pre(d_att.size());
+  std::vector<float> dk(static_cast<size_t>(N * Hkvl * D)), dv(dk.size()), dk_pre(dk.size());
+
+  for (int l = top; l >= 1; --l) {
+    const LayerParams& lp = layers_[static_cast<size_t>(l - 1)];
+    LayerActs& a = acts.layers[static_cast<size_t>(l - 1)];
+    const float* x = acts.h(l - 1);
+
+    // H^l = h_mid + down(act): dh flows to h_mid unchanged, plus the FFN branch.
+    lp.down.backward(d_act.data(), dh.data(), a.act.ptr(), N);
+    cpu::swiglu_backward(dg.data(), du.data(), d_act.data(), a.g.ptr(), a.u.ptr(), N * ffl);
+    std::fill(d_ln.begin(), d_ln.end(), 0.0f);
+    lp.gate.backward(d_ln.data(), dg.data(), a.ln2.ptr(), N);
+    lp.up.backward(d_ln.data(), du.data(), a.ln2.ptr(), N);
+    copy_to_tp_region_backward(tpc, d_ln.data(), N * d);
+    cpu::rmsnorm_backward(dh.data(), lp.ln2->g, d_ln.data(), a.h_mid.ptr(), lp.ln2->w, a.rstd2.ptr(), N, d,
+                          /*accumulate_dx=*/true);
+    lp.ln2->has_grad = true;
+
+    // h_mid = H^{l-1} + o_proj(att)
+    lp.o.backward(d_att.data(), dh.data(), a.att.ptr(), N);
+    cpu::attention_backward(dq.data(), dk.data(), dv.data(), d_att.data(), a.q.ptr(), a.k.ptr(), a.v.ptr(),
+                            a.att.ptr(), a.lse.ptr(), b.cu_seqlens, ashape);
+    cpu::rope_backward(dq.data(), acts.rope, N, Hl, D);
+    cpu::rope_backward(dk.data(), acts.rope, N, Hkvl, D);
+    const float* gq = dq.data();
+    const float* gk = dk.data();
+    if (cfg_.qk_norm) {
+      // q_norm/k_norm are replicated across TP ranks: their gradients are partial sums over the
+      // local heads and get all-reduced over TP by the optimizer's replicated-gradient step.
+      cpu::rmsnorm_backward(dq_pre.data(), lp.q_norm->g, dq.data(), a.q_pre.ptr(), lp.q_norm->w,
+                            a.rstd_q.ptr(), N * Hl, D);
+      cpu::rmsnorm_backward(dk_pre.data(), lp.k_norm->g, dk.data(), a.k_pre.ptr(), lp.k_norm->w,
+                            a.rstd_k.ptr(), N * Hkvl, D);
+      lp.q_norm->has_grad = lp.k_norm->has_grad = true;
+      gq = dq_pre.data();
+      gk = dk_pre.data();
+    }
+    std::fill(d_ln.begin(), d_ln.end(), 0.0f);
+    lp.q.backward(d_ln.data(), gq, a.ln1.ptr(), N);
+    lp.k.backward(d_ln.data(), gk, a.ln1.ptr(), N);
+    lp.v.backward(d_ln.data(), dv.data(), a.ln1.ptr(), N);
+    copy_to_tp_region_backward(tpc, d_ln.data(), N * d);
+    cpu::rmsnorm_backward(dh.data(), lp.ln1->g, d_ln.data(), x, lp.ln1->w, a.rstd1.ptr(), N, d,
+                          /*accumulate_dx=*/true);
+    lp.ln1->has_grad = true;
+  }
+  embed_.backward(dh.data(), b.ids.data(), N);
+}
+
+}  // namespace bupo

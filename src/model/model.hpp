@@ -1,0 +1,128 @@
+// Llama / Qwen2 / Qwen3 pre-norm decoder on CPU, fp32, with explicit forward and backward.
+// Layer numbering follows the BuPO paper (papers.md §1.1): H^0 is the embedding output and layer
+// l = 1..L reads H^{l-1} and writes A^l, F^l and H^l = H^{l-1} + A^l + F^l.
+//   attn_in  = LN_in(H^{l-1})          (input_layernorm, with its gain)
+//   attn_out = A^l                     (o_proj output)
+//   ffn_in   = LN_post(H^{l-1} + A^l)  (post_attention_layernorm)
+//   ffn_out  = F^l                     (down_proj output)
+// Every linear layer is a tensor-parallel building block (parallel/tensor_parallel.hpp) driven by
+// an explicit ParallelContext; on one process its groups have size 1.
+#pragma once
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "core/tensor.hpp"
+#include "io/dtype.hpp"
+#include "kernels/cpu/rope.hpp"
+#include "model/config.hpp"
+#include "model/params.hpp"
+#include "parallel/comm.hpp"
+#include "parallel/tensor_parallel.hpp"
+
+namespace bupo {
+
+// Packed variable-length sequences: row n is token ids[n] at position pos[n] of sequence s with
+// cu_seqlens[s] <= n < cu_seqlens[s+1].
+struct Batch {
+  std::vector<int32_t> ids;          // (N)
+  std::vector<int32_t> pos;          // (N)
+  std::vector<int64_t> cu_seqlens;   // (S+1)
+  int64_t N() const { return static_cast<int64_t>(ids.size()); }
+  static Batch from_sequences(const std::vector<std::vector<int32_t>>& seqs);
+};
+
+// Views of one layer's residual stream and module tensors, all (N, d), handed to a tap callback.
+// For layer 0 only h_out (= H^0) is set.
+struct LayerTaps {
+  int layer = 0;
+  const float* h_in = nullptr;
+  const float* attn_in = nullptr;
+  const float* attn_out = nullptr;
+  const float* ffn_in = nullptr;
+  const float* ffn_out = nullptr;
+  const float* h_out = nullptr;
+};
+using TapFn = std::function<void(const LayerTaps&)>;
+
+struct LayerActs {  // local sizes: Hl = H/tp heads, Hkvl = Hkv/tp, ffl = ff/tp
+  Tensor ln1, rstd1;          // (N, d), (N)
+  Tensor q_pre, rstd_q;       // (N, Hl·D), (N·Hl)   Qwen3 only: q before q_norm
+  Tensor k_pre, rstd_k;       // (N, Hkvl·D), (N·Hkvl)
+  Tensor q, k, v;             // (N, Hl·D), (N, Hkvl·D) ×2   (q, k after norm and RoPE)
+  Tensor att, lse;            // (N, Hl·D), (N, Hl)
+  Tensor attn_out, h_mid;     // (N, d) ×2
+  Tensor ln2, rstd2;          // (N, d), (N)
+  Tensor g, u, act;           // (N, ffl) ×3
+  Tensor ffn_out;             // (N, d)
+};
+
+struct Activations {
+  int64_t N = 0;
+  int upto = 0;                    // last layer computed
+  bool keep = false;               // every layer kept for the backward
+  std::vector<LayerActs> layers;   // L entries when keep, else 1 reused
+  Tensor resid;                    // (L+1, N, d) when keep, else (2, N, d) ping-pong
+  Tensor final_out, rstd_f;        // (N, d): LN_final(H^L), (N)
+  cpu::RopeCache rope;
+  float* h(int l) { return resid.ptr() + (keep ? l : (l % 2)) * N * resid.shape.back(); }
+  const float* h(int l) const {
+    return resid.ptr() + (keep ? l : (l % 2)) * N * resid.shape.back();
+  }
+};
+
+struct LayerParams {
+  Param *ln1 = nullptr, *ln2 = nullptr, *q_norm = nullptr, *k_norm = nullptr;
+  ColumnParallelLinear q, k, v, gate, up;
+  RowParallelLinear o, down;
+};
+
+class Model {
+ public:
+  Model(const ModelConfig& cfg, ParallelContext pc);
+  Model(const Model&) = delete;
+  Model& operator=(const Model&) = delete;
+
+  // Load config.json and the safetensors weights of a HF checkpoint directory.
+  static std::unique_ptr<Model> load(const std::string& dir, ParallelContext pc);
+  void load_weights(const std::string& path);  // dir or .safetensors file
+  // Write config.json + weights (single file or sharded). TP size 1 only.
+  void save(const std::string& dir, DType dtype, uint64_t max_shard_bytes = 0) const;
+  void init_random(uint64_t seed, float stddev = 0.02f);
+
+  const ModelConfig& config() const { return cfg_; }
+  ParallelContext& parallel() { return pc_; }
+  ParamStore& params() { return params_; }
+  const ParamStore& params() const { return params_; }
+  int num_layers() const { return static_cast<int>(cfg_.num_layers); }
+  int64_t hidden() const { return cfg_.hidden_size; }
+
+  Param& embedding() { return *embed_.weight; }
+  Param& unembedding() { return *lm_head_; }  // E_u: lm_head, or the embedding when tied
+  const Param& unembedding() const { return *lm_head_; }
+  Param& final_norm() { return *final_norm_; }
+  const Param& final_norm() const { return *final_norm_; }
+  const LayerParams& layer(int l) const { return layers_.at(static_cast<size_t>(l - 1)); }
+
+  // Run layers 1..upto (upto = L also applies the final norm into acts.final_out). keep: store
+  // every layer's activations for backward. tap (optional) sees H^0 and every layer's modules.
+  void forward(const Batch& b, Activations& acts, bool keep, int upto = -1, const TapFn* tap = nullptr);
+
+  // Gradients into parameter .g (accumulating), starting from dL/dH^l (N, d) at layer l:
+  // only layers <= l and the embedding receive gradient (papers.md §1.5, Eq. 14–15).
+  void backward_from_layer(const Batch& b, Activations& acts, int l, const float* dH);
+  // Starting from dL/d LN_final(H^L) (N, d): the final norm and every layer receive gradient.
+  void backward_from_output(const Batch& b, Activations& acts, const float* dY);
+
+ private:
+  ModelConfig cfg_;
+  ParallelContext pc_;
+  ParamStore params_;
+  VocabParallelEmbedding embed_;
+  Param* lm_head_ = nullptr;
+  Param* final_norm_ = nullptr;
+  std::vector<LayerParams> layers_;
+  std::vector<float> inv_freq_;
+};
+
+}  // namespace bupo

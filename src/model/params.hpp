@@ -1,0 +1,53 @@
+// Parameters live in one arena (and their gradients in a second one, allocated only for
+// training), llm.c style; each Param is a named view with its HF name, its local (per-rank)
+// shape and how it is sharded across the tensor-parallel group.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "core/tensor.hpp"
+
+namespace bupo {
+
+struct Param {
+  std::string name;       // Hugging Face tensor name, e.g. model.layers.0.self_attn.q_proj.weight
+  Shape shape;            // local shape on this rank
+  Shape full_shape;       // global shape in the checkpoint
+  int shard_dim = -1;     // dimension split across TP ranks (-1: replicated)
+  int64_t shard_offset = 0;  // first index of this rank's slice along shard_dim
+  size_t offset = 0;      // element offset into the arenas
+  float* w = nullptr;     // weights (local shard)
+  float* g = nullptr;     // gradient, or null when gradients are not allocated
+  bool has_grad = false;  // set by backward when a gradient reached this parameter
+  int64_t numel() const { return numel_of(shape); }
+};
+
+class ParamStore {
+ public:
+  // Declare a parameter before finalize(); returns its index.
+  size_t add(std::string name, Shape local, Shape full, int shard_dim = -1, int64_t shard_offset = 0);
+  void finalize();        // allocate the weight arena and point every Param into it
+  void allocate_grads();  // allocate the gradient arena (zeroed)
+  void zero_grad();       // zero gradients and clear has_grad
+
+  Param& at(size_t i) { return params_[i]; }
+  const Param& at(size_t i) const { return params_[i]; }
+  Param* find(const std::string& name);
+  const Param* find(const std::string& name) const;
+  std::vector<Param>& all() { return params_; }
+  const std::vector<Param>& all() const { return params_; }
+  size_t total_elements() const { return total_; }
+  bool has_grads() const { return !grads_.empty(); }
+  std::vector<float>& weight_arena() { return weights_; }
+
+ private:
+  std::vector<Param> params_;
+  std::unordered_map<std::string, size_t> index_;
+  std::vector<float> weights_, grads_;
+  size_t total_ = 0;
+  bool finalized_ = false;
+};
+
+}  // namespace bupo

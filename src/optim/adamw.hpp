@@ -1,0 +1,44 @@
+// AdamW with decoupled weight decay (Loshchilov & Hutter; torch.optim.AdamW semantics) and global
+// gradient-norm clipping. A parameter that received no gradient in a step (Param::has_grad ==
+// false) is skipped entirely — no decay, no moment update, no step count — exactly as torch skips
+// parameters whose .grad is None. This is what keeps layers above the BuPO layer bit-identical
+// during phase 1 (papers.md §1.5).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "model/params.hpp"
+
+namespace bupo {
+
+struct AdamWConfig {
+  double lr = 1e-6;
+  double beta1 = 0.9;
+  double beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.01;
+};
+
+class AdamW {
+ public:
+  AdamW(ParamStore& params, AdamWConfig cfg);
+  void step();  // uses Param::g and Param::has_grad
+  AdamWConfig& config() { return cfg_; }
+  int64_t step_count(size_t param) const { return steps_[param]; }
+  std::vector<float>& exp_avg() { return m_; }
+  std::vector<float>& exp_avg_sq() { return v_; }
+
+ private:
+  ParamStore& params_;
+  AdamWConfig cfg_;
+  std::vector<float> m_, v_;     // one arena each, same layout as the weights
+  std::vector<int64_t> steps_;   // per parameter, as torch keeps state['step']
+};
+
+// Global L2 norm over parameters that have a gradient (fp64 accumulation, fixed order).
+double grad_norm(const ParamStore& params);
+// Scale gradients so the global norm is at most max_norm (torch.nn.utils.clip_grad_norm_:
+// coef = max_norm / (norm + 1e-6), applied only when < 1). Returns the norm before clipping.
+double clip_grad_norm(ParamStore& params, double max_norm);
+
+}  // namespace bupo
