@@ -57,11 +57,22 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
     BUPO_CHECK(!json_bool_or(j, "use_sliding_window", src, false), src,
                ": field 'use_sliding_window': sliding-window attention is not supported");
 
-  auto rs = j.find("rope_scaling");
-  if (rs != j.end() && !rs->is_null()) {
-    const std::string rsrc = src + ": field 'rope_scaling'";
-    BUPO_CHECK(rs->is_object(), rsrc, ": expected an object or null");
-    const std::string type = json_string_or(*rs, "rope_type", rsrc, json_string_or(*rs, "type", rsrc, ""));
+  // RoPE: transformers < 5 writes rope_theta + rope_scaling; transformers >= 5 writes one
+  // rope_parameters object holding rope_theta and rope_type. Accept both.
+  const json* rs = nullptr;
+  std::string rsrc;
+  if (auto rp = j.find("rope_parameters"); rp != j.end() && !rp->is_null()) {
+    rsrc = src + ": field 'rope_parameters'";
+    BUPO_CHECK(rp->is_object(), rsrc, ": expected an object");
+    c.rope_theta = json_number_or(*rp, "rope_theta", rsrc, c.rope_theta);
+    rs = &*rp;
+  } else if (auto sc = j.find("rope_scaling"); sc != j.end() && !sc->is_null()) {
+    rsrc = src + ": field 'rope_scaling'";
+    BUPO_CHECK(sc->is_object(), rsrc, ": expected an object or null");
+    rs = &*sc;
+  }
+  if (rs != nullptr) {
+    const std::string type = json_string_or(*rs, "rope_type", rsrc, json_string_or(*rs, "type", rsrc, "default"));
     if (type == "llama3") {
       c.rope_scaling.factor = json_number_or(*rs, "factor", rsrc, 0.0);
       BUPO_CHECK(c.rope_scaling.factor > 0.0, rsrc, ": 'factor' must be > 0");
