@@ -2,7 +2,9 @@
 
 #include <cblas.h>
 
+#include <algorithm>
 #include <climits>
+#include <mutex>
 
 #include "core/error.hpp"
 
@@ -12,28 +14,54 @@ int to_int(int64_t v, const char* what) {
   BUPO_CHECK(v >= 0 && v <= INT_MAX, "gemm: dimension ", what, "=", v, " exceeds the BLAS int range");
   return static_cast<int>(v);
 }
+
+// OpenBLAS's sgemm picks different kernels for different thread counts, so its results change in
+// the last bits with the number of threads. We therefore run OpenBLAS single-threaded and tile C
+// into fixed-size blocks (kTileM × kTileN) that OpenMP threads take: every block is computed by
+// the same code on the same sub-problem whatever the thread count, and K is never split.
+constexpr int64_t kTileM = 128;
+constexpr int64_t kTileN = 1024;
+
+void gemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
+                const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  static std::once_flag once;
+  std::call_once(once, [] { openblas_set_num_threads(1); });
+  to_int(lda, "lda");
+  to_int(ldb, "ldb");
+  to_int(ldc, "ldc");
+  to_int(K, "K");
+  const int64_t tm = (M + kTileM - 1) / kTileM, tn = (N + kTileN - 1) / kTileN;
+  auto tile = [&](int64_t bi, int64_t bj) {
+    const int64_t m0 = bi * kTileM, n0 = bj * kTileN;
+    const int64_t mb = std::min(kTileM, M - m0), nb = std::min(kTileN, N - n0);
+    const float* a = ta ? A + m0 : A + m0 * lda;
+    const float* b = tb ? B + n0 * ldb : B + n0;
+    cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+                static_cast<int>(mb), static_cast<int>(nb), static_cast<int>(K), alpha, a, static_cast<int>(lda),
+                b, static_cast<int>(ldb), beta, C + m0 * ldc + n0, static_cast<int>(ldc));
+  };
+  if (tm * tn == 1) {
+    tile(0, 0);
+    return;
+  }
+#pragma omp parallel for collapse(2) schedule(static)
+  for (int64_t bi = 0; bi < tm; ++bi)
+    for (int64_t bj = 0; bj < tn; ++bj) tile(bi, bj);
+}
 }  // namespace
 
 void gemm_nt(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
              const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, to_int(M, "M"), to_int(N, "N"),
-              to_int(K, "K"), alpha, A, to_int(lda, "lda"), B, to_int(ldb, "ldb"), beta, C,
-              to_int(ldc, "ldc"));
+  gemm_tiled(false, true, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 void gemm_nn(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
              const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, to_int(M, "M"), to_int(N, "N"),
-              to_int(K, "K"), alpha, A, to_int(lda, "lda"), B, to_int(ldb, "ldb"), beta, C,
-              to_int(ldc, "ldc"));
+  gemm_tiled(false, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 void gemm_tn(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
              const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
-  cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, to_int(M, "M"), to_int(N, "N"),
-              to_int(K, "K"), alpha, A, to_int(lda, "lda"), B, to_int(ldb, "ldb"), beta, C,
-              to_int(ldc, "ldc"));
+  gemm_tiled(true, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t in,
