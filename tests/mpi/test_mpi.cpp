@@ -1,2 +1,140 @@
+// Run by ctest under `mpirun --oversubscribe -np {2,3}`. Checks the MPI communicator, the
+// vocab-parallel lens (one max + one packed sum all-reduce per chunk) against the unsharded lens,
+// and — for 2 ranks — a tensor-parallel (TP=2) model forward and backward against one rank.
 #include <gtest/gtest.h>
-int main(int argc, char** argv) { ::testing::InitGoogleTest(&argc, argv); return RUN_ALL_TESTS(); }
+#include <mpi.h>
+
+#include <cmath>
+
+#include "../test_util.hpp"
+#include "../unit/model_fixture.hpp"
+#include "lens/lens.hpp"
+#include "parallel/mpi_comm.hpp"
+
+namespace bupo {
+namespace {
+
+std::shared_ptr<MpiComm> world() { return std::make_shared<MpiComm>(MPI_COMM_WORLD); }
+
+TEST(MpiComm, Collectives) {
+  auto c = world();
+  const int r = c->rank(), n = c->size();
+  std::vector<float> a = {static_cast<float>(r), 1.0f, static_cast<float>(-r)};
+  c->allreduce_sum(a.data(), a.size());
+  EXPECT_EQ(a[0], n * (n - 1) / 2.0f);
+  EXPECT_EQ(a[1], static_cast<float>(n));
+  std::vector<float> m = {static_cast<float>(r), static_cast<float>(-r)};
+  c->allreduce_max(m.data(), m.size());
+  EXPECT_EQ(m[0], n - 1.0f);
+  EXPECT_EQ(m[1], 0.0f);
+  std::vector<float> g(2 * n), mine = {static_cast<float>(r), static_cast<float>(10 * r)};
+  c->allgather(mine.data(), g.data(), 2);
+  for (int i = 0; i < n; ++i) EXPECT_EQ(g[2 * i + 1], 10.0f * i);
+  int v = r == 0 ? 42 : 0;
+  c->broadcast(&v, sizeof v, 0);
+  EXPECT_EQ(v, 42);
+  EXPECT_EQ(c->stats().calls, 4u);
+}
+
+TEST(VocabParallelLens, MatchesTheUnshardedLensForwardAndBackward) {
+  auto c = world();
+  const int r = c->rank(), np = c->size();
+  const int64_t V = 60, d = 12, n = 9, Vl = V / np;
+  const auto E = test::randn(V * d, 1), x = test::randn(n * d, 2, 2.0f), gn = test::randn(d, 3, 0.2f);
+  const auto glp = test::randn(n, 4), gent = test::randn(n, 5);
+  std::vector<int32_t> tgt(n);
+  for (int64_t i = 0; i < n; ++i) tgt[i] = static_cast<int32_t>((i * 17 + 3) % V);
+
+  for (LensMode mode : {LensMode::Raw, LensMode::Normed}) {
+    auto setup = [&](ParamStore& ps, int64_t rows, int64_t off) {
+      ps.add("E", {rows, d}, {V, d}, 0, off);
+      ps.add("norm", {d}, {d});
+      ps.finalize();
+      ps.allocate_grads();
+      std::copy(E.begin() + off * d, E.begin() + (off + rows) * d, ps.at(0).w);
+      for (int64_t i = 0; i < d; ++i) ps.at(1).w[i] = 1.0f + gn[i];
+    };
+    ParamStore full, shard;
+    setup(full, V, 0);
+    setup(shard, Vl, r * Vl);
+    const Lens lf{&full.at(0), &full.at(1), mode, 1e-6f, nullptr, 4};
+    const Lens ls{&shard.at(0), &shard.at(1), mode, 1e-6f, c.get(), 4};
+    std::vector<float> ef(n), lf_(n), es(n), lps(n), dxf(n * d, 0.0f), dxs(n * d, 0.0f);
+    lf.forward(x.data(), n, tgt.data(), ef.data(), lf_.data());
+    const uint64_t calls0 = c->stats().calls;
+    ls.forward(x.data(), n, tgt.data(), es.data(), lps.data());
+    EXPECT_EQ(c->stats().calls - calls0, 2u * 3u) << "one max + one packed sum per chunk (3 chunks)";
+    for (int64_t i = 0; i < n; ++i) {
+      EXPECT_NEAR(es[i], ef[i], 1e-5);
+      EXPECT_NEAR(lps[i], lf_[i], 1e-5);
+    }
+    lf.backward(x.data(), n, tgt.data(), glp.data(), gent.data(), dxf.data());
+    ls.backward(x.data(), n, tgt.data(), glp.data(), gent.data(), dxs.data());
+    EXPECT_LE(test::rel_err(dxs.data(), dxf.data(), n * d), 1e-5);
+    EXPECT_LE(test::rel_err(shard.at(0).g, full.at(0).g + r * Vl * d, Vl * d), 1e-5);
+    if (mode == LensMode::Normed) {
+      EXPECT_LE(test::rel_err(shard.at(1).g, full.at(1).g, d), 1e-5);
+    }
+  }
+}
+
+TEST(TensorParallelModel, ForwardAndBackwardMatchOneRank) {
+  auto c = world();
+  if (c->size() != 2) GTEST_SKIP() << "the tiny model's 4 heads / 2 KV heads split over exactly 2 ranks";
+  for (Arch arch : {Arch::Llama, Arch::Qwen2, Arch::Qwen3}) {
+    auto single = test::tiny_model(arch, arch == Arch::Qwen3);
+    ParallelContext pc = ParallelContext::single();
+    pc.tp = c;
+    Model tp(test::tiny_config(arch, arch == Arch::Qwen3), pc);
+    tp.init_random(7, 0.2f);  // same seed as tiny_model: layout-independent initialisation
+    const Batch b = test::tiny_batch();
+    Activations a1, a2;
+    single->forward(b, a1, true);
+    tp.forward(b, a2, true);
+    EXPECT_LE(test::rel_err(a2.final_out.ptr(), a1.final_out.ptr(), a1.final_out.numel()), 1e-5) << arch_name(arch);
+
+    // backward of the output-policy log-prob; the lens is vocab-parallel over the same group
+    single->params().allocate_grads();
+    tp.params().allocate_grads();
+    const int64_t N = b.N(), d = single->hidden();
+    std::vector<int32_t> tgt(b.ids.begin(), b.ids.end());
+    std::vector<float> g(N, -0.1f), dy1(N * d, 0.0f), dy2(N * d, 0.0f);
+    Lens{&single->unembedding(), nullptr, LensMode::Raw}.backward(a1.final_out.ptr(), N, tgt.data(), g.data(),
+                                                                  nullptr, dy1.data());
+    Lens{&tp.unembedding(), nullptr, LensMode::Raw, 1e-6f, c.get()}.backward(a2.final_out.ptr(), N, tgt.data(),
+                                                                             g.data(), nullptr, dy2.data());
+    EXPECT_LE(test::rel_err(dy2.data(), dy1.data(), N * d), 1e-5);
+    single->backward_from_output(b, a1, dy1.data());
+    tp.backward_from_output(b, a2, dy2.data());
+    for (auto& p : tp.params().all()) {
+      const Param* q = single->params().find(p.name);
+      ASSERT_NE(q, nullptr);
+      std::vector<float> want(p.numel()), got(p.g, p.g + p.numel());
+      if (p.name.find("q_norm") != std::string::npos || p.name.find("k_norm") != std::string::npos)
+        c->allreduce_sum(got.data(), got.size());  // replicated over TP, partial per rank
+      const int64_t rows = p.shape[0], cols = p.shape.size() == 2 ? p.shape[1] : 1;
+      const int64_t fcols = p.full_shape.size() == 2 ? p.full_shape[1] : 1;
+      for (int64_t i = 0; i < rows; ++i)
+        for (int64_t j = 0; j < cols; ++j) {
+          const int64_t gi = (p.shard_dim == 0 ? i + p.shard_offset : i), gj = (p.shard_dim == 1 ? j + p.shard_offset : j);
+          want[i * cols + j] = q->g[gi * fcols + gj];
+        }
+      EXPECT_LE(test::rel_err(got.data(), want.data(), p.numel(), 1e-8), 1e-4) << arch_name(arch) << " " << p.name;
+    }
+  }
+}
+
+}  // namespace
+}  // namespace bupo
+
+int main(int argc, char** argv) {
+  bupo::MpiSession mpi(&argc, &argv);
+  ::testing::InitGoogleTest(&argc, argv);
+  int rank = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  if (rank != 0) delete ::testing::UnitTest::GetInstance()->listeners().Release(
+      ::testing::UnitTest::GetInstance()->listeners().default_result_printer());
+  int failed = RUN_ALL_TESTS();
+  MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  return failed;
+}

@@ -1,1 +1,179 @@
+// `bupo entropy` end to end through the real binary: the HDF5 schema, the t-1 position mapping
+// against the library lens, and bad inputs that must give one clear error and a non-zero exit.
 #include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+
+#include "../test_util.hpp"
+#include "io/h5.hpp"
+#include "lens/entropy_analysis.hpp"
+#include "model_fixture.hpp"
+
+namespace bupo {
+namespace {
+namespace fs = std::filesystem;
+
+struct RunResult {
+  int code = -1;
+  std::string output;
+};
+RunResult run(const std::string& args) {
+  RunResult r;
+  const std::string cmd = std::string(BUPO_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  const int st = pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return r;
+}
+
+class EntropyCommand : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = test::temp_dir("e");
+    model_ = dir_ + "/model";
+    auto m = test::tiny_model(Arch::Qwen3, true);
+    m->save(model_, DType::F32);
+    data_ = dir_ + "/data.jsonl";
+    std::ofstream(data_) << "{\"ids\": [1, 5, 9, 33, 2, 60, 7], \"response_start\": 4}\n"
+                         << "\n"  // blank lines are skipped
+                         << "{\"ids\": [4, 4, 18, 50, 11], \"response_start\": 1}\n"
+                         << "{\"ids\": [8, 9], \"response_start\": 2}\n";  // empty response: no rows
+  }
+  std::string dir_, model_, data_;
+};
+
+TEST_F(EntropyCommand, WritesTheDocumentedSchema) {
+  const std::string out = dir_ + "/e.h5";
+  const auto r = run("entropy --model " + model_ + " --data " + data_ + " --out " + out + " --batch-tokens 8");
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto f = h5::File::open_read(out);
+  const int64_t L = 4, N = 3 + 4 + 0;
+  EXPECT_EQ(h5::dataset_shape(f.id(), "/tokens/record"), (std::vector<int64_t>{N}));
+  EXPECT_EQ(h5::dataset_shape(f.id(), "/tokens/position"), (std::vector<int64_t>{N}));
+  EXPECT_EQ(h5::dataset_shape(f.id(), "/tokens/token_id"), (std::vector<int64_t>{N}));
+  EXPECT_EQ(h5::dataset_shape(f.id(), "/entropy/layer"), (std::vector<int64_t>{N, L + 1}));
+  for (const char* m : {"attn_in", "attn_out", "ffn_in", "ffn_out"}) {
+    EXPECT_EQ(h5::dataset_shape(f.id(), std::string("/entropy/") + m), (std::vector<int64_t>{N, L}));
+    EXPECT_EQ(h5::dataset_shape(f.id(), std::string("/logprob/") + m), (std::vector<int64_t>{N, L}));
+  }
+  EXPECT_EQ(h5::dataset_shape(f.id(), "/entropy/output"), (std::vector<int64_t>{N}));
+  EXPECT_EQ(h5::read_i64(f.id(), "/tokens/record"), (std::vector<int64_t>{0, 0, 0, 1, 1, 1, 1}));
+  EXPECT_EQ(h5::read_i64(f.id(), "/tokens/position"), (std::vector<int64_t>{4, 5, 6, 1, 2, 3, 4}));
+  EXPECT_EQ(h5::read_i64(f.id(), "/tokens/token_id"), (std::vector<int64_t>{2, 60, 7, 4, 18, 50, 11}));
+  EXPECT_EQ(h5::read_attr_string(f.id(), "/", "architecture"), "Qwen3ForCausalLM");
+  EXPECT_EQ(h5::read_attr_string(f.id(), "/", "lens"), "raw");
+  EXPECT_EQ(h5::read_attr_string(f.id(), "/", "model_path"), model_);
+  EXPECT_FALSE(h5::read_attr_string(f.id(), "/", "program_version").empty());
+  EXPECT_EQ(h5::read_attr_int(f.id(), "/", "num_layers"), L);
+  EXPECT_EQ(h5::read_attr_int(f.id(), "/", "vocab_size"), 64);
+  EXPECT_EQ(h5::read_attr_int(f.id(), "/", "complete"), 1);
+  EXPECT_EQ(h5::read_attr_int(f.id(), "/", "num_records"), 3);
+  for (float h : h5::read_f32(f.id(), "/entropy/layer")) {
+    EXPECT_GE(h, 0.0f);
+    EXPECT_LE(h, std::log(64.0f) + 1e-5f);
+  }
+}
+
+TEST_F(EntropyCommand, RowsAreReadAtPositionTMinusOne) {
+  const std::string out = dir_ + "/e.h5";
+  ASSERT_EQ(run("entropy --model " + model_ + " --data " + data_ + " --out " + out + " --lens normed").code, 0);
+  auto f = h5::File::open_read(out);
+  const auto layer = h5::read_f32(f.id(), "/entropy/layer");
+  const auto ffn_out = h5::read_f32(f.id(), "/entropy/ffn_out");
+  const auto output = h5::read_f32(f.id(), "/entropy/output");
+  const auto lp_out = h5::read_f32(f.id(), "/logprob/output");
+  // Recompute record 1 (ids 4 4 18 50 11, s=1) directly: row j is position t = 1 + j, hidden t-1.
+  auto m = Model::load(model_, ParallelContext::single());
+  const Batch b = Batch::from_sequences({{4, 4, 18, 50, 11}});
+  Activations acts;
+  std::vector<float> h2, f3;
+  const TapFn tap = [&](const LayerTaps& t) {
+    if (t.layer == 2) h2.assign(t.h_out, t.h_out + b.N() * m->hidden());
+    if (t.layer == 3) f3.assign(t.ffn_out, t.ffn_out + b.N() * m->hidden());
+  };
+  m->forward(b, acts, false, -1, &tap);
+  Lens normed{&m->unembedding(), &m->final_norm(), LensMode::Normed, static_cast<float>(m->config().rms_norm_eps)};
+  Lens raw{&m->unembedding(), nullptr, LensMode::Raw};
+  const int64_t d = m->hidden();
+  for (int64_t j = 0; j < 4; ++j) {
+    const int64_t row = 3 + j, pos = j;  // record 0 contributes rows 0..2
+    const int32_t tgt = b.ids[pos + 1];
+    float e = 0, lp = 0;
+    normed.forward(h2.data() + pos * d, 1, nullptr, &e, nullptr);
+    EXPECT_NEAR(layer[row * 5 + 2], e, 1e-5);
+    normed.forward(f3.data() + pos * d, 1, nullptr, &e, nullptr);
+    EXPECT_NEAR(ffn_out[row * 4 + 2], e, 1e-5);
+    raw.forward(acts.final_out.ptr() + pos * d, 1, &tgt, &e, &lp);
+    EXPECT_NEAR(output[row], e, 1e-5);
+    EXPECT_NEAR(lp_out[row], lp, 1e-5);
+  }
+  // normed lens at H^L is the output policy
+  for (int64_t row = 0; row < 7; ++row) EXPECT_NEAR(layer[row * 5 + 4], output[row], 1e-5);
+}
+
+TEST_F(EntropyCommand, RefusesToOverwriteAndKeepsTheExistingFile) {
+  const std::string out = dir_ + "/keep.h5";
+  std::ofstream(out) << "precious";
+  const auto r = run("entropy --model " + model_ + " --data " + data_ + " --out " + out);
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("refusing to overwrite"), std::string::npos) << r.output;
+  std::ifstream in(out);
+  std::string s;
+  in >> s;
+  EXPECT_EQ(s, "precious");
+}
+
+struct BadCase {
+  std::string name, data, expect;
+};
+
+TEST_F(EntropyCommand, BadDataRowsGiveOneClearError) {
+  const std::vector<BadCase> cases = {
+      {"oov", "{\"ids\": [1, 2, 3], \"response_start\": 1}\n{\"ids\": [1, 64, 3], \"response_start\": 1}\n",
+       "data.jsonl:2: field 'ids'[1] = 64 is outside the vocabulary [0, 64)"},
+      {"negative", "{\"ids\": [1, -3], \"response_start\": 1}\n", "field 'ids'[1] = -3 is outside the vocabulary"},
+      {"start0", "{\"ids\": [1, 2, 3], \"response_start\": 0}\n", "data.jsonl:1: field 'response_start' = 0 is out of range"},
+      {"start_big", "{\"ids\": [1, 2, 3], \"response_start\": 4}\n", "field 'response_start' = 4 is out of range"},
+      {"no_start", "{\"ids\": [1, 2, 3]}\n", "field 'response_start' is missing"},
+      {"malformed", "{\"ids\": [1, 2, 3], \"response_start\": 1}\n{\"ids\": [1,\n", "data.jsonl:2: malformed JSON"},
+      {"not_ints", "{\"ids\": [1, \"x\"], \"response_start\": 1}\n", "field 'ids'[1]: expected an integer"},
+      {"empty", "\n\n", "no data rows"},
+      {"text", "{\"prompt\": \"hi\", \"response\": \"x\"}\n", "text rows need a tokenizer"},
+  };
+  for (const auto& c : cases) {
+    const std::string data = dir_ + "/data.jsonl";
+    std::ofstream(data) << c.data;
+    const std::string out = dir_ + "/" + c.name + ".h5";
+    const auto r = run("entropy --model " + model_ + " --data " + data + " --out " + out);
+    EXPECT_EQ(r.code, 1) << c.name << ": " << r.output;
+    EXPECT_NE(r.output.find(c.expect), std::string::npos) << c.name << ": " << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << c.name << ": one line expected: " << r.output;
+    EXPECT_FALSE(fs::exists(out)) << c.name << ": no output file for invalid data";
+  }
+}
+
+TEST_F(EntropyCommand, BadModelFilesGiveOneClearError) {
+  const std::string out = dir_ + "/x.h5";
+  auto r = run("entropy --model " + dir_ + "/nothing --data " + data_ + " --out " + out);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("no config.json"), std::string::npos) << r.output;
+  std::ofstream(model_ + "/config.json") << "{\"architectures\": [\"GPT2LMHeadModel\"]}";
+  r = run("entropy --model " + model_ + " --data " + data_ + " --out " + out);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.output.find("config.json: field 'architectures': unsupported architecture 'GPT2LMHeadModel'"),
+            std::string::npos)
+      << r.output;
+  r = run("entropy --model " + model_ + " --data " + data_ + " --out " + out + " --lens logit");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.output.find("--lens"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace bupo
