@@ -1,6 +1,8 @@
 #include "lens/entropy_analysis.hpp"
 
 #include <chrono>
+#include <csignal>
+#include <cstdlib>
 #include <ctime>
 
 #include "bupo/version.hpp"
@@ -156,6 +158,10 @@ void run_entropy(Model& model, const std::string& model_path, const std::string&
                r.ids.size(), " tokens, more than the model's max_position_embeddings (", maxpos, ")");
   EntropyWriter w(out_path, overwrite, model, model_path, data_path, opt.lens);
   const int64_t n = static_cast<int64_t>(recs.size());
+  // Fault injection for crash-consistency tests: SIGKILL ourselves after this many flushed batches.
+  const char* fault = std::getenv("BUPO_FAULT_KILL_AFTER_BATCHES");
+  const int64_t kill_after = fault ? std::atoll(fault) : -1;
+  int64_t batches = 0;
   int64_t i = 0;
   while (i < n) {
     int64_t j = i, tokens = 0;
@@ -166,6 +172,7 @@ void run_entropy(Model& model, const std::string& model_path, const std::string&
     }
     const std::vector<TokenRecord> batch(recs.begin() + i, recs.begin() + j);
     w.append(compute_entropy_rows(model, batch, i, opt));
+    if (++batches == kill_after) std::raise(SIGKILL);
     i = j;
     if (progress) progress(i, n);
   }
