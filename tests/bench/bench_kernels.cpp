@@ -1,2 +1,170 @@
+// Google Benchmark suite of the CPU kernels. Every benchmark reports GFLOP/s (useful FLOPs only:
+// the causal half of attention) and `peak_frac` = achieved / fp32 peak of this machine, where
+//   peak = threads × GHz × FLOP/cycle/core,
+//   FLOP/cycle/core = 64 with AVX-512 (2 × 16-lane FMA), 32 with AVX2+FMA (2 × 8-lane FMA),
+//   GHz = "cpu MHz" of /proc/cpuinfo (nominal clock; turbo can exceed it).
+// Run: build/<preset>/tests/bupo_bench [--benchmark_filter=...]
 #include <benchmark/benchmark.h>
-BENCHMARK_MAIN();
+#include <unistd.h>
+
+#include <fstream>
+#include <random>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "core/threads.hpp"
+#include "kernels/cpu/attention.hpp"
+#include "kernels/cpu/linear.hpp"
+#include "lens/lens.hpp"
+#include "model/model.hpp"
+
+namespace {
+using namespace bupo;
+
+struct Peak {
+  double ghz = 0, flop_per_cycle = 0, gflops = 0;
+  int threads = 1;
+  std::string isa;
+};
+
+Peak machine_peak() {
+  Peak p;
+  std::ifstream f("/proc/cpuinfo");
+  std::string line;
+  bool avx512 = false, avx2fma = false;
+  while (std::getline(f, line)) {
+    if (p.ghz == 0 && line.rfind("cpu MHz", 0) == 0) p.ghz = std::stod(line.substr(line.find(':') + 1)) / 1000.0;
+    if (line.rfind("flags", 0) == 0) {
+      avx512 = line.find(" avx512f") != std::string::npos;
+      avx2fma = line.find(" avx2") != std::string::npos && line.find(" fma") != std::string::npos;
+    }
+  }
+  p.flop_per_cycle = avx512 ? 64 : avx2fma ? 32 : 8;
+  p.isa = avx512 ? "AVX-512" : avx2fma ? "AVX2+FMA" : "SSE";
+  p.threads = bupo::num_threads();
+  p.gflops = p.threads * p.ghz * p.flop_per_cycle;
+  return p;
+}
+
+const Peak& peak() {
+  static const Peak p = machine_peak();
+  return p;
+}
+
+void report(benchmark::State& st, double flops_per_iter) {
+  const double gf = flops_per_iter * static_cast<double>(st.iterations()) / 1e9;
+  st.counters["GFLOP/s"] = benchmark::Counter(gf, benchmark::Counter::kIsRate);
+  st.counters["peak_frac"] = benchmark::Counter(gf / peak().gflops, benchmark::Counter::kIsRate);
+}
+
+std::vector<float> randn(size_t n, uint64_t seed) {
+  std::mt19937_64 g(seed);
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (auto& x : v) x = d(g);
+  return v;
+}
+
+// y (N, out) = x (N, in) Wᵀ
+void BM_Gemm(benchmark::State& st) {
+  const int64_t N = st.range(0), in = st.range(1), out = st.range(2);
+  auto x = randn(N * in, 1), W = randn(out * in, 2);
+  std::vector<float> y(N * out);
+  for (auto _ : st) {
+    cpu::linear_forward(y.data(), x.data(), W.data(), nullptr, N, in, out);
+    benchmark::DoNotOptimize(y.data());
+  }
+  report(st, 2.0 * N * in * out);
+}
+BENCHMARK(BM_Gemm)->Args({512, 1024, 1024})->Args({256, 1024, 3072})->Args({2048, 2048, 2048})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// causal GQA attention over one sequence of T tokens; range(1) = 1 adds the backward
+void BM_Attention(benchmark::State& st) {
+  const int64_t T = st.range(0), H = 16, Hkv = 8, D = 128;
+  const bool bwd = st.range(1) != 0;
+  const cpu::AttnShape s{T, H, Hkv, D};
+  auto q = randn(T * H * D, 3), k = randn(T * Hkv * D, 4), v = randn(T * Hkv * D, 5), g = randn(T * H * D, 6);
+  std::vector<float> o(q.size()), lse(T * H), dq(q.size()), dk(k.size()), dv(v.size());
+  const std::vector<int64_t> cu = {0, T};
+  for (auto _ : st) {
+    cpu::attention_forward(o.data(), lse.data(), q.data(), k.data(), v.data(), cu, s);
+    if (bwd) cpu::attention_backward(dq.data(), dk.data(), dv.data(), g.data(), q.data(), k.data(), v.data(),
+                                     o.data(), lse.data(), cu, s);
+    benchmark::DoNotOptimize(o.data());
+  }
+  const double fwd = 4.0 * H * D * T * (T + 1) / 2.0;  // QKᵀ and PV over the causal triangle
+  report(st, bwd ? 3.5 * fwd : fwd);                  // backward: recompute S + dP, dV, dQ, dK
+}
+BENCHMARK(BM_Attention)->Args({512, 0})->Args({512, 1})->Args({2048, 0})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// lens entropy + target log-prob for one chunk of rows at Qwen3's vocabulary (151,936)
+void BM_LensChunk(benchmark::State& st) {
+  const int64_t rows = st.range(0), d = st.range(1), V = 151936;
+  ParamStore ps;
+  ps.add("E", {V, d}, {V, d});
+  ps.finalize();
+  auto e = randn(V * d, 7);
+  std::copy(e.begin(), e.end(), ps.at(0).w);
+  auto x = randn(rows * d, 8);
+  std::vector<int32_t> tgt(rows, 17);
+  std::vector<float> ent(rows), lp(rows);
+  Lens lens{&ps.at(0), nullptr, LensMode::Raw, 1e-6f, nullptr, rows};
+  for (auto _ : st) {
+    lens.forward(x.data(), rows, tgt.data(), ent.data(), lp.data());
+    benchmark::DoNotOptimize(ent.data());
+  }
+  report(st, 2.0 * rows * V * d);
+  st.counters["tokens/s"] = benchmark::Counter(static_cast<double>(rows * st.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_LensChunk)->Args({32, 1024})->Args({64, 2560})->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// one Qwen3-0.6B-shaped decoder layer (d=1024, 16/8 heads × 128, ffn 3072), forward+backward
+void BM_DecoderLayer(benchmark::State& st) {
+  const int64_t T = st.range(0);
+  ModelConfig c;
+  c.arch = Arch::Qwen3;
+  c.vocab_size = 256;
+  c.hidden_size = 1024;
+  c.intermediate_size = 3072;
+  c.num_layers = 1;
+  c.num_heads = 16;
+  c.num_kv_heads = 8;
+  c.head_dim = 128;
+  c.max_position_embeddings = 8192;
+  c.qk_norm = true;
+  Model m(c, ParallelContext::single());
+  m.init_random(1);
+  m.params().allocate_grads();
+  std::vector<int32_t> ids(T);
+  for (int64_t t = 0; t < T; ++t) ids[t] = static_cast<int32_t>((t * 31) % 256);
+  const Batch b = Batch::from_sequences({ids});
+  auto dH = randn(T * c.hidden_size, 9);
+  Activations acts;
+  for (auto _ : st) {
+    m.forward(b, acts, true, 1);
+    m.backward_from_layer(b, acts, 1, dH.data());
+    benchmark::DoNotOptimize(acts.resid.ptr());
+  }
+  const double d = 1024, qkv = (16 + 8 + 8) * 128, ff = 3072;
+  const double linear = 2.0 * T * (d * qkv + 16 * 128 * d + 3 * d * ff);
+  const double attn = 4.0 * 16 * 128 * T * (T + 1) / 2.0;
+  report(st, 3.0 * (linear + attn));  // forward + backward ≈ 3 × forward
+  st.counters["tokens/s"] = benchmark::Counter(static_cast<double>(T * st.iterations()), benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_DecoderLayer)->Arg(256)->Arg(1024)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bupo::set_num_threads(0);
+  benchmark::Initialize(&argc, argv);
+  const auto& p = peak();
+  benchmark::AddCustomContext("fp32_peak",
+                              std::to_string(p.threads) + " threads x " + std::to_string(p.ghz) + " GHz x " +
+                                  std::to_string(static_cast<int>(p.flop_per_cycle)) + " FLOP/cycle (" + p.isa +
+                                  ") = " + std::to_string(p.gflops) + " GFLOP/s");
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}
