@@ -4,7 +4,9 @@
 
 namespace bupo {
 
-void SelfComm::allgather(const float* in, float* out, size_t n) { std::copy(in, in + n, out); }
+void SelfComm::allgather(const float* in, float* out, size_t n) {
+  std::copy(in, in + n, out);
+}
 
 ParallelContext ParallelContext::single() {
   ParallelContext pc;

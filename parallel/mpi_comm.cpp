@@ -43,15 +43,18 @@ MpiComm::~MpiComm() {
 }
 void MpiComm::allreduce_sum(float* buf, size_t n) {
   count(n * sizeof(float));
-  mpi_check(MPI_Allreduce(MPI_IN_PLACE, buf, count_of(n), MPI_FLOAT, MPI_SUM, comm_), "MPI_Allreduce(sum)");
+  mpi_check(MPI_Allreduce(MPI_IN_PLACE, buf, count_of(n), MPI_FLOAT, MPI_SUM, comm_),
+            "MPI_Allreduce(sum)");
 }
 void MpiComm::allreduce_max(float* buf, size_t n) {
   count(n * sizeof(float));
-  mpi_check(MPI_Allreduce(MPI_IN_PLACE, buf, count_of(n), MPI_FLOAT, MPI_MAX, comm_), "MPI_Allreduce(max)");
+  mpi_check(MPI_Allreduce(MPI_IN_PLACE, buf, count_of(n), MPI_FLOAT, MPI_MAX, comm_),
+            "MPI_Allreduce(max)");
 }
 void MpiComm::allreduce_sum(double* buf, size_t n) {
   count(n * sizeof(double));
-  mpi_check(MPI_Allreduce(MPI_IN_PLACE, buf, count_of(n), MPI_DOUBLE, MPI_SUM, comm_), "MPI_Allreduce(sum)");
+  mpi_check(MPI_Allreduce(MPI_IN_PLACE, buf, count_of(n), MPI_DOUBLE, MPI_SUM, comm_),
+            "MPI_Allreduce(sum)");
 }
 void MpiComm::broadcast(void* buf, size_t bytes, int root) {
   count(bytes);
@@ -59,8 +62,11 @@ void MpiComm::broadcast(void* buf, size_t bytes, int root) {
 }
 void MpiComm::allgather(const float* in, float* out, size_t n) {
   count(n * sizeof(float));
-  mpi_check(MPI_Allgather(in, count_of(n), MPI_FLOAT, out, count_of(n), MPI_FLOAT, comm_), "MPI_Allgather");
+  mpi_check(MPI_Allgather(in, count_of(n), MPI_FLOAT, out, count_of(n), MPI_FLOAT, comm_),
+            "MPI_Allgather");
 }
-void MpiComm::barrier() { mpi_check(MPI_Barrier(comm_), "MPI_Barrier"); }
+void MpiComm::barrier() {
+  mpi_check(MPI_Barrier(comm_), "MPI_Barrier");
+}
 
 }  // namespace bupo

@@ -34,7 +34,8 @@ inline std::vector<float> randn(size_t n, uint64_t seed, float scale = 1.0f) {
 inline std::string temp_dir(const std::string& name) {
   const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
   auto p = std::filesystem::temp_directory_path() /
-           ("bupo_test_" + std::to_string(::getpid()) + "_" + info->test_suite_name() + "_" + info->name() + "_" + name);
+           ("bupo_test_" + std::to_string(::getpid()) + "_" + info->test_suite_name() + "_" +
+            info->name() + "_" + name);
   std::filesystem::remove_all(p);
   std::filesystem::create_directories(p);
   return p.string();

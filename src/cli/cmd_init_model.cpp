@@ -11,17 +11,20 @@ namespace bupo::cli {
 Runner add_init_model(CLI::App& app) {
   struct Opts {
     std::string out, arch = "qwen3", dtype = "f32", sample;
-    int64_t layers = 4, hidden = 64, heads = 4, kv_heads = 2, head_dim = 16, ffn = 192, vocab = 1024;
+    int64_t layers = 4, hidden = 64, heads = 4, kv_heads = 2, head_dim = 16, ffn = 192,
+            vocab = 1024;
     int64_t records = 8, length = 48;
     uint64_t seed = 1;
     bool tied = true;
   };
   auto o = std::make_shared<Opts>();
-  auto* sub = app.add_subcommand("init-model",
-                                 "Write a randomly initialised Hugging Face checkpoint (config.json + "
-                                 "model.safetensors) that transformers can load, and optionally sample data rows.");
+  auto* sub = app.add_subcommand(
+      "init-model",
+      "Write a randomly initialised Hugging Face checkpoint (config.json + "
+      "model.safetensors) that transformers can load, and optionally sample data rows.");
   sub->add_option("--out", o->out, "output directory")->required();
-  sub->add_option("--arch", o->arch, "llama | qwen2 | qwen3")->check(CLI::IsMember({"llama", "qwen2", "qwen3"}));
+  sub->add_option("--arch", o->arch, "llama | qwen2 | qwen3")
+      ->check(CLI::IsMember({"llama", "qwen2", "qwen3"}));
   sub->add_option("--layers", o->layers)->check(CLI::PositiveNumber);
   sub->add_option("--hidden", o->hidden)->check(CLI::PositiveNumber);
   sub->add_option("--heads", o->heads)->check(CLI::PositiveNumber);
@@ -31,8 +34,10 @@ Runner add_init_model(CLI::App& app) {
   sub->add_option("--vocab", o->vocab)->check(CLI::PositiveNumber);
   sub->add_option("--tied", o->tied, "tie_word_embeddings (true|false)");
   sub->add_option("--seed", o->seed);
-  sub->add_option("--dtype", o->dtype, "f32 | bf16 | f16")->check(CLI::IsMember({"f32", "bf16", "f16"}));
-  sub->add_option("--sample-data", o->sample, "also write this many random token rows to FILE (see --records)");
+  sub->add_option("--dtype", o->dtype, "f32 | bf16 | f16")
+      ->check(CLI::IsMember({"f32", "bf16", "f16"}));
+  sub->add_option("--sample-data", o->sample,
+                  "also write this many random token rows to FILE (see --records)");
   sub->add_option("--records", o->records)->check(CLI::PositiveNumber);
   sub->add_option("--length", o->length, "ids per sampled record")->check(CLI::Range(2, 1 << 20));
   return [o]() {
@@ -55,9 +60,9 @@ Runner add_init_model(CLI::App& app) {
     m.init_random(o->seed);
     const DType dt = o->dtype == "bf16" ? DType::BF16 : o->dtype == "f16" ? DType::F16 : DType::F32;
     m.save(o->out, dt);
-    std::printf("wrote %s (%s, L=%lld, d=%lld, V=%lld, %zu parameters)\n", o->out.c_str(), arch_name(c.arch),
-                (long long)c.num_layers, (long long)c.hidden_size, (long long)c.vocab_size,
-                m.params().total_elements());
+    std::printf("wrote %s (%s, L=%lld, d=%lld, V=%lld, %zu parameters)\n", o->out.c_str(),
+                arch_name(c.arch), (long long)c.num_layers, (long long)c.hidden_size,
+                (long long)c.vocab_size, m.params().total_elements());
     if (!o->sample.empty()) {
       std::ofstream f(o->sample);
       BUPO_CHECK(f.good(), o->sample, ": cannot open for writing");

@@ -15,7 +15,8 @@ int main(int argc, char** argv) {
       "writes A^l, F^l and H^l (the reference scripts' 0-based k is l-1)."};
   app.require_subcommand(1);
   int threads = 0;
-  app.add_option("--threads", threads, "CPU threads for kernels (0: all cores); results do not depend on it");
+  app.add_option("--threads", threads,
+                 "CPU threads for kernels (0: all cores); results do not depend on it");
   app.set_version_flag("--version", std::string("bupo ") + bupo::kVersion);
 
   std::map<std::string, bupo::cli::Runner> runners;

@@ -28,9 +28,9 @@ template <typename... Args>
   throw Error(detail::concat(std::forward<Args>(args)...));
 }
 
-#define BUPO_CHECK(cond, ...)                  \
-  do {                                         \
-    if (!(cond)) ::bupo::fail(__VA_ARGS__);    \
+#define BUPO_CHECK(cond, ...)               \
+  do {                                      \
+    if (!(cond)) ::bupo::fail(__VA_ARGS__); \
   } while (0)
 
 }  // namespace bupo

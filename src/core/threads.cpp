@@ -14,7 +14,10 @@ void set_num_threads(int n) {
   if (n <= 0) n = 1;
   g_threads = n;
   omp_set_num_threads(n);
-  openblas_set_num_threads(1);  // BLAS runs per tile inside our OpenMP loops (kernels/cpu/linear.cpp)
+  openblas_set_num_threads(
+      1);  // BLAS runs per tile inside our OpenMP loops (kernels/cpu/linear.cpp)
 }
-int num_threads() { return g_threads > 0 ? g_threads : omp_get_max_threads(); }
+int num_threads() {
+  return g_threads > 0 ? g_threads : omp_get_max_threads();
+}
 }  // namespace bupo

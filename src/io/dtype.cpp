@@ -12,9 +12,9 @@ struct DTypeInfo {
   size_t size;
 };
 constexpr DTypeInfo kTypes[] = {
-    {DType::F32, "F32", 4},  {DType::F16, "F16", 2},    {DType::BF16, "BF16", 2},
-    {DType::F64, "F64", 8},  {DType::I64, "I64", 8},    {DType::I32, "I32", 4},
-    {DType::I16, "I16", 2},  {DType::I8, "I8", 1},      {DType::U8, "U8", 1},
+    {DType::F32, "F32", 4},   {DType::F16, "F16", 2},         {DType::BF16, "BF16", 2},
+    {DType::F64, "F64", 8},   {DType::I64, "I64", 8},         {DType::I32, "I32", 4},
+    {DType::I16, "I16", 2},   {DType::I8, "I8", 1},           {DType::U8, "U8", 1},
     {DType::BOOL, "BOOL", 1}, {DType::F8_E4M3, "F8_E4M3", 1}, {DType::F8_E5M2, "F8_E5M2", 1}};
 }  // namespace
 
@@ -58,7 +58,7 @@ uint16_t f32_to_f16(float f) {
   std::memcpy(&u, &f, 4);
   const uint16_t sign = static_cast<uint16_t>((u >> 16) & 0x8000u);
   const uint32_t absu = u & 0x7fffffffu;
-  if (absu > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);  // NaN
+  if (absu > 0x7f800000u) return static_cast<uint16_t>(sign | 0x7e00u);   // NaN
   if (absu >= 0x477ff000u) return static_cast<uint16_t>(sign | 0x7c00u);  // rounds to >= 65520: inf
   if (absu < 0x38800000u) {  // result is subnormal or zero: value / 2^-24, round to nearest even
     const float a = std::fabs(f) * 16777216.0f;  // exact scaling by 2^24
@@ -75,7 +75,9 @@ uint16_t f32_to_f16(float f) {
 void convert_to_f32(DType d, const void* src, float* dst, size_t n) {
   const auto* b = static_cast<const unsigned char*>(src);
   switch (d) {
-    case DType::F32: std::memcpy(dst, b, n * 4); return;
+    case DType::F32:
+      std::memcpy(dst, b, n * 4);
+      return;
     case DType::BF16:
       for (size_t i = 0; i < n; ++i) {
         uint16_t h;
@@ -97,7 +99,8 @@ void convert_to_f32(DType d, const void* src, float* dst, size_t n) {
         dst[i] = static_cast<float>(x);
       }
       return;
-    default: fail("convert_to_f32: dtype ", dtype_name(d), " is not a floating-point weight type");
+    default:
+      fail("convert_to_f32: dtype ", dtype_name(d), " is not a floating-point weight type");
   }
 }
 

@@ -8,10 +8,10 @@ namespace bupo {
 
 enum class DType { F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL, F8_E4M3, F8_E5M2 };
 
-const char* dtype_name(DType d);          // safetensors spelling, e.g. "BF16"
+const char* dtype_name(DType d);  // safetensors spelling, e.g. "BF16"
 bool dtype_from_name(const std::string& s, DType* out);
 size_t dtype_size(DType d);
-bool dtype_is_float_loadable(DType d);    // F32, F16, BF16, F64
+bool dtype_is_float_loadable(DType d);  // F32, F16, BF16, F64
 
 inline float bf16_to_f32(uint16_t h) {
   const uint32_t u = static_cast<uint32_t>(h) << 16;

@@ -30,17 +30,21 @@ const json* get(const json& j, const std::string& key, const std::string& src) {
 
 int64_t json_int(const json& j, const std::string& key, const std::string& src, int64_t min_value) {
   const json* v = get(j, key, src);
-  BUPO_CHECK(v != nullptr, src, ": field '", key, "' is missing (expected an integer >= ", min_value, ")");
-  BUPO_CHECK(v->is_number_integer(), src, ": field '", key, "': expected an integer, got ", v->dump());
+  BUPO_CHECK(v != nullptr, src, ": field '", key,
+             "' is missing (expected an integer >= ", min_value, ")");
+  BUPO_CHECK(v->is_number_integer(), src, ": field '", key, "': expected an integer, got ",
+             v->dump());
   const int64_t x = v->get<int64_t>();
-  BUPO_CHECK(x >= min_value, src, ": field '", key, "': expected an integer >= ", min_value, ", got ", x);
+  BUPO_CHECK(x >= min_value, src, ": field '", key, "': expected an integer >= ", min_value,
+             ", got ", x);
   return x;
 }
-int64_t json_int_or(const json& j, const std::string& key, const std::string& src, int64_t min_value,
-                    int64_t fallback) {
+int64_t json_int_or(const json& j, const std::string& key, const std::string& src,
+                    int64_t min_value, int64_t fallback) {
   return get(j, key, src) ? json_int(j, key, src, min_value) : fallback;
 }
-double json_number_or(const json& j, const std::string& key, const std::string& src, double fallback) {
+double json_number_or(const json& j, const std::string& key, const std::string& src,
+                      double fallback) {
   const json* v = get(j, key, src);
   if (!v) return fallback;
   BUPO_CHECK(v->is_number(), src, ": field '", key, "': expected a number, got ", v->dump());

@@ -10,9 +10,10 @@ json read_json_file(const std::string& path);  // "<path>: malformed JSON at byt
 
 // Typed accessors: "<src>: field '<key>': expected <what>, got <value>"
 int64_t json_int(const json& j, const std::string& key, const std::string& src, int64_t min_value);
-int64_t json_int_or(const json& j, const std::string& key, const std::string& src, int64_t min_value,
-                    int64_t fallback);
-double json_number_or(const json& j, const std::string& key, const std::string& src, double fallback);
+int64_t json_int_or(const json& j, const std::string& key, const std::string& src,
+                    int64_t min_value, int64_t fallback);
+double json_number_or(const json& j, const std::string& key, const std::string& src,
+                      double fallback);
 bool json_bool_or(const json& j, const std::string& key, const std::string& src, bool fallback);
 std::string json_string_or(const json& j, const std::string& key, const std::string& src,
                            const std::string& fallback);

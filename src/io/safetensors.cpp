@@ -18,7 +18,9 @@ namespace fs = std::filesystem;
 namespace {
 constexpr uint64_t kMaxHeader = 100ull << 20;  // the safetensors format's own limit (100 MB)
 
-bool mul_overflows(uint64_t a, uint64_t b, uint64_t* out) { return __builtin_mul_overflow(a, b, out); }
+bool mul_overflows(uint64_t a, uint64_t b, uint64_t* out) {
+  return __builtin_mul_overflow(a, b, out);
+}
 }  // namespace
 
 std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) {
@@ -26,7 +28,7 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   f->path_ = path;
   f->fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   BUPO_CHECK(f->fd_ >= 0, path, ": cannot open file");
-  struct stat st{};
+  struct stat st {};
   BUPO_CHECK(::fstat(f->fd_, &st) == 0 && S_ISREG(st.st_mode), path, ": not a regular file");
   f->size_ = static_cast<uint64_t>(st.st_size);
   BUPO_CHECK(f->size_ >= 8, path, ": truncated safetensors file: ", f->size_,
@@ -44,7 +46,8 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
 
   json h;
   try {
-    h = json::parse(reinterpret_cast<const char*>(base + 8), reinterpret_cast<const char*>(base + 8 + hlen));
+    h = json::parse(reinterpret_cast<const char*>(base + 8),
+                    reinterpret_cast<const char*>(base + 8 + hlen));
   } catch (const json::parse_error& e) {
     fail(path, ": malformed JSON header at byte ", e.byte, ": ", e.what());
   }
@@ -55,7 +58,8 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     if (name == "__metadata__") {
       BUPO_CHECK(v.is_object(), path, ": '__metadata__': expected an object of strings");
       for (auto m = v.begin(); m != v.end(); ++m) {
-        BUPO_CHECK(m.value().is_string(), path, ": '__metadata__.", m.key(), "': expected a string");
+        BUPO_CHECK(m.value().is_string(), path, ": '__metadata__.", m.key(),
+                   "': expected a string");
         f->metadata_[m.key()] = m.value().get<std::string>();
       }
       continue;
@@ -66,10 +70,12 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
     t.name = name;
     auto dt = v.find("dtype");
     BUPO_CHECK(dt != v.end() && dt->is_string(), where, ": field 'dtype': expected a string");
-    BUPO_CHECK(dtype_from_name(dt->get<std::string>(), &t.dtype), where, ": field 'dtype': unknown dtype '",
-               dt->get<std::string>(), "' (expected one of F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL)");
+    BUPO_CHECK(dtype_from_name(dt->get<std::string>(), &t.dtype), where,
+               ": field 'dtype': unknown dtype '", dt->get<std::string>(),
+               "' (expected one of F32, F16, BF16, F64, I64, I32, I16, I8, U8, BOOL)");
     auto sh = v.find("shape");
-    BUPO_CHECK(sh != v.end() && sh->is_array(), where, ": field 'shape': expected a list of integers");
+    BUPO_CHECK(sh != v.end() && sh->is_array(), where,
+               ": field 'shape': expected a list of integers");
     uint64_t numel = 1;
     for (const auto& d : *sh) {
       BUPO_CHECK(d.is_number_unsigned() || (d.is_number_integer() && d.get<int64_t>() >= 0), where,
@@ -80,17 +86,18 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
       t.shape.push_back(static_cast<int64_t>(dv));
     }
     auto off = v.find("data_offsets");
-    BUPO_CHECK(off != v.end() && off->is_array() && off->size() == 2 && (*off)[0].is_number_unsigned() &&
-                   (*off)[1].is_number_unsigned(),
+    BUPO_CHECK(off != v.end() && off->is_array() && off->size() == 2 &&
+                   (*off)[0].is_number_unsigned() && (*off)[1].is_number_unsigned(),
                where, ": field 'data_offsets': expected [begin, end]");
     t.begin = (*off)[0].get<uint64_t>();
     t.end = (*off)[1].get<uint64_t>();
-    BUPO_CHECK(t.begin <= t.end && t.end <= data_size, where, ": field 'data_offsets' [", t.begin, ", ",
-               t.end, "] lies outside the data section (", data_size, " bytes): truncated file?");
+    BUPO_CHECK(t.begin <= t.end && t.end <= data_size, where, ": field 'data_offsets' [", t.begin,
+               ", ", t.end, "] lies outside the data section (", data_size,
+               " bytes): truncated file?");
     uint64_t nbytes = 0;
-    BUPO_CHECK(!mul_overflows(numel, dtype_size(t.dtype), &nbytes) && nbytes == t.end - t.begin, where,
-               ": shape ", sh->dump(), " of ", dt->get<std::string>(), " needs ", numel * dtype_size(t.dtype),
-               " bytes but data_offsets span ", t.end - t.begin);
+    BUPO_CHECK(!mul_overflows(numel, dtype_size(t.dtype), &nbytes) && nbytes == t.end - t.begin,
+               where, ": shape ", sh->dump(), " of ", dt->get<std::string>(), " needs ",
+               numel * dtype_size(t.dtype), " bytes but data_offsets span ", t.end - t.begin);
     f->tensors_.emplace(name, std::move(t));
   }
   return f;
@@ -138,21 +145,25 @@ CheckpointReader CheckpointReader::open(const std::string& path) {
                ": field 'weight_map': expected an object {tensor: file}");
     std::map<std::string, size_t> file_idx;
     for (auto it = wm->begin(); it != wm->end(); ++it) {
-      BUPO_CHECK(it.value().is_string(), index.string(), ": weight_map['", it.key(), "']: expected a file name");
+      BUPO_CHECK(it.value().is_string(), index.string(), ": weight_map['", it.key(),
+                 "']: expected a file name");
       const std::string fname = it.value().get<std::string>();
-      BUPO_CHECK(fname.find('/') == std::string::npos && fname != ".." && fname != ".", index.string(),
-                 ": weight_map['", it.key(), "']: file name '", fname, "' must be a plain file name");
+      BUPO_CHECK(fname.find('/') == std::string::npos && fname != ".." && fname != ".",
+                 index.string(), ": weight_map['", it.key(), "']: file name '", fname,
+                 "' must be a plain file name");
       if (!file_idx.contains(fname)) {
         add_file((dir / fname).string());
         file_idx[fname] = r.files_.size() - 1;
       }
-      BUPO_CHECK(r.where_.contains(it.key()) && r.where_[it.key()] == file_idx[fname], index.string(),
-                 ": weight_map says tensor '", it.key(), "' is in ", fname, ", but that file does not hold it");
+      BUPO_CHECK(r.where_.contains(it.key()) && r.where_[it.key()] == file_idx[fname],
+                 index.string(), ": weight_map says tensor '", it.key(), "' is in ", fname,
+                 ", but that file does not hold it");
     }
     return r;
   }
   const fs::path single = dir / "model.safetensors";
-  BUPO_CHECK(fs::exists(single), path, ": neither model.safetensors nor model.safetensors.index.json found");
+  BUPO_CHECK(fs::exists(single), path,
+             ": neither model.safetensors nor model.safetensors.index.json found");
   add_file(single.string());
   return r;
 }
@@ -183,7 +194,8 @@ void save_safetensors(const std::string& path, const std::vector<NamedTensor>& t
   uint64_t off = 0;
   for (const auto& t : tensors) {
     const uint64_t nb = static_cast<uint64_t>(numel_of(t.shape)) * es;
-    h[t.name] = {{"dtype", dtype_name(dtype)}, {"shape", t.shape}, {"data_offsets", {off, off + nb}}};
+    h[t.name] = {
+        {"dtype", dtype_name(dtype)}, {"shape", t.shape}, {"data_offsets", {off, off + nb}}};
     off += nb;
   }
   std::string hs = h.dump();

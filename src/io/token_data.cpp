@@ -21,9 +21,11 @@ std::vector<TokenRecord> read_token_records(const std::string& path, int64_t voc
     try {
       j = json::parse(text);
     } catch (const json::parse_error& e) {
-      fail(where, ": malformed JSON at byte ", e.byte, " (expected {\"ids\": [...], \"response_start\": s})");
+      fail(where, ": malformed JSON at byte ", e.byte,
+           " (expected {\"ids\": [...], \"response_start\": s})");
     }
-    BUPO_CHECK(j.is_object(), where, ": expected a JSON object {\"ids\": [...], \"response_start\": s}");
+    BUPO_CHECK(j.is_object(), where,
+               ": expected a JSON object {\"ids\": [...], \"response_start\": s}");
     BUPO_CHECK(!j.contains("text") && !j.contains("prompt"), where,
                ": text rows need a tokenizer, which this build does not have yet; give token ids "
                "{\"ids\": [...], \"response_start\": s}");
@@ -35,7 +37,8 @@ std::vector<TokenRecord> read_token_records(const std::string& path, int64_t voc
     r.ids.reserve(ids->size());
     for (size_t i = 0; i < ids->size(); ++i) {
       const json& v = (*ids)[i];
-      BUPO_CHECK(v.is_number_integer(), where, ": field 'ids'[", i, "]: expected an integer, got ", v.dump());
+      BUPO_CHECK(v.is_number_integer(), where, ": field 'ids'[", i, "]: expected an integer, got ",
+                 v.dump());
       const int64_t id = v.get<int64_t>();
       BUPO_CHECK(id >= 0 && id < vocab_size, where, ": field 'ids'[", i, "] = ", id,
                  " is outside the vocabulary [0, ", vocab_size, ")");
@@ -43,8 +46,9 @@ std::vector<TokenRecord> read_token_records(const std::string& path, int64_t voc
     }
     const int64_t n = static_cast<int64_t>(r.ids.size());
     r.response_start = json_int(j, "response_start", where, 0);
-    BUPO_CHECK(r.response_start >= 1 && r.response_start <= n, where, ": field 'response_start' = ",
-               r.response_start, " is out of range: expected 1 <= response_start <= ", n,
+    BUPO_CHECK(r.response_start >= 1 && r.response_start <= n, where,
+               ": field 'response_start' = ", r.response_start,
+               " is out of range: expected 1 <= response_start <= ", n,
                " (the number of ids; position s-1 predicts token s)");
     out.push_back(std::move(r));
   }

@@ -20,8 +20,8 @@ std::string utc_now() {
 }
 }  // namespace
 
-EntropyRows compute_entropy_rows(Model& model, const std::vector<TokenRecord>& recs, int64_t first_record,
-                                 const EntropyOptions& opt) {
+EntropyRows compute_entropy_rows(Model& model, const std::vector<TokenRecord>& recs,
+                                 int64_t first_record, const EntropyOptions& opt) {
   const int L = model.num_layers();
   const int64_t d = model.hidden();
   std::vector<std::vector<int32_t>> seqs;
@@ -43,21 +43,26 @@ EntropyRows compute_entropy_rows(Model& model, const std::vector<TokenRecord>& r
   const auto sz = [&](int64_t cols) { return static_cast<size_t>(R * cols); };
   out.layer.assign(sz(L + 1), 0.0f);
   out.lp_layer.assign(sz(L + 1), 0.0f);
-  for (auto* v : {&out.attn_in, &out.attn_out, &out.ffn_in, &out.ffn_out, &out.lp_attn_in, &out.lp_attn_out,
-                  &out.lp_ffn_in, &out.lp_ffn_out})
+  for (auto* v : {&out.attn_in, &out.attn_out, &out.ffn_in, &out.ffn_out, &out.lp_attn_in,
+                  &out.lp_attn_out, &out.lp_ffn_in, &out.lp_ffn_out})
     v->assign(sz(L), 0.0f);
   out.output.assign(sz(1), 0.0f);
   out.lp_output.assign(sz(1), 0.0f);
   if (R == 0) return out;
 
-  Lens lens{&model.unembedding(), &model.final_norm(), opt.lens,
-            static_cast<float>(model.config().rms_norm_eps), model.parallel().tp.get(), opt.lens_chunk_rows};
+  Lens lens{&model.unembedding(),
+            &model.final_norm(),
+            opt.lens,
+            static_cast<float>(model.config().rms_norm_eps),
+            model.parallel().tp.get(),
+            opt.lens_chunk_rows};
   std::vector<float> xs(sz(d)), ent(sz(1)), lp(sz(1));
   // Evaluate the lens on the gathered rows of x and scatter into column `col` of (R, cols).
-  auto eval = [&](const Lens& ln, const float* x, std::vector<float>& E, std::vector<float>& LP, int64_t col,
-                  int64_t cols) {
+  auto eval = [&](const Lens& ln, const float* x, std::vector<float>& E, std::vector<float>& LP,
+                  int64_t col, int64_t cols) {
 #pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < R; ++r) std::copy_n(x + src[static_cast<size_t>(r)] * d, d, xs.data() + r * d);
+    for (int64_t r = 0; r < R; ++r)
+      std::copy_n(x + src[static_cast<size_t>(r)] * d, d, xs.data() + r * d);
     ln.forward(xs.data(), R, out.token_id.data(), ent.data(), lp.data());
     for (int64_t r = 0; r < R; ++r) {
       E[static_cast<size_t>(r * cols + col)] = ent[static_cast<size_t>(r)];
@@ -75,13 +80,15 @@ EntropyRows compute_entropy_rows(Model& model, const std::vector<TokenRecord>& r
   };
   Activations acts;
   model.forward(b, acts, /*keep=*/false, L, &tap);
-  const Lens output_lens{&model.unembedding(), nullptr, LensMode::Raw, lens.eps, lens.tp, opt.lens_chunk_rows};
+  const Lens output_lens{&model.unembedding(), nullptr, LensMode::Raw, lens.eps, lens.tp,
+                         opt.lens_chunk_rows};
   eval(output_lens, acts.final_out.ptr(), out.output, out.lp_output, 0, 1);
   return out;
 }
 
 EntropyWriter::EntropyWriter(const std::string& path, bool overwrite, const Model& model,
-                             const std::string& model_path, const std::string& data_path, LensMode lens)
+                             const std::string& model_path, const std::string& data_path,
+                             LensMode lens)
     : file_(h5::File::create(path, overwrite)) {
   const auto& c = model.config();
   const int64_t L = c.num_layers;
@@ -91,21 +98,25 @@ EntropyWriter::EntropyWriter(const std::string& path, bool overwrite, const Mode
   file_.create_group("/logprob");
   record_ = h5::RowDataset(file_.id(), "/tokens/record", h5::Kind::I64, 0, chunk,
                            "0-based index of the data row (non-blank line) this token belongs to");
-  position_ = h5::RowDataset(file_.id(), "/tokens/position", h5::Kind::I64, 0, chunk,
-                             "index t of the token in its record's ids; distributions are read at position t-1");
-  token_ = h5::RowDataset(file_.id(), "/tokens/token_id", h5::Kind::I32, 0, chunk, "the token ids[t]");
-  const std::string lens_desc = lens == LensMode::Raw ? "softmax(x E_u^T), no final norm"
-                                                      : "softmax(LN_final(x) E_u^T)";
-  const std::string what[6] = {"H^l for l = 0..L (column l)", "LN_in(H^{l-1}) for l = 1..L (column l-1)",
-                               "A^l for l = 1..L (column l-1)", "LN_post(H^{l-1}+A^l) for l = 1..L (column l-1)",
-                               "F^l for l = 1..L (column l-1)", "softmax(LN_final(H^L) E_u^T): the output policy"};
+  position_ = h5::RowDataset(
+      file_.id(), "/tokens/position", h5::Kind::I64, 0, chunk,
+      "index t of the token in its record's ids; distributions are read at position t-1");
+  token_ =
+      h5::RowDataset(file_.id(), "/tokens/token_id", h5::Kind::I32, 0, chunk, "the token ids[t]");
+  const std::string lens_desc =
+      lens == LensMode::Raw ? "softmax(x E_u^T), no final norm" : "softmax(LN_final(x) E_u^T)";
+  const std::string what[6] = {
+      "H^l for l = 0..L (column l)",   "LN_in(H^{l-1}) for l = 1..L (column l-1)",
+      "A^l for l = 1..L (column l-1)", "LN_post(H^{l-1}+A^l) for l = 1..L (column l-1)",
+      "F^l for l = 1..L (column l-1)", "softmax(LN_final(H^L) E_u^T): the output policy"};
   const int64_t cols[6] = {L + 1, L, L, L, L, 0};
   for (int i = 0; i < 6; ++i) {
     const std::string lensd = i == 5 ? "" : " under the lens " + lens_desc;
-    ent_[i] = h5::RowDataset(file_.id(), std::string("/entropy/") + kModules[i], h5::Kind::F32, cols[i], chunk / 4,
-                             "entropy (nats) of " + what[i] + lensd);
-    lp_[i] = h5::RowDataset(file_.id(), std::string("/logprob/") + kModules[i], h5::Kind::F32, cols[i], chunk / 4,
-                            "log-prob (nats) of token_id under " + what[i] + lensd);
+    ent_[i] = h5::RowDataset(file_.id(), std::string("/entropy/") + kModules[i], h5::Kind::F32,
+                             cols[i], chunk / 4, "entropy (nats) of " + what[i] + lensd);
+    lp_[i] =
+        h5::RowDataset(file_.id(), std::string("/logprob/") + kModules[i], h5::Kind::F32, cols[i],
+                       chunk / 4, "log-prob (nats) of token_id under " + what[i] + lensd);
   }
   file_.set_attr("/", "schema", std::string("bupo-entropy"));
   file_.set_attr("/", "schema_version", int64_t{1});
@@ -130,8 +141,9 @@ void EntropyWriter::append(const EntropyRows& r) {
   record_.append(r.record.data(), r.rows);
   position_.append(r.position.data(), r.rows);
   token_.append(r.token_id.data(), r.rows);
-  const std::vector<float>* e[6] = {&r.layer, &r.attn_in, &r.attn_out, &r.ffn_in, &r.ffn_out, &r.output};
-  const std::vector<float>* p[6] = {&r.lp_layer, &r.lp_attn_in, &r.lp_attn_out,
+  const std::vector<float>* e[6] = {&r.layer,  &r.attn_in, &r.attn_out,
+                                    &r.ffn_in, &r.ffn_out, &r.output};
+  const std::vector<float>* p[6] = {&r.lp_layer,  &r.lp_attn_in, &r.lp_attn_out,
                                     &r.lp_ffn_in, &r.lp_ffn_out, &r.lp_output};
   for (int i = 0; i < 6; ++i) {
     ent_[i].append(e[i]->data(), r.rows);
@@ -154,8 +166,9 @@ void run_entropy(Model& model, const std::string& model_path, const std::string&
   const auto recs = read_token_records(data_path, model.config().vocab_size);
   const int64_t maxpos = model.config().max_position_embeddings;
   for (const auto& r : recs)
-    BUPO_CHECK(static_cast<int64_t>(r.ids.size()) <= maxpos, data_path, ":", r.line, ": field 'ids' has ",
-               r.ids.size(), " tokens, more than the model's max_position_embeddings (", maxpos, ")");
+    BUPO_CHECK(static_cast<int64_t>(r.ids.size()) <= maxpos, data_path, ":", r.line,
+               ": field 'ids' has ", r.ids.size(),
+               " tokens, more than the model's max_position_embeddings (", maxpos, ")");
   EntropyWriter w(out_path, overwrite, model, model_path, data_path, opt.lens);
   const int64_t n = static_cast<int64_t>(recs.size());
   // Fault injection for crash-consistency tests: SIGKILL ourselves after this many flushed batches.
@@ -165,8 +178,9 @@ void run_entropy(Model& model, const std::string& model_path, const std::string&
   int64_t i = 0;
   while (i < n) {
     int64_t j = i, tokens = 0;
-    while (j < n && (j == i || tokens + static_cast<int64_t>(recs[static_cast<size_t>(j)].ids.size()) <=
-                                   opt.max_batch_tokens)) {
+    while (j < n &&
+           (j == i || tokens + static_cast<int64_t>(recs[static_cast<size_t>(j)].ids.size()) <=
+                          opt.max_batch_tokens)) {
       tokens += static_cast<int64_t>(recs[static_cast<size_t>(j)].ids.size());
       ++j;
     }

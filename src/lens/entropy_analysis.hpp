@@ -30,19 +30,20 @@ struct EntropyRows {
   int64_t rows = 0;
   std::vector<int64_t> record, position;
   std::vector<int32_t> token_id;
-  std::vector<float> layer, attn_in, attn_out, ffn_in, ffn_out, output;           // entropies
-  std::vector<float> lp_layer, lp_attn_in, lp_attn_out, lp_ffn_in, lp_ffn_out, lp_output;  // log-probs
+  std::vector<float> layer, attn_in, attn_out, ffn_in, ffn_out, output;  // entropies
+  std::vector<float> lp_layer, lp_attn_in, lp_attn_out, lp_ffn_in, lp_ffn_out,
+      lp_output;  // log-probs
 };
 
 // Compute the rows of a set of records (one forward pass, records packed).
-EntropyRows compute_entropy_rows(Model& model, const std::vector<TokenRecord>& recs, int64_t first_record,
-                                 const EntropyOptions& opt);
+EntropyRows compute_entropy_rows(Model& model, const std::vector<TokenRecord>& recs,
+                                 int64_t first_record, const EntropyOptions& opt);
 
 // Writes the HDF5 schema documented in README.md.
 class EntropyWriter {
  public:
-  EntropyWriter(const std::string& path, bool overwrite, const Model& model, const std::string& model_path,
-                const std::string& data_path, LensMode lens);
+  EntropyWriter(const std::string& path, bool overwrite, const Model& model,
+                const std::string& model_path, const std::string& data_path, LensMode lens);
   void append(const EntropyRows& rows);  // appends and flushes
   void finish(int64_t records);          // marks the file complete
   int64_t rows() const { return rows_; }

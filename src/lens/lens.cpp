@@ -16,25 +16,29 @@ LensMode lens_mode_from_string(const std::string& s) {
   if (s == "normed") return LensMode::Normed;
   fail("lens: expected 'raw' or 'normed', got '", s, "'");
 }
-const char* lens_mode_name(LensMode m) { return m == LensMode::Raw ? "raw" : "normed"; }
+const char* lens_mode_name(LensMode m) {
+  return m == LensMode::Raw ? "raw" : "normed";
+}
 
 int64_t Lens::chunk_for(int64_t n) const {
   if (chunk_rows > 0) return std::min(chunk_rows, std::max<int64_t>(n, 1));
   // about 8 M logits (32 MiB) per chunk, at least 4 rows
-  const int64_t c = std::max<int64_t>(4, (int64_t{8} << 20) / std::max<int64_t>(unembed->shape[0], 1));
+  const int64_t c =
+      std::max<int64_t>(4, (int64_t{8} << 20) / std::max<int64_t>(unembed->shape[0], 1));
   return std::min(c, std::max<int64_t>(n, 1));
 }
 
 namespace {
 
-struct ChunkStats {  // per row of a chunk, after the TP reductions
-  std::vector<float> m;       // row max of z
-  std::vector<float> packed;  // 3 per row: S = Σe^{z−m}, T = Σe^{z−m}(z−m), z_t − m (0 if no target)
+struct ChunkStats {      // per row of a chunk, after the TP reductions
+  std::vector<float> m;  // row max of z
+  std::vector<float>
+      packed;  // 3 per row: S = Σe^{z−m}, T = Σe^{z−m}(z−m), z_t − m (0 if no target)
 };
 
 // Prepare lens inputs for a chunk: the normed rows when mode == Normed, otherwise x itself.
-const float* lens_input(const Lens& L, const float* x, int64_t rows, int64_t d, std::vector<float>& xn,
-                        std::vector<float>& rstd) {
+const float* lens_input(const Lens& L, const float* x, int64_t rows, int64_t d,
+                        std::vector<float>& xn, std::vector<float>& rstd) {
   if (L.mode == LensMode::Raw) return x;
   xn.resize(static_cast<size_t>(rows * d));
   rstd.resize(static_cast<size_t>(rows));
@@ -43,8 +47,8 @@ const float* lens_input(const Lens& L, const float* x, int64_t rows, int64_t d, 
 }
 
 // z (rows, Vl) = xin E_uᵀ, then the reductions. targets (rows) global ids or null.
-void chunk_stats(const Lens& L, const float* xin, int64_t rows, const int32_t* targets, std::vector<float>& z,
-                 ChunkStats& st) {
+void chunk_stats(const Lens& L, const float* xin, int64_t rows, const int32_t* targets,
+                 std::vector<float>& z, ChunkStats& st) {
   const int64_t Vl = L.unembed->shape[0], d = L.unembed->shape[1], v0 = L.unembed->shard_offset;
   z.resize(static_cast<size_t>(rows * Vl));
   cpu::gemm_nt(rows, Vl, d, 1.0f, xin, d, L.unembed->w, d, 0.0f, z.data(), Vl);
@@ -81,8 +85,10 @@ void chunk_stats(const Lens& L, const float* xin, int64_t rows, const int32_t* t
 
 }  // namespace
 
-void Lens::forward(const float* x, int64_t n, const int32_t* targets, float* entropy, float* logprob) const {
-  BUPO_CHECK(unembed != nullptr && (mode == LensMode::Raw || norm != nullptr), "lens: not configured");
+void Lens::forward(const float* x, int64_t n, const int32_t* targets, float* entropy,
+                   float* logprob) const {
+  BUPO_CHECK(unembed != nullptr && (mode == LensMode::Raw || norm != nullptr),
+             "lens: not configured");
   BUPO_CHECK(logprob == nullptr || targets != nullptr, "lens: log-probs need target ids");
   const int64_t d = unembed->shape[1], C = chunk_for(n);
   std::vector<float> z, xn, rstd;
@@ -102,9 +108,12 @@ void Lens::forward(const float* x, int64_t n, const int32_t* targets, float* ent
 
 void Lens::backward(const float* x, int64_t n, const int32_t* targets, const float* g_logprob,
                     const float* g_entropy, float* dx) const {
-  BUPO_CHECK(unembed != nullptr && unembed->g != nullptr, "lens backward: E_u has no gradient buffer");
-  BUPO_CHECK(g_logprob == nullptr || targets != nullptr, "lens backward: log-probs need target ids");
-  const int64_t Vl = unembed->shape[0], d = unembed->shape[1], v0 = unembed->shard_offset, C = chunk_for(n);
+  BUPO_CHECK(unembed != nullptr && unembed->g != nullptr,
+             "lens backward: E_u has no gradient buffer");
+  BUPO_CHECK(g_logprob == nullptr || targets != nullptr,
+             "lens backward: log-probs need target ids");
+  const int64_t Vl = unembed->shape[0], d = unembed->shape[1], v0 = unembed->shard_offset,
+                C = chunk_for(n);
   std::vector<float> z, xn, rstd, dxin;
   ChunkStats st;
   for (int64_t r0 = 0; r0 < n; r0 += C) {

@@ -23,16 +23,17 @@ LensMode lens_mode_from_string(const std::string& s);  // "raw" | "normed"
 const char* lens_mode_name(LensMode m);
 
 struct Lens {
-  Param* unembed = nullptr;     // E_u (V_local, d), rows [shard_offset, shard_offset + V_local)
-  Param* norm = nullptr;        // final RMSNorm gain, used when mode == Normed
+  Param* unembed = nullptr;  // E_u (V_local, d), rows [shard_offset, shard_offset + V_local)
+  Param* norm = nullptr;     // final RMSNorm gain, used when mode == Normed
   LensMode mode = LensMode::Raw;
   float eps = 1e-6f;
-  Comm* tp = nullptr;           // vocab-parallel group (size 1 on one process)
-  int64_t chunk_rows = 0;       // rows per chunk; 0 = choose from the vocabulary size
+  Comm* tp = nullptr;      // vocab-parallel group (size 1 on one process)
+  int64_t chunk_rows = 0;  // rows per chunk; 0 = choose from the vocabulary size
 
   int64_t chunk_for(int64_t n) const;
   // x (n, d). targets (n) global token ids, or null. entropy / logprob (n) may each be null.
-  void forward(const float* x, int64_t n, const int32_t* targets, float* entropy, float* logprob) const;
+  void forward(const float* x, int64_t n, const int32_t* targets, float* entropy,
+               float* logprob) const;
   // Accumulates dx (n, d) (+=), E_u.g and norm.g; g_logprob / g_entropy (n) may each be null.
   void backward(const float* x, int64_t n, const int32_t* targets, const float* g_logprob,
                 const float* g_entropy, float* dx) const;

@@ -6,9 +6,12 @@ namespace bupo {
 
 const char* arch_name(Arch a) {
   switch (a) {
-    case Arch::Llama: return "LlamaForCausalLM";
-    case Arch::Qwen2: return "Qwen2ForCausalLM";
-    case Arch::Qwen3: return "Qwen3ForCausalLM";
+    case Arch::Llama:
+      return "LlamaForCausalLM";
+    case Arch::Qwen2:
+      return "Qwen2ForCausalLM";
+    case Arch::Qwen3:
+      return "Qwen3ForCausalLM";
   }
   return "?";
 }
@@ -17,14 +20,18 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   BUPO_CHECK(j.is_object(), src, ": expected a JSON object");
   ModelConfig c;
   auto archs = j.find("architectures");
-  BUPO_CHECK(archs != j.end() && archs->is_array() && !archs->empty() && (*archs)[0].is_string(), src,
-             ": field 'architectures': expected a list like [\"Qwen3ForCausalLM\"]");
+  BUPO_CHECK(archs != j.end() && archs->is_array() && !archs->empty() && (*archs)[0].is_string(),
+             src, ": field 'architectures': expected a list like [\"Qwen3ForCausalLM\"]");
   const std::string a = (*archs)[0].get<std::string>();
-  if (a == "LlamaForCausalLM") c.arch = Arch::Llama;
-  else if (a == "Qwen2ForCausalLM") c.arch = Arch::Qwen2;
-  else if (a == "Qwen3ForCausalLM") c.arch = Arch::Qwen3;
-  else fail(src, ": field 'architectures': unsupported architecture '", a,
-            "' (expected LlamaForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM)");
+  if (a == "LlamaForCausalLM")
+    c.arch = Arch::Llama;
+  else if (a == "Qwen2ForCausalLM")
+    c.arch = Arch::Qwen2;
+  else if (a == "Qwen3ForCausalLM")
+    c.arch = Arch::Qwen3;
+  else
+    fail(src, ": field 'architectures': unsupported architecture '", a,
+         "' (expected LlamaForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM)");
 
   c.vocab_size = json_int(j, "vocab_size", src, 1);
   c.hidden_size = json_int(j, "hidden_size", src, 1);
@@ -33,8 +40,9 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   c.num_heads = json_int(j, "num_attention_heads", src, 1);
   c.num_kv_heads = json_int_or(j, "num_key_value_heads", src, 1, c.num_heads);
   BUPO_CHECK(c.hidden_size % c.num_heads == 0 || j.contains("head_dim"), src,
-             ": field 'hidden_size' (", c.hidden_size, ") is not a multiple of 'num_attention_heads' (",
-             c.num_heads, ") and no 'head_dim' is given");
+             ": field 'hidden_size' (", c.hidden_size,
+             ") is not a multiple of 'num_attention_heads' (", c.num_heads,
+             ") and no 'head_dim' is given");
   c.head_dim = json_int_or(j, "head_dim", src, 2, c.hidden_size / c.num_heads);
   c.max_position_embeddings = json_int_or(j, "max_position_embeddings", src, 1, 4096);
   c.rms_norm_eps = json_number_or(j, "rms_norm_eps", src, 1e-6);
@@ -44,10 +52,15 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
 
   const std::string act = json_string_or(j, "hidden_act", src, "silu");
   BUPO_CHECK(act == "silu", src, ": field 'hidden_act': expected \"silu\", got \"", act, "\"");
-  BUPO_CHECK(!json_bool_or(j, "mlp_bias", src, false), src, ": field 'mlp_bias': true is not supported");
+  BUPO_CHECK(!json_bool_or(j, "mlp_bias", src, false), src,
+             ": field 'mlp_bias': true is not supported");
   switch (c.arch) {
-    case Arch::Llama: c.qkv_bias = json_bool_or(j, "attention_bias", src, false); break;
-    case Arch::Qwen2: c.qkv_bias = true; break;
+    case Arch::Llama:
+      c.qkv_bias = json_bool_or(j, "attention_bias", src, false);
+      break;
+    case Arch::Qwen2:
+      c.qkv_bias = true;
+      break;
     case Arch::Qwen3:
       c.qk_norm = true;
       c.qkv_bias = json_bool_or(j, "attention_bias", src, false);
@@ -72,7 +85,8 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
     rs = &*sc;
   }
   if (rs != nullptr) {
-    const std::string type = json_string_or(*rs, "rope_type", rsrc, json_string_or(*rs, "type", rsrc, "default"));
+    const std::string type =
+        json_string_or(*rs, "rope_type", rsrc, json_string_or(*rs, "type", rsrc, "default"));
     if (type == "llama3") {
       c.rope_scaling.factor = json_number_or(*rs, "factor", rsrc, 0.0);
       BUPO_CHECK(c.rope_scaling.factor > 0.0, rsrc, ": 'factor' must be > 0");
@@ -100,7 +114,9 @@ void ModelConfig::validate(const std::string& src) const {
                ": rope_scaling: 'high_freq_factor' must exceed 'low_freq_factor'");
 }
 
-ModelConfig ModelConfig::load(const std::string& path) { return from_json(read_json_file(path), path); }
+ModelConfig ModelConfig::load(const std::string& path) {
+  return from_json(read_json_file(path), path);
+}
 
 json ModelConfig::to_json() const {
   json j;
@@ -121,11 +137,12 @@ json ModelConfig::to_json() const {
   j["torch_dtype"] = torch_dtype;
   if (arch != Arch::Qwen2) j["attention_bias"] = qkv_bias;
   if (rope_scaling.factor > 0.0)
-    j["rope_scaling"] = {{"rope_type", "llama3"},
-                         {"factor", rope_scaling.factor},
-                         {"low_freq_factor", rope_scaling.low_freq_factor},
-                         {"high_freq_factor", rope_scaling.high_freq_factor},
-                         {"original_max_position_embeddings", rope_scaling.original_max_position_embeddings}};
+    j["rope_scaling"] = {
+        {"rope_type", "llama3"},
+        {"factor", rope_scaling.factor},
+        {"low_freq_factor", rope_scaling.low_freq_factor},
+        {"high_freq_factor", rope_scaling.high_freq_factor},
+        {"original_max_position_embeddings", rope_scaling.original_max_position_embeddings}};
   else
     j["rope_scaling"] = nullptr;
   return j;

@@ -17,18 +17,18 @@ const char* arch_name(Arch a);  // the HF architecture string
 struct ModelConfig {
   Arch arch = Arch::Qwen3;
   int64_t vocab_size = 0;
-  int64_t hidden_size = 0;         // d
-  int64_t intermediate_size = 0;   // FFN width
-  int64_t num_layers = 0;          // L
-  int64_t num_heads = 0;           // H
-  int64_t num_kv_heads = 0;        // Hkv
-  int64_t head_dim = 0;            // D (default d / H)
+  int64_t hidden_size = 0;        // d
+  int64_t intermediate_size = 0;  // FFN width
+  int64_t num_layers = 0;         // L
+  int64_t num_heads = 0;          // H
+  int64_t num_kv_heads = 0;       // Hkv
+  int64_t head_dim = 0;           // D (default d / H)
   int64_t max_position_embeddings = 0;
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
-  cpu::RopeScaling rope_scaling;   // factor 0: plain theta
-  bool qkv_bias = false;           // Qwen2 always; Llama when attention_bias
-  bool qk_norm = false;            // Qwen3
+  cpu::RopeScaling rope_scaling;  // factor 0: plain theta
+  bool qkv_bias = false;          // Qwen2 always; Llama when attention_bias
+  bool qk_norm = false;           // Qwen3
   bool tie_word_embeddings = false;
   std::string torch_dtype = "float32";
 

@@ -30,11 +30,12 @@ Batch Batch::from_sequences(const std::vector<std::vector<int32_t>>& seqs) {
 // ---------------------------------------------------------------------------- construction
 Model::Model(const ModelConfig& cfg, ParallelContext pc) : cfg_(cfg), pc_(std::move(pc)) {
   const int64_t tp = pc_.tp_size(), r = pc_.tp_rank();
-  const int64_t d = cfg_.hidden_size, D = cfg_.head_dim, V = cfg_.vocab_size, ff = cfg_.intermediate_size;
+  const int64_t d = cfg_.hidden_size, D = cfg_.head_dim, V = cfg_.vocab_size,
+                ff = cfg_.intermediate_size;
   const int64_t H = cfg_.num_heads, Hkv = cfg_.num_kv_heads;
-  BUPO_CHECK(H % tp == 0 && Hkv % tp == 0 && ff % tp == 0 && V % tp == 0, "parallel layout: tp=", tp,
-             " must divide num_attention_heads=", H, ", num_key_value_heads=", Hkv,
-             ", intermediate_size=", ff, " and vocab_size=", V);
+  BUPO_CHECK(H % tp == 0 && Hkv % tp == 0 && ff % tp == 0 && V % tp == 0,
+             "parallel layout: tp=", tp, " must divide num_attention_heads=", H,
+             ", num_key_value_heads=", Hkv, ", intermediate_size=", ff, " and vocab_size=", V);
   const int64_t Hl = H / tp, Hkvl = Hkv / tp, ffl = ff / tp, Vl = V / tp;
 
   // Declare parameters in HF order; column-parallel: rows split (dim 0), row-parallel: dim 1.
@@ -50,8 +51,8 @@ Model::Model(const ModelConfig& cfg, ParallelContext pc) : cfg_(cfg), pc_(std::m
   auto rep = [&](const std::string& n, int64_t c) { return params_.add(n, {c}, {c}); };
 
   struct Idx {
-    size_t ln1, ln2, qn = SIZE_MAX, kn = SIZE_MAX, q, k, v, bq = SIZE_MAX, bk = SIZE_MAX, bv = SIZE_MAX,
-                     o, g, u, dn;
+    size_t ln1, ln2, qn = SIZE_MAX, kn = SIZE_MAX, q, k, v, bq = SIZE_MAX, bk = SIZE_MAX,
+                     bv = SIZE_MAX, o, g, u, dn;
   };
   const size_t emb = col("model.embed_tokens.weight", Vl, d);
   std::vector<Idx> idx(static_cast<size_t>(cfg_.num_layers));
@@ -129,7 +130,8 @@ void Model::init_random(uint64_t seed, float stddev) {
       const uint64_t a = mix(h ^ (2 * gi)), b = mix(h ^ (2 * gi + 1));
       const double u1 = (static_cast<double>(a >> 11) + 1.0) / 9007199254740993.0;
       const double u2 = static_cast<double>(b >> 11) / 9007199254740992.0;
-      p.w[i] = static_cast<float>(stddev * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2));
+      p.w[i] =
+          static_cast<float>(stddev * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2));
     }
   }
 }
@@ -137,7 +139,8 @@ void Model::init_random(uint64_t seed, float stddev) {
 // ---------------------------------------------------------------------------- checkpoints
 std::unique_ptr<Model> Model::load(const std::string& dir, ParallelContext pc) {
   const fs::path cfg_path = fs::path(dir) / "config.json";
-  BUPO_CHECK(fs::exists(cfg_path), dir, ": no config.json (expected a Hugging Face model directory)");
+  BUPO_CHECK(fs::exists(cfg_path), dir,
+             ": no config.json (expected a Hugging Face model directory)");
   auto m = std::make_unique<Model>(ModelConfig::load(cfg_path.string()), std::move(pc));
   m->load_weights(dir);
   return m;
@@ -147,13 +150,15 @@ void Model::load_weights(const std::string& path) {
   const CheckpointReader ck = CheckpointReader::open(path);
   std::vector<float> full;
   for (auto& p : params_.all()) {
-    BUPO_CHECK(ck.contains(p.name), path, ": missing tensor '", p.name, "' (required by config.json: ",
-               arch_name(cfg_.arch), ", ", cfg_.num_layers, " layers",
-               cfg_.tie_word_embeddings ? ", tied embeddings" : ", untied embeddings", ")");
+    BUPO_CHECK(ck.contains(p.name), path, ": missing tensor '", p.name,
+               "' (required by config.json: ", arch_name(cfg_.arch), ", ", cfg_.num_layers,
+               " layers", cfg_.tie_word_embeddings ? ", tied embeddings" : ", untied embeddings",
+               ")");
     const TensorInfo& t = ck.info(p.name);
     const SafetensorsFile& f = ck.file_of(p.name);
-    BUPO_CHECK(t.shape == p.full_shape, f.path(), ": tensor '", p.name, "': shape ", shape_str(t.shape),
-               " disagrees with config.json (expected ", shape_str(p.full_shape), ")");
+    BUPO_CHECK(t.shape == p.full_shape, f.path(), ": tensor '", p.name, "': shape ",
+               shape_str(t.shape), " disagrees with config.json (expected ",
+               shape_str(p.full_shape), ")");
     if (p.shard_dim < 0 || p.shape == p.full_shape) {
       f.read_f32(t, p.w);
       continue;
@@ -196,7 +201,8 @@ void Model::forward(const Batch& b, Activations& acts, bool keep, int upto, cons
   if (upto < 0) upto = L;
   BUPO_CHECK(upto <= L, "forward: upto=", upto, " exceeds the number of layers ", L);
   const int64_t N = b.N(), d = cfg_.hidden_size, D = cfg_.head_dim, tp = pc_.tp_size();
-  const int64_t Hl = cfg_.num_heads / tp, Hkvl = cfg_.num_kv_heads / tp, ffl = cfg_.intermediate_size / tp;
+  const int64_t Hl = cfg_.num_heads / tp, Hkvl = cfg_.num_kv_heads / tp,
+                ffl = cfg_.intermediate_size / tp;
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
   BUPO_CHECK(b.pos.size() == b.ids.size(), "forward: ids and pos differ in length");
   Comm& tpc = *pc_.tp;
@@ -244,11 +250,13 @@ void Model::forward(const Batch& b, Activations& acts, bool keep, int upto, cons
       ensure(a.rstd_q, {N * Hl});
       ensure(a.rstd_k, {N * Hkvl});
       cpu::rmsnorm_forward(a.q.ptr(), a.rstd_q.ptr(), a.q_pre.ptr(), lp.q_norm->w, N * Hl, D, eps);
-      cpu::rmsnorm_forward(a.k.ptr(), a.rstd_k.ptr(), a.k_pre.ptr(), lp.k_norm->w, N * Hkvl, D, eps);
+      cpu::rmsnorm_forward(a.k.ptr(), a.rstd_k.ptr(), a.k_pre.ptr(), lp.k_norm->w, N * Hkvl, D,
+                           eps);
     }
     cpu::rope_forward(a.q.ptr(), acts.rope, N, Hl, D);
     cpu::rope_forward(a.k.ptr(), acts.rope, N, Hkvl, D);
-    cpu::attention_forward(a.att.ptr(), a.lse.ptr(), a.q.ptr(), a.k.ptr(), a.v.ptr(), b.cu_seqlens, ashape);
+    cpu::attention_forward(a.att.ptr(), a.lse.ptr(), a.q.ptr(), a.k.ptr(), a.v.ptr(), b.cu_seqlens,
+                           ashape);
     lp.o.forward(tpc, a.attn_out.ptr(), a.att.ptr(), N);
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < N * d; ++i) a.h_mid.data[i] = x[i] + a.attn_out.data[i];
@@ -268,31 +276,36 @@ void Model::forward(const Batch& b, Activations& acts, bool keep, int upto, cons
   if (upto == L) {
     ensure(acts.final_out, {N, d});
     ensure(acts.rstd_f, {N});
-    cpu::rmsnorm_forward(acts.final_out.ptr(), acts.rstd_f.ptr(), acts.h(L), final_norm_->w, N, d, eps);
+    cpu::rmsnorm_forward(acts.final_out.ptr(), acts.rstd_f.ptr(), acts.h(L), final_norm_->w, N, d,
+                         eps);
   }
 }
 
 // ---------------------------------------------------------------------------- backward
 void Model::backward_from_output(const Batch& b, Activations& acts, const float* dY) {
   const int L = num_layers();
-  BUPO_CHECK(acts.keep && acts.upto == L, "backward_from_output: forward(keep=true) over all layers first");
+  BUPO_CHECK(acts.keep && acts.upto == L,
+             "backward_from_output: forward(keep=true) over all layers first");
   const int64_t N = acts.N, d = cfg_.hidden_size;
   std::vector<float> dH(static_cast<size_t>(N * d), 0.0f);
-  cpu::rmsnorm_backward(dH.data(), final_norm_->g, dY, acts.h(L), final_norm_->w, acts.rstd_f.ptr(), N, d);
+  cpu::rmsnorm_backward(dH.data(), final_norm_->g, dY, acts.h(L), final_norm_->w, acts.rstd_f.ptr(),
+                        N, d);
   final_norm_->has_grad = true;
   backward_from_layer(b, acts, L, dH.data());
 }
 
 void Model::backward_from_layer(const Batch& b, Activations& acts, int top, const float* dH) {
-  BUPO_CHECK(params_.has_grads(), "backward: gradients are not allocated (ParamStore::allocate_grads)");
+  BUPO_CHECK(params_.has_grads(),
+             "backward: gradients are not allocated (ParamStore::allocate_grads)");
   BUPO_CHECK(acts.keep && top >= 0 && top <= acts.upto, "backward: layer ", top,
              " was not kept by the forward (upto=", acts.upto, ", keep=", acts.keep, ")");
   const int64_t N = acts.N, d = cfg_.hidden_size, D = cfg_.head_dim, tp = pc_.tp_size();
-  const int64_t Hl = cfg_.num_heads / tp, Hkvl = cfg_.num_kv_heads / tp, ffl = cfg_.intermediate_size / tp;
+  const int64_t Hl = cfg_.num_heads / tp, Hkvl = cfg_.num_kv_heads / tp,
+                ffl = cfg_.intermediate_size / tp;
   Comm& tpc = *pc_.tp;
   const cpu::AttnShape ashape{N, Hl, Hkvl, D};
 
-  std::vector<float> dh(dH, dH + N * d);             // (N, d) running dL/dH
+  std::vector<float> dh(dH, dH + N * d);                // (N, d) running dL/dH
   std::vector<float> d_ln(static_cast<size_t>(N * d));  // (N, d)
   std::vector<float> d_act(static_cast<size_t>(N * ffl)), dg(d_act.size()), du(d_act.size());
   std::vector<float> d_att(static_cast<size_t>(N * Hl * D)), dq(d_att.size()), dq_pre(d_att.size());
@@ -310,14 +323,15 @@ void Model::backward_from_layer(const Batch& b, Activations& acts, int top, cons
     lp.gate.backward(d_ln.data(), dg.data(), a.ln2.ptr(), N);
     lp.up.backward(d_ln.data(), du.data(), a.ln2.ptr(), N);
     copy_to_tp_region_backward(tpc, d_ln.data(), N * d);
-    cpu::rmsnorm_backward(dh.data(), lp.ln2->g, d_ln.data(), a.h_mid.ptr(), lp.ln2->w, a.rstd2.ptr(), N, d,
+    cpu::rmsnorm_backward(dh.data(), lp.ln2->g, d_ln.data(), a.h_mid.ptr(), lp.ln2->w,
+                          a.rstd2.ptr(), N, d,
                           /*accumulate_dx=*/true);
     lp.ln2->has_grad = true;
 
     // h_mid = H^{l-1} + o_proj(att)
     lp.o.backward(d_att.data(), dh.data(), a.att.ptr(), N);
-    cpu::attention_backward(dq.data(), dk.data(), dv.data(), d_att.data(), a.q.ptr(), a.k.ptr(), a.v.ptr(),
-                            a.att.ptr(), a.lse.ptr(), b.cu_seqlens, ashape);
+    cpu::attention_backward(dq.data(), dk.data(), dv.data(), d_att.data(), a.q.ptr(), a.k.ptr(),
+                            a.v.ptr(), a.att.ptr(), a.lse.ptr(), b.cu_seqlens, ashape);
     cpu::rope_backward(dq.data(), acts.rope, N, Hl, D);
     cpu::rope_backward(dk.data(), acts.rope, N, Hkvl, D);
     const float* gq = dq.data();

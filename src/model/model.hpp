@@ -25,9 +25,9 @@ namespace bupo {
 // Packed variable-length sequences: row n is token ids[n] at position pos[n] of sequence s with
 // cu_seqlens[s] <= n < cu_seqlens[s+1].
 struct Batch {
-  std::vector<int32_t> ids;          // (N)
-  std::vector<int32_t> pos;          // (N)
-  std::vector<int64_t> cu_seqlens;   // (S+1)
+  std::vector<int32_t> ids;         // (N)
+  std::vector<int32_t> pos;         // (N)
+  std::vector<int64_t> cu_seqlens;  // (S+1)
   int64_t N() const { return static_cast<int64_t>(ids.size()); }
   static Batch from_sequences(const std::vector<std::vector<int32_t>>& seqs);
 };
@@ -45,25 +45,25 @@ struct LayerTaps {
 };
 using TapFn = std::function<void(const LayerTaps&)>;
 
-struct LayerActs {  // local sizes: Hl = H/tp heads, Hkvl = Hkv/tp, ffl = ff/tp
-  Tensor ln1, rstd1;          // (N, d), (N)
-  Tensor q_pre, rstd_q;       // (N, Hl·D), (N·Hl)   Qwen3 only: q before q_norm
-  Tensor k_pre, rstd_k;       // (N, Hkvl·D), (N·Hkvl)
-  Tensor q, k, v;             // (N, Hl·D), (N, Hkvl·D) ×2   (q, k after norm and RoPE)
-  Tensor att, lse;            // (N, Hl·D), (N, Hl)
-  Tensor attn_out, h_mid;     // (N, d) ×2
-  Tensor ln2, rstd2;          // (N, d), (N)
-  Tensor g, u, act;           // (N, ffl) ×3
-  Tensor ffn_out;             // (N, d)
+struct LayerActs {         // local sizes: Hl = H/tp heads, Hkvl = Hkv/tp, ffl = ff/tp
+  Tensor ln1, rstd1;       // (N, d), (N)
+  Tensor q_pre, rstd_q;    // (N, Hl·D), (N·Hl)   Qwen3 only: q before q_norm
+  Tensor k_pre, rstd_k;    // (N, Hkvl·D), (N·Hkvl)
+  Tensor q, k, v;          // (N, Hl·D), (N, Hkvl·D) ×2   (q, k after norm and RoPE)
+  Tensor att, lse;         // (N, Hl·D), (N, Hl)
+  Tensor attn_out, h_mid;  // (N, d) ×2
+  Tensor ln2, rstd2;       // (N, d), (N)
+  Tensor g, u, act;        // (N, ffl) ×3
+  Tensor ffn_out;          // (N, d)
 };
 
 struct Activations {
   int64_t N = 0;
-  int upto = 0;                    // last layer computed
-  bool keep = false;               // every layer kept for the backward
-  std::vector<LayerActs> layers;   // L entries when keep, else 1 reused
-  Tensor resid;                    // (L+1, N, d) when keep, else (2, N, d) ping-pong
-  Tensor final_out, rstd_f;        // (N, d): LN_final(H^L), (N)
+  int upto = 0;                   // last layer computed
+  bool keep = false;              // every layer kept for the backward
+  std::vector<LayerActs> layers;  // L entries when keep, else 1 reused
+  Tensor resid;                   // (L+1, N, d) when keep, else (2, N, d) ping-pong
+  Tensor final_out, rstd_f;       // (N, d): LN_final(H^L), (N)
   cpu::RopeCache rope;
   float* h(int l) { return resid.ptr() + (keep ? l : (l % 2)) * N * resid.shape.back(); }
   const float* h(int l) const {
@@ -106,7 +106,8 @@ class Model {
 
   // Run layers 1..upto (upto = L also applies the final norm into acts.final_out). keep: store
   // every layer's activations for backward. tap (optional) sees H^0 and every layer's modules.
-  void forward(const Batch& b, Activations& acts, bool keep, int upto = -1, const TapFn* tap = nullptr);
+  void forward(const Batch& b, Activations& acts, bool keep, int upto = -1,
+               const TapFn* tap = nullptr);
 
   // Gradients into parameter .g (accumulating), starting from dL/dH^l (N, d) at layer l:
   // only layers <= l and the embedding receive gradient (papers.md §1.5, Eq. 14–15).

@@ -4,7 +4,8 @@
 
 namespace bupo {
 
-size_t ParamStore::add(std::string name, Shape local, Shape full, int shard_dim, int64_t shard_offset) {
+size_t ParamStore::add(std::string name, Shape local, Shape full, int shard_dim,
+                       int64_t shard_offset) {
   BUPO_CHECK(!finalized_, "ParamStore: cannot add '", name, "' after finalize()");
   BUPO_CHECK(!index_.contains(name), "ParamStore: duplicate parameter '", name, "'");
   Param p;

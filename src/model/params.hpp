@@ -12,22 +12,23 @@
 namespace bupo {
 
 struct Param {
-  std::string name;       // Hugging Face tensor name, e.g. model.layers.0.self_attn.q_proj.weight
-  Shape shape;            // local shape on this rank
-  Shape full_shape;       // global shape in the checkpoint
-  int shard_dim = -1;     // dimension split across TP ranks (-1: replicated)
+  std::string name;    // Hugging Face tensor name, e.g. model.layers.0.self_attn.q_proj.weight
+  Shape shape;         // local shape on this rank
+  Shape full_shape;    // global shape in the checkpoint
+  int shard_dim = -1;  // dimension split across TP ranks (-1: replicated)
   int64_t shard_offset = 0;  // first index of this rank's slice along shard_dim
-  size_t offset = 0;      // element offset into the arenas
-  float* w = nullptr;     // weights (local shard)
-  float* g = nullptr;     // gradient, or null when gradients are not allocated
-  bool has_grad = false;  // set by backward when a gradient reached this parameter
+  size_t offset = 0;         // element offset into the arenas
+  float* w = nullptr;        // weights (local shard)
+  float* g = nullptr;        // gradient, or null when gradients are not allocated
+  bool has_grad = false;     // set by backward when a gradient reached this parameter
   int64_t numel() const { return numel_of(shape); }
 };
 
 class ParamStore {
  public:
   // Declare a parameter before finalize(); returns its index.
-  size_t add(std::string name, Shape local, Shape full, int shard_dim = -1, int64_t shard_offset = 0);
+  size_t add(std::string name, Shape local, Shape full, int shard_dim = -1,
+             int64_t shard_offset = 0);
   void finalize();        // allocate the weight arena and point every Param into it
   void allocate_grads();  // allocate the gradient arena (zeroed)
   void zero_grad();       // zero gradients and clear has_grad

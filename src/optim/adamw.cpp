@@ -5,7 +5,10 @@
 namespace bupo {
 
 AdamW::AdamW(ParamStore& params, AdamWConfig cfg)
-    : params_(params), cfg_(cfg), m_(params.total_elements(), 0.0f), v_(params.total_elements(), 0.0f),
+    : params_(params),
+      cfg_(cfg),
+      m_(params.total_elements(), 0.0f),
+      v_(params.total_elements(), 0.0f),
       steps_(params.all().size(), 0) {}
 
 void AdamW::step() {

@@ -31,8 +31,8 @@ class AdamW {
  private:
   ParamStore& params_;
   AdamWConfig cfg_;
-  std::vector<float> m_, v_;     // one arena each, same layout as the weights
-  std::vector<int64_t> steps_;   // per parameter, as torch keeps state['step']
+  std::vector<float> m_, v_;    // one arena each, same layout as the weights
+  std::vector<int64_t> steps_;  // per parameter, as torch keeps state['step']
 };
 
 // Global L2 norm over parameters that have a gradient (fp64 accumulation, fixed order).

@@ -15,7 +15,9 @@ namespace {
 struct DeviceBuffer {
   float* p = nullptr;
   int64_t n = 0;
-  explicit DeviceBuffer(const std::vector<float>& host) : p(cuda::alloc_floats(static_cast<int64_t>(host.size()))), n(static_cast<int64_t>(host.size())) {
+  explicit DeviceBuffer(const std::vector<float>& host)
+      : p(cuda::alloc_floats(static_cast<int64_t>(host.size()))),
+        n(static_cast<int64_t>(host.size())) {
     cuda::copy_to_device(p, host.data(), n);
   }
   explicit DeviceBuffer(int64_t count) : p(cuda::alloc_floats(count)), n(count) {}

@@ -14,7 +14,9 @@
 namespace bupo {
 namespace {
 
-std::shared_ptr<MpiComm> world() { return std::make_shared<MpiComm>(MPI_COMM_WORLD); }
+std::shared_ptr<MpiComm> world() {
+  return std::make_shared<MpiComm>(MPI_COMM_WORLD);
+}
 
 TEST(MpiComm, Collectives) {
   auto c = world();
@@ -40,7 +42,8 @@ TEST(VocabParallelLens, MatchesTheUnshardedLensForwardAndBackward) {
   auto c = world();
   const int r = c->rank(), np = c->size();
   const int64_t V = 60, d = 12, n = 9, Vl = V / np;
-  const auto E = test::randn(V * d, 1), x = test::randn(n * d, 2, 2.0f), gn = test::randn(d, 3, 0.2f);
+  const auto E = test::randn(V * d, 1), x = test::randn(n * d, 2, 2.0f),
+             gn = test::randn(d, 3, 0.2f);
   const auto glp = test::randn(n, 4), gent = test::randn(n, 5);
   std::vector<int32_t> tgt(n);
   for (int64_t i = 0; i < n; ++i) tgt[i] = static_cast<int32_t>((i * 17 + 3) % V);
@@ -63,7 +66,8 @@ TEST(VocabParallelLens, MatchesTheUnshardedLensForwardAndBackward) {
     lf.forward(x.data(), n, tgt.data(), ef.data(), lf_.data());
     const uint64_t calls0 = c->stats().calls;
     ls.forward(x.data(), n, tgt.data(), es.data(), lps.data());
-    EXPECT_EQ(c->stats().calls - calls0, 2u * 3u) << "one max + one packed sum per chunk (3 chunks)";
+    EXPECT_EQ(c->stats().calls - calls0, 2u * 3u)
+        << "one max + one packed sum per chunk (3 chunks)";
     for (int64_t i = 0; i < n; ++i) {
       EXPECT_NEAR(es[i], ef[i], 1e-5);
       EXPECT_NEAR(lps[i], lf_[i], 1e-5);
@@ -80,7 +84,8 @@ TEST(VocabParallelLens, MatchesTheUnshardedLensForwardAndBackward) {
 
 TEST(TensorParallelModel, ForwardAndBackwardMatchOneRank) {
   auto c = world();
-  if (c->size() != 2) GTEST_SKIP() << "the tiny model's 4 heads / 2 KV heads split over exactly 2 ranks";
+  if (c->size() != 2)
+    GTEST_SKIP() << "the tiny model's 4 heads / 2 KV heads split over exactly 2 ranks";
   for (Arch arch : {Arch::Llama, Arch::Qwen2, Arch::Qwen3}) {
     auto single = test::tiny_model(arch, arch == Arch::Qwen3);
     ParallelContext pc = ParallelContext::single();
@@ -91,7 +96,8 @@ TEST(TensorParallelModel, ForwardAndBackwardMatchOneRank) {
     Activations a1, a2;
     single->forward(b, a1, true);
     tp.forward(b, a2, true);
-    EXPECT_LE(test::rel_err(a2.final_out.ptr(), a1.final_out.ptr(), a1.final_out.numel()), 1e-5) << arch_name(arch);
+    EXPECT_LE(test::rel_err(a2.final_out.ptr(), a1.final_out.ptr(), a1.final_out.numel()), 1e-5)
+        << arch_name(arch);
 
     // backward of the output-policy log-prob; the lens is vocab-parallel over the same group
     single->params().allocate_grads();
@@ -99,10 +105,10 @@ TEST(TensorParallelModel, ForwardAndBackwardMatchOneRank) {
     const int64_t N = b.N(), d = single->hidden();
     std::vector<int32_t> tgt(b.ids.begin(), b.ids.end());
     std::vector<float> g(N, -0.1f), dy1(N * d, 0.0f), dy2(N * d, 0.0f);
-    Lens{&single->unembedding(), nullptr, LensMode::Raw}.backward(a1.final_out.ptr(), N, tgt.data(), g.data(),
-                                                                  nullptr, dy1.data());
-    Lens{&tp.unembedding(), nullptr, LensMode::Raw, 1e-6f, c.get()}.backward(a2.final_out.ptr(), N, tgt.data(),
-                                                                             g.data(), nullptr, dy2.data());
+    Lens{&single->unembedding(), nullptr, LensMode::Raw}.backward(a1.final_out.ptr(), N, tgt.data(),
+                                                                  g.data(), nullptr, dy1.data());
+    Lens{&tp.unembedding(), nullptr, LensMode::Raw, 1e-6f, c.get()}.backward(
+        a2.final_out.ptr(), N, tgt.data(), g.data(), nullptr, dy2.data());
     EXPECT_LE(test::rel_err(dy2.data(), dy1.data(), N * d), 1e-5);
     single->backward_from_output(b, a1, dy1.data());
     tp.backward_from_output(b, a2, dy2.data());
@@ -116,10 +122,12 @@ TEST(TensorParallelModel, ForwardAndBackwardMatchOneRank) {
       const int64_t fcols = p.full_shape.size() == 2 ? p.full_shape[1] : 1;
       for (int64_t i = 0; i < rows; ++i)
         for (int64_t j = 0; j < cols; ++j) {
-          const int64_t gi = (p.shard_dim == 0 ? i + p.shard_offset : i), gj = (p.shard_dim == 1 ? j + p.shard_offset : j);
+          const int64_t gi = (p.shard_dim == 0 ? i + p.shard_offset : i),
+                        gj = (p.shard_dim == 1 ? j + p.shard_offset : j);
           want[i * cols + j] = q->g[gi * fcols + gj];
         }
-      EXPECT_LE(test::rel_err(got.data(), want.data(), p.numel(), 1e-8), 1e-4) << arch_name(arch) << " " << p.name;
+      EXPECT_LE(test::rel_err(got.data(), want.data(), p.numel(), 1e-8), 1e-4)
+          << arch_name(arch) << " " << p.name;
     }
   }
 }
@@ -132,8 +140,9 @@ int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank != 0) delete ::testing::UnitTest::GetInstance()->listeners().Release(
-      ::testing::UnitTest::GetInstance()->listeners().default_result_printer());
+  if (rank != 0)
+    delete ::testing::UnitTest::GetInstance()->listeners().Release(
+        ::testing::UnitTest::GetInstance()->listeners().default_result_printer());
   int failed = RUN_ALL_TESTS();
   MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
   return failed;

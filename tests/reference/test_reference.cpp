@@ -89,13 +89,19 @@ TEST_P(Reference, LensEntropiesOfEveryLayerAndModule) {
   const int L = model_->num_layers();
   const int64_t N = batch_.N();
   for (LensMode mode : {LensMode::Raw, LensMode::Normed}) {
-    Lens lens{&model_->unembedding(), &model_->final_norm(), mode,
-              static_cast<float>(model_->config().rms_norm_eps), nullptr, 3 /* several chunks */};
-    std::vector<float> layer(static_cast<size_t>(N * (L + 1))), mods[4], tmp(static_cast<size_t>(N));
+    Lens lens{&model_->unembedding(),
+              &model_->final_norm(),
+              mode,
+              static_cast<float>(model_->config().rms_norm_eps),
+              nullptr,
+              3 /* several chunks */};
+    std::vector<float> layer(static_cast<size_t>(N * (L + 1))), mods[4],
+        tmp(static_cast<size_t>(N));
     for (auto& m : mods) m.assign(static_cast<size_t>(N * L), 0.0f);
     auto put = [&](std::vector<float>& dst, const float* x, int col, int cols) {
       lens.forward(x, N, nullptr, tmp.data(), nullptr);
-      for (int64_t n = 0; n < N; ++n) dst[static_cast<size_t>(n * cols + col)] = tmp[static_cast<size_t>(n)];
+      for (int64_t n = 0; n < N; ++n)
+        dst[static_cast<size_t>(n * cols + col)] = tmp[static_cast<size_t>(n)];
     };
     const TapFn tap = [&](const LayerTaps& t) {
       put(layer, t.h_out, t.layer, L + 1);

@@ -22,12 +22,15 @@ inline ModelConfig tiny_config(Arch arch = Arch::Qwen3, bool tied = false) {
   return c;
 }
 
-inline std::unique_ptr<Model> tiny_model(Arch arch = Arch::Qwen3, bool tied = false, uint64_t seed = 7) {
+inline std::unique_ptr<Model> tiny_model(Arch arch = Arch::Qwen3, bool tied = false,
+                                         uint64_t seed = 7) {
   auto m = std::make_unique<Model>(tiny_config(arch, tied), ParallelContext::single());
   m->init_random(seed, 0.2f);  // large enough that layers visibly change the distributions
   return m;
 }
 
-inline Batch tiny_batch() { return Batch::from_sequences({{1, 5, 9, 33, 2, 60, 7}, {4, 4, 18, 50, 11}}); }
+inline Batch tiny_batch() {
+  return Batch::from_sequences({{1, 5, 9, 33, 2, 60, 7}, {4, 4, 18, 50, 11}});
+}
 
 }  // namespace bupo::test

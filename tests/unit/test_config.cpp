@@ -8,7 +8,8 @@ namespace bupo {
 namespace {
 
 json llama_legacy() {
-  return json::parse(R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 128256, "hidden_size": 3072,
+  return json::parse(
+      R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 128256, "hidden_size": 3072,
     "intermediate_size": 8192, "num_hidden_layers": 28, "num_attention_heads": 24, "num_key_value_heads": 8,
     "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "tie_word_embeddings": true, "hidden_act": "silu",
     "max_position_embeddings": 131072, "torch_dtype": "bfloat16",
@@ -45,7 +46,8 @@ TEST(Config, Transformers5RopeParametersGiveTheSameConfig) {
   const auto a = ModelConfig::from_json(llama_legacy(), "a"), b = ModelConfig::from_json(j, "b");
   EXPECT_DOUBLE_EQ(a.rope_theta, b.rope_theta);
   EXPECT_DOUBLE_EQ(a.rope_scaling.factor, b.rope_scaling.factor);
-  EXPECT_DOUBLE_EQ(a.rope_scaling.original_max_position_embeddings, b.rope_scaling.original_max_position_embeddings);
+  EXPECT_DOUBLE_EQ(a.rope_scaling.original_max_position_embeddings,
+                   b.rope_scaling.original_max_position_embeddings);
 }
 
 TEST(Config, Qwen3And2ArchitectureFeatures) {
@@ -67,20 +69,25 @@ TEST(ConfigErrors, NameTheFileAndField) {
   j["architectures"] = {"MistralForCausalLM"};
   {
     const auto e = error_of(j);
-    EXPECT_NE(e.find("cfg.json: field 'architectures': unsupported architecture 'MistralForCausalLM'"), std::string::npos) << e;
+    EXPECT_NE(
+        e.find("cfg.json: field 'architectures': unsupported architecture 'MistralForCausalLM'"),
+        std::string::npos)
+        << e;
   }
   j = llama_legacy();
   j.erase("hidden_size");
   EXPECT_NE(error_of(j).find("field 'hidden_size' is missing"), std::string::npos);
   j = llama_legacy();
   j["num_attention_heads"] = "24";
-  EXPECT_NE(error_of(j).find("field 'num_attention_heads': expected an integer"), std::string::npos);
+  EXPECT_NE(error_of(j).find("field 'num_attention_heads': expected an integer"),
+            std::string::npos);
   j = llama_legacy();
   j["num_key_value_heads"] = 7;
   EXPECT_NE(error_of(j).find("must be a multiple of 'num_key_value_heads'"), std::string::npos);
   j = llama_legacy();
   j["rope_scaling"]["rope_type"] = "yarn";
-  EXPECT_NE(error_of(j).find("field 'rope_scaling': unsupported rope_type 'yarn'"), std::string::npos);
+  EXPECT_NE(error_of(j).find("field 'rope_scaling': unsupported rope_type 'yarn'"),
+            std::string::npos);
   j = llama_legacy();
   j["hidden_act"] = "gelu";
   EXPECT_NE(error_of(j).find("field 'hidden_act': expected \"silu\""), std::string::npos);
@@ -101,7 +108,8 @@ TEST(ConfigErrors, MalformedJsonFile) {
     ModelConfig::load(p);
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find(p + ": malformed JSON at byte"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find(p + ": malformed JSON at byte"), std::string::npos)
+        << e.what();
   }
 }
 

@@ -38,8 +38,10 @@ TEST(Determinism, BitIdenticalForOneAndTwoThreads) {
   const auto b = run(2);
   set_num_threads(0);
   ASSERT_EQ(a.first.size(), b.first.size());
-  for (size_t i = 0; i < a.first.size(); ++i) ASSERT_EQ(a.first[i], b.first[i]) << "lens output " << i;
-  for (size_t i = 0; i < a.second.size(); ++i) ASSERT_EQ(a.second[i], b.second[i]) << "gradient " << i;
+  for (size_t i = 0; i < a.first.size(); ++i)
+    ASSERT_EQ(a.first[i], b.first[i]) << "lens output " << i;
+  for (size_t i = 0; i < a.second.size(); ++i)
+    ASSERT_EQ(a.second[i], b.second[i]) << "gradient " << i;
 }
 
 }  // namespace

@@ -41,17 +41,19 @@ class EntropyCommand : public ::testing::Test {
     auto m = test::tiny_model(Arch::Qwen3, true);
     m->save(model_, DType::F32);
     data_ = dir_ + "/data.jsonl";
-    std::ofstream(data_) << "{\"ids\": [1, 5, 9, 33, 2, 60, 7], \"response_start\": 4}\n"
-                         << "\n"  // blank lines are skipped
-                         << "{\"ids\": [4, 4, 18, 50, 11], \"response_start\": 1}\n"
-                         << "{\"ids\": [8, 9], \"response_start\": 2}\n";  // empty response: no rows
+    std::ofstream(data_)
+        << "{\"ids\": [1, 5, 9, 33, 2, 60, 7], \"response_start\": 4}\n"
+        << "\n"  // blank lines are skipped
+        << "{\"ids\": [4, 4, 18, 50, 11], \"response_start\": 1}\n"
+        << "{\"ids\": [8, 9], \"response_start\": 2}\n";  // empty response: no rows
   }
   std::string dir_, model_, data_;
 };
 
 TEST_F(EntropyCommand, WritesTheDocumentedSchema) {
   const std::string out = dir_ + "/e.h5";
-  const auto r = run("entropy --model " + model_ + " --data " + data_ + " --out " + out + " --batch-tokens 8");
+  const auto r =
+      run("entropy --model " + model_ + " --data " + data_ + " --out " + out + " --batch-tokens 8");
   ASSERT_EQ(r.code, 0) << r.output;
   auto f = h5::File::open_read(out);
   const int64_t L = 4, N = 3 + 4 + 0;
@@ -60,13 +62,16 @@ TEST_F(EntropyCommand, WritesTheDocumentedSchema) {
   EXPECT_EQ(h5::dataset_shape(f.id(), "/tokens/token_id"), (std::vector<int64_t>{N}));
   EXPECT_EQ(h5::dataset_shape(f.id(), "/entropy/layer"), (std::vector<int64_t>{N, L + 1}));
   for (const char* m : {"attn_in", "attn_out", "ffn_in", "ffn_out"}) {
-    EXPECT_EQ(h5::dataset_shape(f.id(), std::string("/entropy/") + m), (std::vector<int64_t>{N, L}));
-    EXPECT_EQ(h5::dataset_shape(f.id(), std::string("/logprob/") + m), (std::vector<int64_t>{N, L}));
+    EXPECT_EQ(h5::dataset_shape(f.id(), std::string("/entropy/") + m),
+              (std::vector<int64_t>{N, L}));
+    EXPECT_EQ(h5::dataset_shape(f.id(), std::string("/logprob/") + m),
+              (std::vector<int64_t>{N, L}));
   }
   EXPECT_EQ(h5::dataset_shape(f.id(), "/entropy/output"), (std::vector<int64_t>{N}));
   EXPECT_EQ(h5::read_i64(f.id(), "/tokens/record"), (std::vector<int64_t>{0, 0, 0, 1, 1, 1, 1}));
   EXPECT_EQ(h5::read_i64(f.id(), "/tokens/position"), (std::vector<int64_t>{4, 5, 6, 1, 2, 3, 4}));
-  EXPECT_EQ(h5::read_i64(f.id(), "/tokens/token_id"), (std::vector<int64_t>{2, 60, 7, 4, 18, 50, 11}));
+  EXPECT_EQ(h5::read_i64(f.id(), "/tokens/token_id"),
+            (std::vector<int64_t>{2, 60, 7, 4, 18, 50, 11}));
   EXPECT_EQ(h5::read_attr_string(f.id(), "/", "architecture"), "Qwen3ForCausalLM");
   EXPECT_EQ(h5::read_attr_string(f.id(), "/", "lens"), "raw");
   EXPECT_EQ(h5::read_attr_string(f.id(), "/", "model_path"), model_);
@@ -83,7 +88,10 @@ TEST_F(EntropyCommand, WritesTheDocumentedSchema) {
 
 TEST_F(EntropyCommand, RowsAreReadAtPositionTMinusOne) {
   const std::string out = dir_ + "/e.h5";
-  ASSERT_EQ(run("entropy --model " + model_ + " --data " + data_ + " --out " + out + " --lens normed").code, 0);
+  ASSERT_EQ(
+      run("entropy --model " + model_ + " --data " + data_ + " --out " + out + " --lens normed")
+          .code,
+      0);
   auto f = h5::File::open_read(out);
   const auto layer = h5::read_f32(f.id(), "/entropy/layer");
   const auto ffn_out = h5::read_f32(f.id(), "/entropy/ffn_out");
@@ -99,7 +107,8 @@ TEST_F(EntropyCommand, RowsAreReadAtPositionTMinusOne) {
     if (t.layer == 3) f3.assign(t.ffn_out, t.ffn_out + b.N() * m->hidden());
   };
   m->forward(b, acts, false, -1, &tap);
-  Lens normed{&m->unembedding(), &m->final_norm(), LensMode::Normed, static_cast<float>(m->config().rms_norm_eps)};
+  Lens normed{&m->unembedding(), &m->final_norm(), LensMode::Normed,
+              static_cast<float>(m->config().rms_norm_eps)};
   Lens raw{&m->unembedding(), nullptr, LensMode::Raw};
   const int64_t d = m->hidden();
   for (int64_t j = 0; j < 4; ++j) {
@@ -136,14 +145,21 @@ struct BadCase {
 
 TEST_F(EntropyCommand, BadDataRowsGiveOneClearError) {
   const std::vector<BadCase> cases = {
-      {"oov", "{\"ids\": [1, 2, 3], \"response_start\": 1}\n{\"ids\": [1, 64, 3], \"response_start\": 1}\n",
+      {"oov",
+       "{\"ids\": [1, 2, 3], \"response_start\": 1}\n{\"ids\": [1, 64, 3], \"response_start\": "
+       "1}\n",
        "data.jsonl:2: field 'ids'[1] = 64 is outside the vocabulary [0, 64)"},
-      {"negative", "{\"ids\": [1, -3], \"response_start\": 1}\n", "field 'ids'[1] = -3 is outside the vocabulary"},
-      {"start0", "{\"ids\": [1, 2, 3], \"response_start\": 0}\n", "data.jsonl:1: field 'response_start' = 0 is out of range"},
-      {"start_big", "{\"ids\": [1, 2, 3], \"response_start\": 4}\n", "field 'response_start' = 4 is out of range"},
+      {"negative", "{\"ids\": [1, -3], \"response_start\": 1}\n",
+       "field 'ids'[1] = -3 is outside the vocabulary"},
+      {"start0", "{\"ids\": [1, 2, 3], \"response_start\": 0}\n",
+       "data.jsonl:1: field 'response_start' = 0 is out of range"},
+      {"start_big", "{\"ids\": [1, 2, 3], \"response_start\": 4}\n",
+       "field 'response_start' = 4 is out of range"},
       {"no_start", "{\"ids\": [1, 2, 3]}\n", "field 'response_start' is missing"},
-      {"malformed", "{\"ids\": [1, 2, 3], \"response_start\": 1}\n{\"ids\": [1,\n", "data.jsonl:2: malformed JSON"},
-      {"not_ints", "{\"ids\": [1, \"x\"], \"response_start\": 1}\n", "field 'ids'[1]: expected an integer"},
+      {"malformed", "{\"ids\": [1, 2, 3], \"response_start\": 1}\n{\"ids\": [1,\n",
+       "data.jsonl:2: malformed JSON"},
+      {"not_ints", "{\"ids\": [1, \"x\"], \"response_start\": 1}\n",
+       "field 'ids'[1]: expected an integer"},
       {"empty", "\n\n", "no data rows"},
       {"text", "{\"prompt\": \"hi\", \"response\": \"x\"}\n", "text rows need a tokenizer"},
   };
@@ -154,7 +170,8 @@ TEST_F(EntropyCommand, BadDataRowsGiveOneClearError) {
     const auto r = run("entropy --model " + model_ + " --data " + data + " --out " + out);
     EXPECT_EQ(r.code, 1) << c.name << ": " << r.output;
     EXPECT_NE(r.output.find(c.expect), std::string::npos) << c.name << ": " << r.output;
-    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1) << c.name << ": one line expected: " << r.output;
+    EXPECT_EQ(std::count(r.output.begin(), r.output.end(), '\n'), 1)
+        << c.name << ": one line expected: " << r.output;
     EXPECT_FALSE(fs::exists(out)) << c.name << ": no output file for invalid data";
   }
 }
@@ -167,7 +184,8 @@ TEST_F(EntropyCommand, BadModelFilesGiveOneClearError) {
   std::ofstream(model_ + "/config.json") << "{\"architectures\": [\"GPT2LMHeadModel\"]}";
   r = run("entropy --model " + model_ + " --data " + data_ + " --out " + out);
   EXPECT_EQ(r.code, 1);
-  EXPECT_NE(r.output.find("config.json: field 'architectures': unsupported architecture 'GPT2LMHeadModel'"),
+  EXPECT_NE(r.output.find(
+                "config.json: field 'architectures': unsupported architecture 'GPT2LMHeadModel'"),
             std::string::npos)
       << r.output;
   r = run("entropy --model " + model_ + " --data " + data_ + " --out " + out + " --lens logit");

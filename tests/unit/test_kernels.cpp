@@ -25,8 +25,9 @@ double dot(const std::vector<float>& a, const std::vector<float>& b) {
 }
 
 // Checks analytic gradient `g` of loss(x) at x by central differences on up to 48 coordinates.
-void check_fd(std::vector<float>& x, const std::vector<float>& g, const std::function<double()>& loss,
-              const char* what, float h = 1e-2f, double tol = 3e-3) {
+void check_fd(std::vector<float>& x, const std::vector<float>& g,
+              const std::function<double()>& loss, const char* what, float h = 1e-2f,
+              double tol = 3e-3) {
   double gmax = 0.0;
   for (float v : g) gmax = std::max(gmax, static_cast<double>(std::fabs(v)));
   ASSERT_GT(gmax, 0.0) << what << ": gradient is identically zero";
@@ -150,9 +151,12 @@ TEST(Rope, Llama3ScalingKeepsHighAndDividesLowFrequencies) {
   const auto scaled = cpu::rope_inv_freq(D, 500000.0, sc);
   for (size_t i = 0; i < plain.size(); ++i) {
     const double wavelen = 2 * std::numbers::pi / plain[i];
-    if (wavelen < 8192.0 / 4.0) EXPECT_FLOAT_EQ(scaled[i], plain[i]);
-    else if (wavelen > 8192.0) EXPECT_FLOAT_EQ(scaled[i], plain[i] / 8.0f);
-    else EXPECT_TRUE(scaled[i] < plain[i] && scaled[i] > plain[i] / 8.0f) << i;
+    if (wavelen < 8192.0 / 4.0)
+      EXPECT_FLOAT_EQ(scaled[i], plain[i]);
+    else if (wavelen > 8192.0)
+      EXPECT_FLOAT_EQ(scaled[i], plain[i] / 8.0f);
+    else
+      EXPECT_TRUE(scaled[i] < plain[i] && scaled[i] > plain[i] / 8.0f) << i;
   }
 }
 
@@ -170,7 +174,8 @@ std::vector<float> naive_attention(const std::vector<float>& q, const std::vecto
         double m = -1e300;
         for (int64_t j = cu[seg]; j <= i; ++j) {
           double dd = 0.0;
-          for (int64_t c = 0; c < D; ++c) dd += static_cast<double>(q[(i * s.H + h) * D + c]) * k[(j * s.Hkv + hk) * D + c];
+          for (int64_t c = 0; c < D; ++c)
+            dd += static_cast<double>(q[(i * s.H + h) * D + c]) * k[(j * s.Hkv + hk) * D + c];
           sc.push_back(dd / std::sqrt(static_cast<double>(D)));
           m = std::max(m, sc.back());
         }
@@ -178,7 +183,8 @@ std::vector<float> naive_attention(const std::vector<float>& q, const std::vecto
         for (double& x : sc) z += (x = std::exp(x - m));
         for (int64_t j = cu[seg]; j <= i; ++j)
           for (int64_t c = 0; c < D; ++c)
-            o[(i * s.H + h) * D + c] += static_cast<float>(sc[j - cu[seg]] / z * v[(j * s.Hkv + hk) * D + c]);
+            o[(i * s.H + h) * D + c] +=
+                static_cast<float>(sc[j - cu[seg]] / z * v[(j * s.Hkv + hk) * D + c]);
       }
   return o;
 }
@@ -186,7 +192,8 @@ std::vector<float> naive_attention(const std::vector<float>& q, const std::vecto
 TEST(Attention, ForwardMatchesNaiveCausalGqaOverPackedSequences) {
   const std::vector<int64_t> cu = {0, 5, 6, 13};
   const cpu::AttnShape s{13, 4, 2, 8};
-  auto q = randn(s.N * s.H * s.D, 16), k = randn(s.N * s.Hkv * s.D, 17), v = randn(s.N * s.Hkv * s.D, 18);
+  auto q = randn(s.N * s.H * s.D, 16), k = randn(s.N * s.Hkv * s.D, 17),
+       v = randn(s.N * s.Hkv * s.D, 18);
   std::vector<float> o(q.size()), lse(s.N * s.H);
   cpu::attention_forward(o.data(), lse.data(), q.data(), k.data(), v.data(), cu, s);
   const auto ref = naive_attention(q, k, v, cu, s);
@@ -196,12 +203,13 @@ TEST(Attention, ForwardMatchesNaiveCausalGqaOverPackedSequences) {
 TEST(Attention, BackwardMatchesFiniteDifferences) {
   const std::vector<int64_t> cu = {0, 4, 9};
   const cpu::AttnShape s{9, 4, 2, 4};
-  auto q = randn(s.N * s.H * s.D, 19), k = randn(s.N * s.Hkv * s.D, 20), v = randn(s.N * s.Hkv * s.D, 21);
+  auto q = randn(s.N * s.H * s.D, 19), k = randn(s.N * s.Hkv * s.D, 20),
+       v = randn(s.N * s.Hkv * s.D, 21);
   auto w = randn(q.size(), 22);
   std::vector<float> o(q.size()), lse(s.N * s.H), dq(q.size()), dk(k.size()), dv(v.size());
   cpu::attention_forward(o.data(), lse.data(), q.data(), k.data(), v.data(), cu, s);
-  cpu::attention_backward(dq.data(), dk.data(), dv.data(), w.data(), q.data(), k.data(), v.data(), o.data(),
-                          lse.data(), cu, s);
+  cpu::attention_backward(dq.data(), dk.data(), dv.data(), w.data(), q.data(), k.data(), v.data(),
+                          o.data(), lse.data(), cu, s);
   auto loss = [&] {
     cpu::attention_forward(o.data(), lse.data(), q.data(), k.data(), v.data(), cu, s);
     return dot(o, w);
@@ -231,14 +239,16 @@ TEST(Embedding, VocabShardLookupAndScatterAdd) {
   auto E = randn(Vl * C, 26);
   std::vector<int32_t> ids = {10, 3, 15, 12, 12, 16};
   std::vector<float> y(ids.size() * C), dE(Vl * C, 0.0f);
-  cpu::embedding_forward(y.data(), ids.data(), E.data(), static_cast<int64_t>(ids.size()), C, V0, Vl);
+  cpu::embedding_forward(y.data(), ids.data(), E.data(), static_cast<int64_t>(ids.size()), C, V0,
+                         Vl);
   for (size_t n = 0; n < ids.size(); ++n)
     for (int64_t c = 0; c < C; ++c) {
       const int64_t r = ids[n] - V0;
       EXPECT_EQ(y[n * C + c], (r >= 0 && r < Vl) ? E[r * C + c] : 0.0f);
     }
   auto dy = randn(ids.size() * C, 27);
-  cpu::embedding_backward(dE.data(), ids.data(), dy.data(), static_cast<int64_t>(ids.size()), C, V0, Vl);
+  cpu::embedding_backward(dE.data(), ids.data(), dy.data(), static_cast<int64_t>(ids.size()), C, V0,
+                          Vl);
   for (int64_t c = 0; c < C; ++c) {
     EXPECT_FLOAT_EQ(dE[2 * C + c], dy[3 * C + c] + dy[4 * C + c]);  // id 12 twice
     EXPECT_FLOAT_EQ(dE[0 * C + c], dy[0 * C + c]);

@@ -44,7 +44,8 @@ TEST(Lens, MatchesNaiveSoftmaxForEveryChunkSize) {
       double m = -1e300, s = 0.0, h = 0.0;
       for (int64_t j = 0; j < V; ++j) {
         z[j] = 0.0;
-        for (int64_t c = 0; c < d; ++c) z[j] += static_cast<double>(x[r * d + c]) * f.E->w[j * d + c];
+        for (int64_t c = 0; c < d; ++c)
+          z[j] += static_cast<double>(x[r * d + c]) * f.E->w[j * d + c];
         m = std::max(m, z[j]);
       }
       for (double v : z) s += std::exp(v - m);
@@ -110,7 +111,8 @@ void check_backward(LensMode mode) {
     std::vector<float> ent(n), lp(n);
     lens.forward(x.data(), n, tgt.data(), ent.data(), lp.data());
     double s = 0.0;
-    for (int64_t r = 0; r < n; ++r) s += static_cast<double>(a[r]) * lp[r] + static_cast<double>(b[r]) * ent[r];
+    for (int64_t r = 0; r < n; ++r)
+      s += static_cast<double>(a[r]) * lp[r] + static_cast<double>(b[r]) * ent[r];
     return s;
   };
   auto fd = [&](float* p, const std::vector<float>& g, int64_t cnt, const char* what) {
@@ -129,12 +131,18 @@ void check_backward(LensMode mode) {
   };
   fd(x.data(), dx, n * d, "dx");
   fd(f.E->w, dE, V * d, "dE_u");
-  if (mode == LensMode::Normed) fd(f.g->w, dg, d, "dnorm");
-  else EXPECT_FALSE(f.g->has_grad);
+  if (mode == LensMode::Normed)
+    fd(f.g->w, dg, d, "dnorm");
+  else
+    EXPECT_FALSE(f.g->has_grad);
 }
 
-TEST(Lens, RawBackwardMatchesFiniteDifferences) { check_backward(LensMode::Raw); }
-TEST(Lens, NormedBackwardMatchesFiniteDifferences) { check_backward(LensMode::Normed); }
+TEST(Lens, RawBackwardMatchesFiniteDifferences) {
+  check_backward(LensMode::Raw);
+}
+TEST(Lens, NormedBackwardMatchesFiniteDifferences) {
+  check_backward(LensMode::Normed);
+}
 
 TEST(Lens, ModeNames) {
   EXPECT_EQ(lens_mode_from_string("raw"), LensMode::Raw);

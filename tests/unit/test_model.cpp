@@ -53,11 +53,13 @@ TEST(ModelInvariants, NormedLensAtTopIsTheOutputPolicyAndRawIsNot) {  // §4.2
   const int64_t N = b.N();
   const int L = m->num_layers();
   std::vector<float> out(N), normed(N), raw(N);
-  Lens{&m->unembedding(), nullptr, LensMode::Raw}.forward(acts.final_out.ptr(), N, nullptr, out.data(), nullptr);
+  Lens{&m->unembedding(), nullptr, LensMode::Raw}.forward(acts.final_out.ptr(), N, nullptr,
+                                                          out.data(), nullptr);
   const float eps = static_cast<float>(m->config().rms_norm_eps);
-  Lens{&m->unembedding(), &m->final_norm(), LensMode::Normed, eps}.forward(acts.h(L), N, nullptr, normed.data(),
-                                                                           nullptr);
-  Lens{&m->unembedding(), &m->final_norm(), LensMode::Raw, eps}.forward(acts.h(L), N, nullptr, raw.data(), nullptr);
+  Lens{&m->unembedding(), &m->final_norm(), LensMode::Normed, eps}.forward(acts.h(L), N, nullptr,
+                                                                           normed.data(), nullptr);
+  Lens{&m->unembedding(), &m->final_norm(), LensMode::Raw, eps}.forward(acts.h(L), N, nullptr,
+                                                                        raw.data(), nullptr);
   double maxdiff = 0.0;
   for (int64_t n = 0; n < N; ++n) {
     EXPECT_EQ(out[n], normed[n]) << "normed lens at H^L must be the output policy bit for bit";
@@ -83,7 +85,8 @@ TEST(ModelInvariants, PackedSequencesEqualSeparateRuns) {
 }
 
 // -mean log π^l(next token), its backward from layer l; returns the loss.
-double internal_loss_backward(Model& m, const Batch& b, Activations& acts, int l, bool backward = true) {
+double internal_loss_backward(Model& m, const Batch& b, Activations& acts, int l,
+                              bool backward = true) {
   const int64_t N = b.N(), d = m.hidden();
   std::vector<int32_t> tgt(N, 0);
   std::vector<float> g(N, 0.0f), lp(N);
@@ -112,8 +115,9 @@ TEST(ModelInvariants, ModelGradientMatchesFiniteDifferences) {
     Activations acts;
     m->forward(b, acts, true);
     internal_loss_backward(*m, b, acts, 3);
-    for (const char* name : {"model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.up_proj.weight",
-                             "model.layers.2.input_layernorm.weight", "model.embed_tokens.weight"}) {
+    for (const char* name :
+         {"model.layers.0.self_attn.q_proj.weight", "model.layers.1.mlp.up_proj.weight",
+          "model.layers.2.input_layernorm.weight", "model.embed_tokens.weight"}) {
       Param* p = m->params().find(name);
       ASSERT_NE(p, nullptr);
       for (int64_t i = 0; i < p->numel(); i += std::max<int64_t>(1, p->numel() / 7)) {
@@ -126,7 +130,8 @@ TEST(ModelInvariants, ModelGradientMatchesFiniteDifferences) {
         m->forward(b, a2, true);
         const double lm = internal_loss_backward(*m, b, a2, 3, false);
         p->w[i] = w0;
-        EXPECT_NEAR(p->g[i], (lp - lm) / (2 * h), 3e-3 + 3e-2 * std::fabs(p->g[i])) << arch_name(arch) << " " << name << "[" << i << "]";
+        EXPECT_NEAR(p->g[i], (lp - lm) / (2 * h), 3e-3 + 3e-2 * std::fabs(p->g[i]))
+            << arch_name(arch) << " " << name << "[" << i << "]";
       }
     }
   }

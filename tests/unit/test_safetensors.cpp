@@ -14,7 +14,8 @@ namespace bupo {
 namespace {
 namespace fs = std::filesystem;
 
-void write_raw(const std::string& path, const std::string& header, const std::string& data, int64_t hlen = -1) {
+void write_raw(const std::string& path, const std::string& header, const std::string& data,
+               int64_t hlen = -1) {
   std::ofstream f(path, std::ios::binary);
   uint64_t n = hlen < 0 ? header.size() : static_cast<uint64_t>(hlen);
   for (int i = 0; i < 8; ++i) f.put(static_cast<char>((n >> (8 * i)) & 0xff));
@@ -29,7 +30,8 @@ void expect_error(F&& f, std::initializer_list<std::string> fragments) {
     FAIL() << "expected an error";
   } catch (const Error& e) {
     const std::string msg = e.what();
-    for (const auto& fr : fragments) EXPECT_NE(msg.find(fr), std::string::npos) << "message: " << msg << "\nmissing: " << fr;
+    for (const auto& fr : fragments)
+      EXPECT_NE(msg.find(fr), std::string::npos) << "message: " << msg << "\nmissing: " << fr;
   }
 }
 
@@ -40,11 +42,14 @@ TEST(Dtype, Bf16AndF16ConversionEdgeCases) {
   EXPECT_TRUE(std::isnan(bf16_to_f32(f32_to_bf16(NAN))));
   EXPECT_EQ(f16_to_f32(f32_to_f16(65504.0f)), 65504.0f);
   EXPECT_TRUE(std::isinf(f16_to_f32(f32_to_f16(70000.0f))));
-  EXPECT_EQ(f16_to_f32(f32_to_f16(std::ldexp(1.0f, -24))), std::ldexp(1.0f, -24));  // smallest subnormal
-  EXPECT_EQ(f16_to_f32(f32_to_f16(-0.333251953125f)), -0.333251953125f);            // exactly representable
-  EXPECT_EQ(f32_to_f16(1.0f + std::ldexp(1.0f, -11)), f32_to_f16(1.0f));            // tie rounds to even
+  EXPECT_EQ(f16_to_f32(f32_to_f16(std::ldexp(1.0f, -24))),
+            std::ldexp(1.0f, -24));                                       // smallest subnormal
+  EXPECT_EQ(f16_to_f32(f32_to_f16(-0.333251953125f)), -0.333251953125f);  // exactly representable
+  EXPECT_EQ(f32_to_f16(1.0f + std::ldexp(1.0f, -11)), f32_to_f16(1.0f));  // tie rounds to even
   EXPECT_TRUE(std::isnan(f16_to_f32(f32_to_f16(NAN))));
-  for (float v : {0.1f, -2.5f, 1e-5f, 3e4f}) EXPECT_NEAR(f16_to_f32(f32_to_f16(v)), v, std::max(std::fabs(v) * 1e-3, std::ldexp(1.0, -25)));  // 1e-5 is subnormal
+  for (float v : {0.1f, -2.5f, 1e-5f, 3e4f})
+    EXPECT_NEAR(f16_to_f32(f32_to_f16(v)), v,
+                std::max(std::fabs(v) * 1e-3, std::ldexp(1.0, -25)));  // 1e-5 is subnormal
 }
 
 TEST(Safetensors, RoundTripInEveryStorageDtype) {
@@ -63,7 +68,9 @@ TEST(Safetensors, RoundTripInEveryStorageDtype) {
     std::vector<float> got(12);
     f->read_f32(*t, got.data());
     for (int i = 0; i < 12; ++i) {
-      const float want = dt == DType::F32 ? a[i] : dt == DType::BF16 ? bf16_to_f32(f32_to_bf16(a[i])) : f16_to_f32(f32_to_f16(a[i]));
+      const float want = dt == DType::F32    ? a[i]
+                         : dt == DType::BF16 ? bf16_to_f32(f32_to_bf16(a[i]))
+                                             : f16_to_f32(f32_to_f16(a[i]));
       EXPECT_EQ(got[i], want);
     }
   }
@@ -100,13 +107,16 @@ TEST(SafetensorsErrors, MalformedJsonHeader) {
 
 TEST(SafetensorsErrors, UnknownDtype) {
   const std::string p = test::temp_dir("e") + "/t.safetensors";
-  write_raw(p, R"({"w": {"dtype": "F128", "shape": [1], "data_offsets": [0, 16]}})", std::string(16, '\0'));
-  expect_error([&] { SafetensorsFile::open(p); }, {p, "tensor 'w'", "field 'dtype'", "unknown dtype 'F128'"});
+  write_raw(p, R"({"w": {"dtype": "F128", "shape": [1], "data_offsets": [0, 16]}})",
+            std::string(16, '\0'));
+  expect_error([&] { SafetensorsFile::open(p); },
+               {p, "tensor 'w'", "field 'dtype'", "unknown dtype 'F128'"});
 }
 
 TEST(SafetensorsErrors, IntegerTensorCannotBeLoadedAsWeights) {
   const std::string p = test::temp_dir("e") + "/t.safetensors";
-  write_raw(p, R"({"w": {"dtype": "I64", "shape": [2], "data_offsets": [0, 16]}})", std::string(16, '\0'));
+  write_raw(p, R"({"w": {"dtype": "I64", "shape": [2], "data_offsets": [0, 16]}})",
+            std::string(16, '\0'));
   auto f = SafetensorsFile::open(p);
   std::vector<float> out(2);
   expect_error([&] { f->read_f32(*f->find("w"), out.data()); }, {p, "tensor 'w'", "I64"});
@@ -114,14 +124,21 @@ TEST(SafetensorsErrors, IntegerTensorCannotBeLoadedAsWeights) {
 
 TEST(SafetensorsErrors, DataOffsetsOutsideTheFileOrInconsistentWithShape) {
   const std::string p = test::temp_dir("e") + "/t.safetensors";
-  write_raw(p, R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})", std::string(8, '\0'));
-  expect_error([&] { SafetensorsFile::open(p); }, {p, "tensor 'w'", "data_offsets", "outside the data section"});
-  write_raw(p, R"({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}})", std::string(16, '\0'));
-  expect_error([&] { SafetensorsFile::open(p); }, {p, "tensor 'w'", "needs 12 bytes but data_offsets span 16"});
-  write_raw(p, R"({"w": {"dtype": "F32", "shape": [4294967296, 4294967296, 16], "data_offsets": [0, 16]}})",
+  write_raw(p, R"({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}})",
+            std::string(8, '\0'));
+  expect_error([&] { SafetensorsFile::open(p); },
+               {p, "tensor 'w'", "data_offsets", "outside the data section"});
+  write_raw(p, R"({"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 16]}})",
             std::string(16, '\0'));
+  expect_error([&] { SafetensorsFile::open(p); },
+               {p, "tensor 'w'", "needs 12 bytes but data_offsets span 16"});
+  write_raw(
+      p,
+      R"({"w": {"dtype": "F32", "shape": [4294967296, 4294967296, 16], "data_offsets": [0, 16]}})",
+      std::string(16, '\0'));
   expect_error([&] { SafetensorsFile::open(p); }, {p, "tensor 'w'", "overflows"});
-  write_raw(p, R"({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})", std::string(4, '\0'));
+  write_raw(p, R"({"w": {"dtype": "F32", "shape": [-1], "data_offsets": [0, 4]}})",
+            std::string(4, '\0'));
   expect_error([&] { SafetensorsFile::open(p); }, {p, "field 'shape'"});
 }
 
@@ -139,30 +156,37 @@ TEST_F(ModelFileErrors, TensorShapeDisagreesWithConfig) {
   c["intermediate_size"] = 50;
   std::ofstream(dir_ + "/config.json") << c.dump();
   expect_error([&] { Model::load(dir_, ParallelContext::single()); },
-               {"model.safetensors", "model.layers.0.mlp.gate_proj.weight", "shape [48, 32] disagrees with config.json",
-                "expected [50, 32]"});
+               {"model.safetensors", "model.layers.0.mlp.gate_proj.weight",
+                "shape [48, 32] disagrees with config.json", "expected [50, 32]"});
 }
 
 TEST_F(ModelFileErrors, MissingTensor) {
   json c = read_json_file(dir_ + "/config.json");
   c["tie_word_embeddings"] = false;  // now lm_head.weight is required but absent
   std::ofstream(dir_ + "/config.json") << c.dump();
-  expect_error([&] { Model::load(dir_, ParallelContext::single()); }, {dir_, "missing tensor 'lm_head.weight'"});
+  expect_error([&] { Model::load(dir_, ParallelContext::single()); },
+               {dir_, "missing tensor 'lm_head.weight'"});
 }
 
 TEST_F(ModelFileErrors, TruncatedWeights) {
   const auto p = dir_ + "/model.safetensors";
   fs::resize_file(p, fs::file_size(p) - 100);
-  expect_error([&] { Model::load(dir_, ParallelContext::single()); }, {p, "outside the data section", "truncated"});
+  expect_error([&] { Model::load(dir_, ParallelContext::single()); },
+               {p, "outside the data section", "truncated"});
 }
 
 TEST_F(ModelFileErrors, ShardIndexPointsToMissingOrUnsafeFile) {
-  std::ofstream(dir_ + "/model.safetensors.index.json") << R"({"weight_map": {"model.norm.weight": "nope.safetensors"}})";
-  expect_error([&] { Model::load(dir_, ParallelContext::single()); }, {"nope.safetensors", "cannot open"});
-  std::ofstream(dir_ + "/model.safetensors.index.json") << R"({"weight_map": {"model.norm.weight": "../x.safetensors"}})";
-  expect_error([&] { Model::load(dir_, ParallelContext::single()); }, {"model.safetensors.index.json", "plain file name"});
+  std::ofstream(dir_ + "/model.safetensors.index.json")
+      << R"({"weight_map": {"model.norm.weight": "nope.safetensors"}})";
+  expect_error([&] { Model::load(dir_, ParallelContext::single()); },
+               {"nope.safetensors", "cannot open"});
+  std::ofstream(dir_ + "/model.safetensors.index.json")
+      << R"({"weight_map": {"model.norm.weight": "../x.safetensors"}})";
+  expect_error([&] { Model::load(dir_, ParallelContext::single()); },
+               {"model.safetensors.index.json", "plain file name"});
   std::ofstream(dir_ + "/model.safetensors.index.json") << R"({"weight_map": [1, 2]})";
-  expect_error([&] { Model::load(dir_, ParallelContext::single()); }, {"model.safetensors.index.json", "'weight_map'"});
+  expect_error([&] { Model::load(dir_, ParallelContext::single()); },
+               {"model.safetensors.index.json", "'weight_map'"});
 }
 
 TEST_F(ModelFileErrors, MissingConfig) {

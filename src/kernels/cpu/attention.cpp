@@ -94,9 +94,12 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
         }
         for (int64_t j = i + 1; j < T; ++j) prow[j] = dprow[j] = 0.0f;
       }
-      gemm_tn(T, D, T, 1.0f, P.data(), T, gh, ldq, 1.0f, dv + t0 * ldk + hk * D, ldk);  // dv += Pᵀ dO
-      gemm_nn(T, D, T, scale, dP.data(), T, kh, ldk, 0.0f, dq + t0 * ldq + h * D, ldq);  // dq = dS k
-      gemm_tn(T, D, T, scale, dP.data(), T, qh, ldq, 1.0f, dk + t0 * ldk + hk * D, ldk);  // dk += dSᵀ q
+      gemm_tn(T, D, T, 1.0f, P.data(), T, gh, ldq, 1.0f, dv + t0 * ldk + hk * D,
+              ldk);  // dv += Pᵀ dO
+      gemm_nn(T, D, T, scale, dP.data(), T, kh, ldk, 0.0f, dq + t0 * ldq + h * D,
+              ldq);  // dq = dS k
+      gemm_tn(T, D, T, scale, dP.data(), T, qh, ldq, 1.0f, dk + t0 * ldk + hk * D,
+              ldk);  // dk += dSᵀ q
     }
   }
 }

@@ -11,7 +11,8 @@
 namespace bupo::cpu {
 namespace {
 int to_int(int64_t v, const char* what) {
-  BUPO_CHECK(v >= 0 && v <= INT_MAX, "gemm: dimension ", what, "=", v, " exceeds the BLAS int range");
+  BUPO_CHECK(v >= 0 && v <= INT_MAX, "gemm: dimension ", what, "=", v,
+             " exceeds the BLAS int range");
   return static_cast<int>(v);
 }
 
@@ -22,8 +23,8 @@ int to_int(int64_t v, const char* what) {
 constexpr int64_t kTileM = 128;
 constexpr int64_t kTileN = 1024;
 
-void gemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
-                const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+void gemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
+                int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
   if (M == 0 || N == 0) return;
   static std::once_flag once;
   std::call_once(once, [] { openblas_set_num_threads(1); });
@@ -38,8 +39,9 @@ void gemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, 
     const float* a = ta ? A + m0 : A + m0 * lda;
     const float* b = tb ? B + n0 * ldb : B + n0;
     cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
-                static_cast<int>(mb), static_cast<int>(nb), static_cast<int>(K), alpha, a, static_cast<int>(lda),
-                b, static_cast<int>(ldb), beta, C + m0 * ldc + n0, static_cast<int>(ldc));
+                static_cast<int>(mb), static_cast<int>(nb), static_cast<int>(K), alpha, a,
+                static_cast<int>(lda), b, static_cast<int>(ldb), beta, C + m0 * ldc + n0,
+                static_cast<int>(ldc));
   };
   if (tm * tn == 1) {
     tile(0, 0);

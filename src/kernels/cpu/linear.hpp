@@ -12,7 +12,8 @@ void linear_forward(float* y, const float* x, const float* W, const float* b, in
 // dx (N, in) = dy · W   (accumulate_dx: +=);  dW (out, in) += dy^T · x;  db (out) += Σ_n dy.
 // Any of dx, dW, db may be null to skip that gradient.
 void linear_backward(float* dx, float* dW, float* db, const float* dy, const float* x,
-                     const float* W, int64_t N, int64_t in, int64_t out, bool accumulate_dx = false);
+                     const float* W, int64_t N, int64_t in, int64_t out,
+                     bool accumulate_dx = false);
 
 // Plain GEMM helpers used by attention and the lens (row-major, BLAS underneath).
 // C (M, N) = alpha · A (M, K) · B(N, K)^T + beta · C, with leading dimensions.

@@ -40,7 +40,8 @@ void rmsnorm_backward(float* dx, float* dw, const float* dy, const float* x, con
 #pragma omp parallel for schedule(static)
     for (int64_t c = 0; c < C; ++c) {
       double acc = 0.0;
-      for (int64_t r = 0; r < R; ++r) acc += static_cast<double>(dy[r * C + c]) * (x[r * C + c] * rstd[r]);
+      for (int64_t r = 0; r < R; ++r)
+        acc += static_cast<double>(dy[r * C + c]) * (x[r * C + c] * rstd[r]);
       dw[c] += static_cast<float>(acc);
     }
   }

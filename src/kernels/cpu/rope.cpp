@@ -11,7 +11,8 @@ std::vector<float> rope_inv_freq(int64_t head_dim, double theta, const RopeScali
   for (int64_t i = 0; i < half; ++i) {
     // HF: 1.0 / (base ** (arange(0, dim, 2).float() / dim)) evaluated in fp32
     const float expo = static_cast<float>(2 * i) / static_cast<float>(head_dim);
-    f[i] = 1.0f / static_cast<float>(std::pow(static_cast<double>(static_cast<float>(theta)), expo));
+    f[i] =
+        1.0f / static_cast<float>(std::pow(static_cast<double>(static_cast<float>(theta)), expo));
   }
   if (sc.factor > 0.0) {
     const double low_wavelen = sc.original_max_position_embeddings / sc.low_freq_factor;

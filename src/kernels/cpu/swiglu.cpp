@@ -12,7 +12,8 @@ void swiglu_forward(float* a, const float* g, const float* u, int64_t n) {
   }
 }
 
-void swiglu_backward(float* dg, float* du, const float* da, const float* g, const float* u, int64_t n) {
+void swiglu_backward(float* dg, float* du, const float* da, const float* g, const float* u,
+                     int64_t n) {
 #pragma omp parallel for simd schedule(static)
   for (int64_t i = 0; i < n; ++i) {
     const float sg = 1.0f / (1.0f + std::exp(-g[i]));

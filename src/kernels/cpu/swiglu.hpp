@@ -6,5 +6,6 @@ namespace bupo::cpu {
 // a, g, u (n)
 void swiglu_forward(float* a, const float* g, const float* u, int64_t n);
 // dg, du (n) overwritten from da (n)
-void swiglu_backward(float* dg, float* du, const float* da, const float* g, const float* u, int64_t n);
+void swiglu_backward(float* dg, float* du, const float* da, const float* g, const float* u,
+                     int64_t n);
 }  // namespace bupo::cpu

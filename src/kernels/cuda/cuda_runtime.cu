@@ -29,13 +29,17 @@ float* alloc_floats(int64_t n) {
   CUDA_CHECK(cudaMalloc(&p, static_cast<size_t>(n) * sizeof(float)));
   return static_cast<float*>(p);
 }
-void free_floats(float* p) { CUDA_CHECK(cudaFree(p)); }
+void free_floats(float* p) {
+  CUDA_CHECK(cudaFree(p));
+}
 void copy_to_device(float* dst, const float* src, int64_t n) {
   CUDA_CHECK(cudaMemcpy(dst, src, static_cast<size_t>(n) * sizeof(float), cudaMemcpyHostToDevice));
 }
 void copy_to_host(float* dst, const float* src, int64_t n) {
   CUDA_CHECK(cudaMemcpy(dst, src, static_cast<size_t>(n) * sizeof(float), cudaMemcpyDeviceToHost));
 }
-void synchronize() { CUDA_CHECK(cudaDeviceSynchronize()); }
+void synchronize() {
+  CUDA_CHECK(cudaDeviceSynchronize());
+}
 
 }  // namespace bupo::cuda

@@ -18,9 +18,9 @@ cublasHandle_t handle() {
 
 void linear_forward(float* y, const float* x, const float* W, int64_t N, int64_t in, int64_t out) {
   const float one = 1.0f, zero = 0.0f;
-  CUBLAS_CHECK(cublasSgemm(handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out), static_cast<int>(N),
-                           static_cast<int>(in), &one, W, static_cast<int>(in), x, static_cast<int>(in), &zero, y,
-                           static_cast<int>(out)));
+  CUBLAS_CHECK(cublasSgemm(handle(), CUBLAS_OP_T, CUBLAS_OP_N, static_cast<int>(out),
+                           static_cast<int>(N), static_cast<int>(in), &one, W, static_cast<int>(in),
+                           x, static_cast<int>(in), &zero, y, static_cast<int>(out)));
 }
 
 }  // namespace bupo::cuda

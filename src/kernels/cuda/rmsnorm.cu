@@ -29,7 +29,8 @@ __global__ void rmsnorm_forward_kernel(float* __restrict__ y, float* __restrict_
 }
 }  // namespace
 
-void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t R, int64_t C, float eps) {
+void rmsnorm_forward(float* y, float* rstd, const float* x, const float* w, int64_t R, int64_t C,
+                     float eps) {
   if (R == 0) return;
   rmsnorm_forward_kernel<<<static_cast<unsigned>(R), kThreads>>>(y, rstd, x, w, C, eps);
   CUDA_CHECK(cudaGetLastError());
