@@ -50,6 +50,12 @@ const float* lens_input(const Lens& L, const float* x, int64_t rows, int64_t d,
 void chunk_stats(const Lens& L, const float* xin, int64_t rows, const int32_t* targets,
                  std::vector<float>& z, ChunkStats& st) {
   const int64_t Vl = L.unembed->shape[0], d = L.unembed->shape[1], v0 = L.unembed->shard_offset;
+  if (targets != nullptr) {
+    const int64_t V = L.unembed->full_shape[0];
+    for (int64_t r = 0; r < rows; ++r)
+      BUPO_CHECK(targets[r] >= 0 && targets[r] < V, "lens: target id ", targets[r],
+                 " outside the vocabulary [0, ", V, ")");
+  }
   z.resize(static_cast<size_t>(rows * Vl));
   cpu::gemm_nt(rows, Vl, d, 1.0f, xin, d, L.unembed->w, d, 0.0f, z.data(), Vl);
   st.m.assign(static_cast<size_t>(rows), -std::numeric_limits<float>::infinity());

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <numbers>
 
 #include "core/error.hpp"
 #include "io/safetensors.hpp"
@@ -131,7 +132,7 @@ void Model::init_random(uint64_t seed, float stddev) {
       const double u1 = (static_cast<double>(a >> 11) + 1.0) / 9007199254740993.0;
       const double u2 = static_cast<double>(b >> 11) / 9007199254740992.0;
       p.w[i] =
-          static_cast<float>(stddev * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * M_PI * u2));
+          static_cast<float>(stddev * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2));
     }
   }
 }

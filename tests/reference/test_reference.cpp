@@ -67,6 +67,8 @@ class Reference : public ::testing::TestWithParam<std::string> {
     EXPECT_GT(checked, 5);
   }
 
+  void check_logprob_gradient(bool internal);
+
   std::string dir_;
   std::unique_ptr<Model> model_;
   CheckpointReader golden_;
@@ -122,45 +124,37 @@ TEST_P(Reference, LensEntropiesOfEveryLayerAndModule) {
   }
 }
 
-TEST_P(Reference, InternalPolicyLogProbGradientOfEveryParameter) {
+// Gradient of -mean_t log π(x_{t+1}) w.r.t. every parameter, where π is the internal policy π^l
+// (raw lens on H^l, golden prefix grad_int) or the output policy (golden prefix grad_out).
+void Reference::check_logprob_gradient(bool internal) {
   model_->params().allocate_grads();
-  const int l = internal_layer_;
   Activations acts;
   model_->forward(batch_, acts, true);
   std::vector<int32_t> tgt;
   std::vector<float> g;
   next_token_targets(tgt, g);
   const int64_t N = batch_.N(), d = model_->hidden();
-  Lens lens{&model_->unembedding(), nullptr, LensMode::Raw, 1e-6f, nullptr, 4};
+  const float* x = internal ? acts.h(internal_layer_) : acts.final_out.ptr();
+  Lens lens{&model_->unembedding(), nullptr, LensMode::Raw, 1e-6f, nullptr, internal ? 4 : 5};
   std::vector<float> lp(static_cast<size_t>(N));
-  lens.forward(acts.h(l), N, tgt.data(), nullptr, lp.data());
+  lens.forward(x, N, tgt.data(), nullptr, lp.data());
   for (size_t n = 0; n < lp.size(); ++n)
     if (g[n] == 0.0f) lp[n] = 0.0f;  // the golden file pads sequence ends with 0
-  expect_close(lp, "lp_int");
-  std::vector<float> dH(static_cast<size_t>(N * d), 0.0f);
-  lens.backward(acts.h(l), N, tgt.data(), g.data(), nullptr, dH.data());
-  model_->backward_from_layer(batch_, acts, l, dH.data());
-  expect_grads("grad_int");
+  expect_close(lp, internal ? "lp_int" : "lp_out");
+  std::vector<float> dx(static_cast<size_t>(N * d), 0.0f);
+  lens.backward(x, N, tgt.data(), g.data(), nullptr, dx.data());
+  if (internal)
+    model_->backward_from_layer(batch_, acts, internal_layer_, dx.data());
+  else
+    model_->backward_from_output(batch_, acts, dx.data());
+  expect_grads(internal ? "grad_int" : "grad_out");
 }
 
+TEST_P(Reference, InternalPolicyLogProbGradientOfEveryParameter) {
+  check_logprob_gradient(true);
+}
 TEST_P(Reference, OutputPolicyLogProbGradientOfEveryParameter) {
-  model_->params().allocate_grads();
-  Activations acts;
-  model_->forward(batch_, acts, true);
-  std::vector<int32_t> tgt;
-  std::vector<float> g;
-  next_token_targets(tgt, g);
-  const int64_t N = batch_.N(), d = model_->hidden();
-  Lens lens{&model_->unembedding(), nullptr, LensMode::Raw, 1e-6f, nullptr, 5};
-  std::vector<float> lp(static_cast<size_t>(N));
-  lens.forward(acts.final_out.ptr(), N, tgt.data(), nullptr, lp.data());
-  for (size_t n = 0; n < lp.size(); ++n)
-    if (g[n] == 0.0f) lp[n] = 0.0f;
-  expect_close(lp, "lp_out");
-  std::vector<float> dY(static_cast<size_t>(N * d), 0.0f);
-  lens.backward(acts.final_out.ptr(), N, tgt.data(), g.data(), nullptr, dY.data());
-  model_->backward_from_output(batch_, acts, dY.data());
-  expect_grads("grad_out");
+  check_logprob_gradient(false);
 }
 
 INSTANTIATE_TEST_SUITE_P(HuggingFace, Reference, ::testing::Values("llama", "qwen2", "qwen3"),

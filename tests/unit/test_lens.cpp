@@ -144,6 +144,14 @@ TEST(Lens, NormedBackwardMatchesFiniteDifferences) {
   check_backward(LensMode::Normed);
 }
 
+TEST(Lens, RejectsTargetsOutsideTheVocabulary) {
+  LensFixture f(10, 4, 11);
+  std::vector<float> x(4, 0.5f), e(1), lp(1);
+  for (int32_t bad : {10, -1}) {
+    EXPECT_THROW(f.lens(LensMode::Raw).forward(x.data(), 1, &bad, e.data(), lp.data()), Error);
+  }
+}
+
 TEST(Lens, ModeNames) {
   EXPECT_EQ(lens_mode_from_string("raw"), LensMode::Raw);
   EXPECT_EQ(lens_mode_from_string("normed"), LensMode::Normed);

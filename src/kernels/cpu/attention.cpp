@@ -19,89 +19,98 @@ int64_t max_len(const std::vector<int64_t>& cu) {
   for (size_t i = 0; i + 1 < cu.size(); ++i) m = std::max(m, cu[i + 1] - cu[i]);
   return m;
 }
+
+struct Geometry {
+  int64_t D, ldq, ldk, group, Tm;
+  float scale;
+  Geometry(const std::vector<int64_t>& cu, const AttnShape& s)
+      : D(s.D),
+        ldq(s.H * s.D),
+        ldk(s.Hkv * s.D),
+        group(s.H / std::max<int64_t>(s.Hkv, 1)),
+        Tm(max_len(cu)),
+        scale(1.0f / std::sqrt(static_cast<float>(s.D))) {
+    check_shape(cu, s);
+  }
+};
+
+// f(t0, T, h, hk) for every sequence [t0, t0+T) and query head h (KV head hk), in a fixed order:
+// heads of one KV group run one after another, so dk/dv accumulate deterministically.
+template <typename F>
+void for_each_head(const std::vector<int64_t>& cu, const AttnShape& s, const Geometry& g, F&& f) {
+  for (size_t seg = 0; seg + 1 < cu.size(); ++seg) {
+    const int64_t t0 = cu[seg], T = cu[seg + 1] - t0;
+    if (T <= 0) continue;
+    for (int64_t h = 0; h < s.H; ++h) f(t0, T, h, h / g.group);
+  }
+}
 }  // namespace
 
 void attention_forward(float* o, float* lse, const float* q, const float* k, const float* v,
                        const std::vector<int64_t>& cu, const AttnShape& s) {
-  check_shape(cu, s);
-  const int64_t D = s.D, ldq = s.H * D, ldk = s.Hkv * D, group = s.H / s.Hkv;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  const int64_t Tm = max_len(cu);
-  std::vector<float> S(static_cast<size_t>(Tm * Tm));  // (T, T) scores of one head
-  for (size_t seg = 0; seg + 1 < cu.size(); ++seg) {
-    const int64_t t0 = cu[seg], T = cu[seg + 1] - t0;
-    if (T <= 0) continue;
-    for (int64_t h = 0; h < s.H; ++h) {
-      const int64_t hk = h / group;
-      const float* qh = q + t0 * ldq + h * D;
-      const float* kh = k + t0 * ldk + hk * D;
-      const float* vh = v + t0 * ldk + hk * D;
-      gemm_nt(T, T, D, scale, qh, ldq, kh, ldk, 0.0f, S.data(), T);  // S = q kᵀ / √D
+  const Geometry g(cu, s);
+  const int64_t D = g.D, ldq = g.ldq, ldk = g.ldk;
+  std::vector<float> S(static_cast<size_t>(g.Tm * g.Tm));  // (T, T) scores of one head
+  for_each_head(cu, s, g, [&](int64_t t0, int64_t T, int64_t h, int64_t hk) {
+    const float* qh = q + t0 * ldq + h * D;
+    const float* kh = k + t0 * ldk + hk * D;
+    const float* vh = v + t0 * ldk + hk * D;
+    gemm_nt(T, T, D, g.scale, qh, ldq, kh, ldk, 0.0f, S.data(), T);  // S = q kᵀ / √D
 #pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < T; ++i) {
-        float* row = S.data() + i * T;
-        float m = -std::numeric_limits<float>::infinity();
-        for (int64_t j = 0; j <= i; ++j) m = std::max(m, row[j]);
-        double sum = 0.0;
-        for (int64_t j = 0; j <= i; ++j) {
-          row[j] = std::exp(row[j] - m);
-          sum += row[j];
-        }
-        const float inv = static_cast<float>(1.0 / sum);
-        for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
-        for (int64_t j = i + 1; j < T; ++j) row[j] = 0.0f;  // causal mask
-        lse[(t0 + i) * s.H + h] = m + static_cast<float>(std::log(sum));
+    for (int64_t i = 0; i < T; ++i) {
+      float* row = S.data() + i * T;
+      float m = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j <= i; ++j) m = std::max(m, row[j]);
+      double sum = 0.0;
+      for (int64_t j = 0; j <= i; ++j) {
+        row[j] = std::exp(row[j] - m);
+        sum += row[j];
       }
-      gemm_nn(T, D, T, 1.0f, S.data(), T, vh, ldk, 0.0f, o + t0 * ldq + h * D, ldq);  // O = P v
+      const float inv = static_cast<float>(1.0 / sum);
+      for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
+      for (int64_t j = i + 1; j < T; ++j) row[j] = 0.0f;  // causal mask
+      lse[(t0 + i) * s.H + h] = m + static_cast<float>(std::log(sum));
     }
-  }
+    gemm_nn(T, D, T, 1.0f, S.data(), T, vh, ldk, 0.0f, o + t0 * ldq + h * D, ldq);  // O = P v
+  });
 }
 
 void attention_backward(float* dq, float* dk, float* dv, const float* dout, const float* q,
                         const float* k, const float* v, const float* o, const float* lse,
                         const std::vector<int64_t>& cu, const AttnShape& s) {
-  check_shape(cu, s);
-  const int64_t D = s.D, ldq = s.H * D, ldk = s.Hkv * D, group = s.H / s.Hkv;
-  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
-  const int64_t Tm = max_len(cu);
-  std::vector<float> P(static_cast<size_t>(Tm * Tm)), dP(static_cast<size_t>(Tm * Tm));
+  const Geometry g(cu, s);
+  const int64_t D = g.D, ldq = g.ldq, ldk = g.ldk;
+  std::vector<float> P(static_cast<size_t>(g.Tm * g.Tm)), dP(P.size());
   std::fill(dk, dk + s.N * ldk, 0.0f);
   std::fill(dv, dv + s.N * ldk, 0.0f);
-  for (size_t seg = 0; seg + 1 < cu.size(); ++seg) {
-    const int64_t t0 = cu[seg], T = cu[seg + 1] - t0;
-    if (T <= 0) continue;
-    // Heads of one KV group run in order, so dk/dv accumulate deterministically.
-    for (int64_t h = 0; h < s.H; ++h) {
-      const int64_t hk = h / group;
-      const float* qh = q + t0 * ldq + h * D;
-      const float* kh = k + t0 * ldk + hk * D;
-      const float* vh = v + t0 * ldk + hk * D;
-      const float* oh = o + t0 * ldq + h * D;
-      const float* gh = dout + t0 * ldq + h * D;
-      gemm_nt(T, T, D, scale, qh, ldq, kh, ldk, 0.0f, P.data(), T);
-      gemm_nt(T, T, D, 1.0f, gh, ldq, vh, ldk, 0.0f, dP.data(), T);  // dP = dO vᵀ
+  for_each_head(cu, s, g, [&](int64_t t0, int64_t T, int64_t h, int64_t hk) {
+    const float* qh = q + t0 * ldq + h * D;
+    const float* kh = k + t0 * ldk + hk * D;
+    const float* vh = v + t0 * ldk + hk * D;
+    const float* oh = o + t0 * ldq + h * D;
+    const float* gh = dout + t0 * ldq + h * D;
+    gemm_nt(T, T, D, g.scale, qh, ldq, kh, ldk, 0.0f, P.data(), T);
+    gemm_nt(T, T, D, 1.0f, gh, ldq, vh, ldk, 0.0f, dP.data(), T);  // dP = dO vᵀ
 #pragma omp parallel for schedule(static)
-      for (int64_t i = 0; i < T; ++i) {
-        const float l = lse[(t0 + i) * s.H + h];
-        float* prow = P.data() + i * T;
-        float* dprow = dP.data() + i * T;
-        double d = 0.0;  // D_i = Σ_d dO_i·O_i = Σ_j P_ij dP_ij
-        for (int64_t c = 0; c < D; ++c) d += static_cast<double>(gh[i * ldq + c]) * oh[i * ldq + c];
-        const float di = static_cast<float>(d);
-        for (int64_t j = 0; j <= i; ++j) {
-          prow[j] = std::exp(prow[j] - l);
-          dprow[j] = prow[j] * (dprow[j] - di);  // dS
-        }
-        for (int64_t j = i + 1; j < T; ++j) prow[j] = dprow[j] = 0.0f;
+    for (int64_t i = 0; i < T; ++i) {
+      const float l = lse[(t0 + i) * s.H + h];
+      float* prow = P.data() + i * T;
+      float* dprow = dP.data() + i * T;
+      double d = 0.0;  // D_i = Σ_c dO_ic·O_ic = Σ_j P_ij dP_ij
+      for (int64_t c = 0; c < D; ++c) d += static_cast<double>(gh[i * ldq + c]) * oh[i * ldq + c];
+      const float di = static_cast<float>(d);
+      for (int64_t j = 0; j <= i; ++j) {
+        prow[j] = std::exp(prow[j] - l);
+        dprow[j] = prow[j] * (dprow[j] - di);  // dS
       }
-      gemm_tn(T, D, T, 1.0f, P.data(), T, gh, ldq, 1.0f, dv + t0 * ldk + hk * D,
-              ldk);  // dv += Pᵀ dO
-      gemm_nn(T, D, T, scale, dP.data(), T, kh, ldk, 0.0f, dq + t0 * ldq + h * D,
-              ldq);  // dq = dS k
-      gemm_tn(T, D, T, scale, dP.data(), T, qh, ldq, 1.0f, dk + t0 * ldk + hk * D,
-              ldk);  // dk += dSᵀ q
+      for (int64_t j = i + 1; j < T; ++j) prow[j] = dprow[j] = 0.0f;
     }
-  }
+    gemm_tn(T, D, T, 1.0f, P.data(), T, gh, ldq, 1.0f, dv + t0 * ldk + hk * D, ldk);  // dv += Pᵀ dO
+    gemm_nn(T, D, T, g.scale, dP.data(), T, kh, ldk, 0.0f, dq + t0 * ldq + h * D,
+            ldq);  // dq = dS k
+    gemm_tn(T, D, T, g.scale, dP.data(), T, qh, ldq, 1.0f, dk + t0 * ldk + hk * D,
+            ldk);  // dk += dSᵀ q
+  });
 }
 
 }  // namespace bupo::cpu
