@@ -8,4 +8,5 @@ namespace bupo::cli {
 using Runner = std::function<int()>;
 Runner add_entropy(CLI::App& app);
 Runner add_init_model(CLI::App& app);
+Runner add_tokenize(CLI::App& app);
 }  // namespace bupo::cli

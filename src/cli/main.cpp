@@ -22,6 +22,7 @@ int main(int argc, char** argv) {
   std::map<std::string, bupo::cli::Runner> runners;
   runners.emplace("entropy", bupo::cli::add_entropy(app));
   runners.emplace("init-model", bupo::cli::add_init_model(app));
+  runners.emplace("tokenize", bupo::cli::add_tokenize(app));
 
   try {
     app.parse(argc, argv);
