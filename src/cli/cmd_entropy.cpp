@@ -3,6 +3,7 @@
 
 #include "cli/commands.hpp"
 #include "lens/entropy_analysis.hpp"
+#include "model/gguf_import.hpp"
 
 namespace bupo::cli {
 
@@ -19,7 +20,7 @@ Runner add_entropy(CLI::App& app) {
                                  "Input rows: {\"ids\": [...], \"response_start\": s}; one output "
                                  "row per response token t >= s,\n"
                                  "read at position t-1.");
-  sub->add_option("--model", o->model, "Hugging Face model directory (config.json + *.safetensors)")
+  sub->add_option("--model", o->model, "Hugging Face model directory (config.json + *.safetensors) or a .gguf file")
       ->required();
   sub->add_option("--data", o->data, "JSONL file of token rows")->required();
   sub->add_option("--out", o->out, "output HDF5 file")->required();
@@ -33,7 +34,7 @@ Runner add_entropy(CLI::App& app) {
       ->check(CLI::NonNegativeNumber);
   sub->add_flag("--overwrite", o->overwrite, "replace an existing output file");
   return [o]() {
-    auto model = Model::load(o->model, ParallelContext::single());
+    auto model = load_model(o->model, ParallelContext::single());
     EntropyOptions opt;
     opt.lens = lens_mode_from_string(o->lens);
     opt.max_batch_tokens = o->batch_tokens;

@@ -3,6 +3,7 @@
 
 #include "cli/commands.hpp"
 #include "core/error.hpp"
+#include "model/gguf_import.hpp"
 #include "tokenizer/tokenizer.hpp"
 
 namespace bupo::cli {
@@ -17,11 +18,13 @@ Runner add_tokenize(CLI::App& app) {
       "tokenize",
       "Encode JSONL {\"text\": ...} from stdin to {\"ids\": [...]} on stdout, in order "
       "(--decode: the reverse).");
-  sub->add_option("--tokenizer", o->tokenizer, "a Hugging Face tokenizer.json")->required();
+  sub->add_option("--tokenizer", o->tokenizer,
+                  "a tokenizer.json, a model directory, or a .gguf file")
+      ->required();
   sub->add_flag("--decode", o->decode, "read {\"ids\": [...]} and write {\"text\": ...}");
   sub->add_flag("--skip-special", o->skip_special, "with --decode: drop special tokens");
   return [o]() {
-    const Tokenizer tok = Tokenizer::from_file(o->tokenizer);
+    const Tokenizer tok = load_tokenizer(o->tokenizer);
     std::string line;
     int64_t n = 0;
     while (std::getline(std::cin, line)) {

@@ -9,4 +9,5 @@ using Runner = std::function<int()>;
 Runner add_entropy(CLI::App& app);
 Runner add_init_model(CLI::App& app);
 Runner add_tokenize(CLI::App& app);
+Runner add_convert(CLI::App& app);
 }  // namespace bupo::cli

@@ -23,6 +23,7 @@ int main(int argc, char** argv) {
   runners.emplace("entropy", bupo::cli::add_entropy(app));
   runners.emplace("init-model", bupo::cli::add_init_model(app));
   runners.emplace("tokenize", bupo::cli::add_tokenize(app));
+  runners.emplace("convert", bupo::cli::add_convert(app));
 
   try {
     app.parse(argc, argv);

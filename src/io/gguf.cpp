@@ -448,6 +448,7 @@ const GgufValue& get(const std::map<std::string, GgufValue>& kv, const std::stri
 int64_t GgufFile::get_int(const std::string& key) const {
   const auto& v = get(kv_, key, path_).v;
   if (const auto* i = std::get_if<int64_t>(&v)) return *i;
+  if (const auto* b = std::get_if<bool>(&v)) return *b ? 1 : 0;
   if (const auto* u = std::get_if<uint64_t>(&v)) {
     BUPO_CHECK(*u <= static_cast<uint64_t>(INT64_MAX), path_, ": metadata '", key,
                "' out of range");

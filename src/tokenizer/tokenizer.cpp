@@ -218,12 +218,16 @@ Tokenizer Tokenizer::from_json(const json& j, const std::string& src) {
     return a.content.size() > b.content.size();
   });
 
+  // A byte without a token (some vocabularies lack rare control bytes) is skipped when encoding,
+  // as Hugging Face's BPE does without an unk_token; most bytes must be present.
+  int missing = 0;
   for (int b = 0; b < 256; ++b) {
     auto it = t.vocab_.find(byte_to_char(static_cast<uint8_t>(b)));
-    BUPO_CHECK(it != t.vocab_.end(), src, ": model.vocab lacks the byte-level token for byte ", b,
-               " (not a byte-level BPE tokenizer?)");
-    t.byte_ids_[b] = it->second;
+    t.byte_ids_[b] = it == t.vocab_.end() ? -1 : it->second;
+    missing += it == t.vocab_.end();
   }
+  BUPO_CHECK(missing < 64, src, ": model.vocab lacks the byte-level tokens of ", missing,
+             " bytes: not a byte-level BPE tokenizer");
   auto mit = m.find("merges");
   BUPO_CHECK(mit != m.end() && mit->is_array(), src, ": field 'model.merges': expected a list");
   int32_t rank = 0;
@@ -318,7 +322,8 @@ void Tokenizer::bpe(std::string_view piece, std::vector<int32_t>& out) const {
   }
   std::vector<int32_t> sym;
   sym.reserve(piece.size());
-  for (unsigned char c : piece) sym.push_back(byte_ids_[c]);
+  for (unsigned char c : piece)
+    if (byte_ids_[c] >= 0) sym.push_back(byte_ids_[c]);
   while (sym.size() > 1) {
     int32_t best = INT32_MAX, best_id = -1;
     size_t at = 0;

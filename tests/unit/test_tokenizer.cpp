@@ -106,7 +106,7 @@ TEST(TokenizerErrors, MalformedTokenizerJson) {
   EXPECT_NE(err(json::parse(R"({"model": {"type": "Unigram"}})")).find("only BPE is supported"),
             std::string::npos);
   EXPECT_NE(err(json::parse(R"({"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}})"))
-                .find("byte-level token"),
+                .find("not a byte-level BPE tokenizer"),
             std::string::npos);
 }
 

@@ -1,0 +1,80 @@
+// The bundled real model, SmolLM2-135M-Instruct (Q4_1 GGUF fetched by env/setup.sh into models/),
+// against Hugging Face transformers loading the same GGUF (tests/reference/make_smollm2_golden.py):
+// tokenizer ids, logits at the last prompt position, and greedy continuations.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <filesystem>
+
+#include "io/json_util.hpp"
+#include "lens/lens.hpp"
+#include "model/gguf_import.hpp"
+#include "tokenizer/tokenizer.hpp"
+
+namespace bupo {
+namespace {
+
+const std::string kGguf = std::string(BUPO_MODELS_DIR) + "/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+class SmolLM2 : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    if (!std::filesystem::exists(kGguf)) return;
+    ref_ = new json(read_json_file(std::string(BUPO_GOLDEN_DIR) + "/smollm2_reference.json"));
+    tok_ = new Tokenizer(load_tokenizer(kGguf));
+    model_ = load_model(kGguf, ParallelContext::single()).release();
+  }
+  static void TearDownTestSuite() {
+    delete ref_;
+    delete tok_;
+    delete model_;
+  }
+  void SetUp() override {
+    if (!std::filesystem::exists(kGguf)) GTEST_SKIP() << kGguf << " not found: run env/setup.sh";
+  }
+  static json* ref_;
+  static Tokenizer* tok_;
+  static Model* model_;
+};
+json* SmolLM2::ref_ = nullptr;
+Tokenizer* SmolLM2::tok_ = nullptr;
+Model* SmolLM2::model_ = nullptr;
+
+TEST_F(SmolLM2, TokenizerMatchesHuggingFaceOnTheSameGguf) {
+  int n = 0;
+  for (const auto& r : (*ref_)["tokenize"]) {
+    EXPECT_EQ(tok_->encode(r["text"].get<std::string>()), r["ids"].get<std::vector<int32_t>>())
+        << r["text"];
+    ++n;
+  }
+  EXPECT_GE(n, 40);
+}
+
+TEST_F(SmolLM2, LastPositionLogitsMatchTransformers) {
+  for (const auto& r : (*ref_)["logits"]) {
+    const auto ids = r["ids"].get<std::vector<int32_t>>();
+    EXPECT_EQ(tok_->encode(r["text"].get<std::string>()), ids);
+    const Batch b = Batch::from_sequences({ids});
+    Activations acts;
+    model_->forward(b, acts, false);
+    const int64_t V = model_->config().vocab_size, d = model_->hidden();
+    std::vector<float> z(static_cast<size_t>(V));
+    Lens out{&model_->unembedding(), nullptr, LensMode::Raw};
+    const float* last = acts.final_out.ptr() + (b.N() - 1) * d;
+    out.logits(last, 1, z.data());
+    const auto top_ids = r["top_ids"].get<std::vector<int32_t>>();
+    const auto top = r["top_logits"].get<std::vector<double>>();
+    const double scale = std::fabs(top[0]);
+    for (size_t i = 0; i < top_ids.size(); ++i)
+      EXPECT_NEAR(z[static_cast<size_t>(top_ids[i])], top[i], 1e-4 * scale) << "rank " << i;
+    EXPECT_EQ(std::max_element(z.begin(), z.end()) - z.begin(), top_ids[0]);
+    float ent = 0, lp = 0;
+    const int32_t tgt = top_ids[0];
+    out.forward(last, 1, &tgt, &ent, &lp);
+    EXPECT_NEAR(ent, r["entropy"].get<double>(), 1e-3);
+    EXPECT_NEAR(lp, top[0] - r["logsumexp"].get<double>(), 1e-3);
+  }
+}
+
+}  // namespace
+}  // namespace bupo
