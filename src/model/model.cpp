@@ -131,8 +131,8 @@ void Model::init_random(uint64_t seed, float stddev) {
       const uint64_t a = mix(h ^ (2 * gi)), b = mix(h ^ (2 * gi + 1));
       const double u1 = (static_cast<double>(a >> 11) + 1.0) / 9007199254740993.0;
       const double u2 = static_cast<double>(b >> 11) / 9007199254740992.0;
-      p.w[i] =
-          static_cast<float>(stddev * std::sqrt(-2.0 * std::log(u1)) * std::cos(2.0 * std::numbers::pi * u2));
+      p.w[i] = static_cast<float>(stddev * std::sqrt(-2.0 * std::log(u1)) *
+                                  std::cos(2.0 * std::numbers::pi * u2));
     }
   }
 }
@@ -198,6 +198,36 @@ void ensure(Tensor& t, Shape s) {
 }  // namespace
 
 void Model::forward(const Batch& b, Activations& acts, bool keep, int upto, const TapFn* tap) {
+  forward_impl(b, acts, keep, upto, tap, nullptr, nullptr);
+}
+
+void Model::forward_cached(const Batch& b, Activations& acts, KVCache& cache,
+                           const std::vector<int64_t>& slots) {
+  BUPO_CHECK(slots.size() + 1 == b.cu_seqlens.size(),
+             "forward_cached: one slot per sequence expected");
+  for (size_t s = 0; s < slots.size(); ++s) {
+    BUPO_CHECK(slots[s] >= 0 && slots[s] < cache.slots, "forward_cached: slot ", slots[s],
+               " out of range");
+    for (int64_t n = b.cu_seqlens[s]; n < b.cu_seqlens[s + 1]; ++n)
+      BUPO_CHECK(b.pos[static_cast<size_t>(n)] < cache.max_len, "generation: position ",
+                 b.pos[static_cast<size_t>(n)], " exceeds the KV cache length ", cache.max_len);
+  }
+  forward_impl(b, acts, false, -1, nullptr, &cache, &slots);
+}
+
+KVCache Model::make_cache(int64_t slots, int64_t max_len) const {
+  KVCache c;
+  c.slots = slots;
+  c.max_len = max_len;
+  c.width = cfg_.num_kv_heads / pc_.tp_size() * cfg_.head_dim;
+  c.k.assign(static_cast<size_t>(cfg_.num_layers),
+             std::vector<float>(static_cast<size_t>(slots * max_len * c.width)));
+  c.v = c.k;
+  return c;
+}
+
+void Model::forward_impl(const Batch& b, Activations& acts, bool keep, int upto, const TapFn* tap,
+                         KVCache* cache, const std::vector<int64_t>* slots) {
   const int L = num_layers();
   if (upto < 0) upto = L;
   BUPO_CHECK(upto <= L, "forward: upto=", upto, " exceeds the number of layers ", L);
@@ -256,8 +286,21 @@ void Model::forward(const Batch& b, Activations& acts, bool keep, int upto, cons
     }
     cpu::rope_forward(a.q.ptr(), acts.rope, N, Hl, D);
     cpu::rope_forward(a.k.ptr(), acts.rope, N, Hkvl, D);
-    cpu::attention_forward(a.att.ptr(), a.lse.ptr(), a.q.ptr(), a.k.ptr(), a.v.ptr(), b.cu_seqlens,
-                           ashape);
+    if (cache == nullptr) {
+      cpu::attention_forward(a.att.ptr(), a.lse.ptr(), a.q.ptr(), a.k.ptr(), a.v.ptr(),
+                             b.cu_seqlens, ashape);
+    } else {
+      const int li = l - 1;
+      for (size_t sq = 0; sq + 1 < b.cu_seqlens.size(); ++sq)
+        for (int64_t n = b.cu_seqlens[sq]; n < b.cu_seqlens[sq + 1]; ++n) {
+          const int64_t p = b.pos[static_cast<size_t>(n)];
+          std::copy_n(a.k.ptr() + n * cache->width, cache->width, cache->k_at(li, (*slots)[sq], p));
+          std::copy_n(a.v.ptr() + n * cache->width, cache->width, cache->v_at(li, (*slots)[sq], p));
+        }
+      cpu::attention_cached_forward(a.att.ptr(), a.q.ptr(), cache->k_at(li, 0, 0),
+                                    cache->v_at(li, 0, 0), cache->max_len * cache->width,
+                                    b.cu_seqlens, b.pos.data(), *slots, ashape);
+    }
     lp.o.forward(tpc, a.attn_out.ptr(), a.att.ptr(), N);
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < N * d; ++i) a.h_mid.data[i] = x[i] + a.attn_out.data[i];

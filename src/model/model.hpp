@@ -71,6 +71,19 @@ struct Activations {
   }
 };
 
+// Key/value cache for generation: per layer, (slots, max_len, Hkv_local·D) for K (after q/k-norm
+// and RoPE) and V. A batch names the slot each of its sequences continues.
+struct KVCache {
+  int64_t slots = 0, max_len = 0, width = 0;
+  std::vector<std::vector<float>> k, v;  // per layer
+  float* k_at(int layer, int64_t slot, int64_t pos) {
+    return k[static_cast<size_t>(layer)].data() + (slot * max_len + pos) * width;
+  }
+  float* v_at(int layer, int64_t slot, int64_t pos) {
+    return v[static_cast<size_t>(layer)].data() + (slot * max_len + pos) * width;
+  }
+};
+
 struct LayerParams {
   Param *ln1 = nullptr, *ln2 = nullptr, *q_norm = nullptr, *k_norm = nullptr;
   ColumnParallelLinear q, k, v, gate, up;
@@ -108,6 +121,11 @@ class Model {
   // every layer's activations for backward. tap (optional) sees H^0 and every layer's modules.
   void forward(const Batch& b, Activations& acts, bool keep, int upto = -1,
                const TapFn* tap = nullptr);
+  // Inference with a KV cache: sequence s of the batch continues cache slot slots[s] at positions
+  // b.pos (its earlier positions must already be cached). Runs all layers and the final norm.
+  void forward_cached(const Batch& b, Activations& acts, KVCache& cache,
+                      const std::vector<int64_t>& slots);
+  KVCache make_cache(int64_t slots, int64_t max_len) const;
 
   // Gradients into parameter .g (accumulating), starting from dL/dH^l (N, d) at layer l:
   // only layers <= l and the embedding receive gradient (papers.md §1.5, Eq. 14–15).
@@ -124,6 +142,8 @@ class Model {
   Param* final_norm_ = nullptr;
   std::vector<LayerParams> layers_;
   std::vector<float> inv_freq_;
+  void forward_impl(const Batch& b, Activations& acts, bool keep, int upto, const TapFn* tap,
+                    KVCache* cache, const std::vector<int64_t>* slots);
 };
 
 }  // namespace bupo

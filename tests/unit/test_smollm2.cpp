@@ -6,6 +6,7 @@
 #include <cmath>
 #include <filesystem>
 
+#include "gen/generate.hpp"
 #include "io/json_util.hpp"
 #include "lens/lens.hpp"
 #include "model/gguf_import.hpp"
@@ -74,6 +75,28 @@ TEST_F(SmolLM2, LastPositionLogitsMatchTransformers) {
     EXPECT_NEAR(ent, r["entropy"].get<double>(), 1e-3);
     EXPECT_NEAR(lp, top[0] - r["logsumexp"].get<double>(), 1e-3);
   }
+}
+
+TEST_F(SmolLM2, GreedyDecodingOf64TokensMatchesTransformersOnTenPrompts) {
+  std::vector<std::vector<int32_t>> prompts;
+  std::vector<std::vector<int32_t>> want;
+  for (const auto& r : (*ref_)["greedy"]) {
+    prompts.push_back(r["ids"].get<std::vector<int32_t>>());
+    EXPECT_EQ(tok_->encode(r["text"].get<std::string>()), prompts.back());
+    want.push_back(r["greedy"].get<std::vector<int32_t>>());
+  }
+  ASSERT_EQ(prompts.size(), 10u);
+  GenerateOptions o;
+  o.temperature = 0.0f;
+  o.max_new_tokens = 64;
+  o.stop_ids = {2};  // <|im_end|>, the GGUF's eos
+  const auto got = generate(*model_, prompts, 1, o, tok_);
+  int exact = 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    EXPECT_EQ(got[i].ids, want[i]) << "prompt " << i << ": " << got[i].text;
+    exact += got[i].ids == want[i];
+  }
+  EXPECT_EQ(exact, 10);
 }
 
 }  // namespace

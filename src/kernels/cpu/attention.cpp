@@ -113,4 +113,41 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   });
 }
 
+void attention_cached_forward(float* o, const float* q, const float* kc, const float* vc,
+                              int64_t slot_stride, const std::vector<int64_t>& cu,
+                              const int32_t* pos, const std::vector<int64_t>& slots,
+                              const AttnShape& s) {
+  const Geometry g(cu, s);
+  BUPO_CHECK(slots.size() + 1 == cu.size(), "attention: one cache slot per sequence expected");
+  const int64_t D = g.D, ldq = g.ldq, ldk = g.ldk;
+  int64_t max_keys = 0;
+  for (size_t seg = 0; seg + 1 < cu.size(); ++seg)
+    if (cu[seg + 1] > cu[seg]) max_keys = std::max<int64_t>(max_keys, pos[cu[seg + 1] - 1] + 1);
+  std::vector<float> S(static_cast<size_t>(g.Tm * max_keys));
+  for_each_head(cu, s, g, [&](int64_t t0, int64_t T, int64_t h, int64_t hk) {
+    const size_t seg =
+        static_cast<size_t>(std::upper_bound(cu.begin(), cu.end(), t0) - cu.begin() - 1);
+    const int64_t Lk = pos[t0 + T - 1] + 1;
+    const float* kh = kc + slots[seg] * slot_stride + hk * D;
+    const float* vh = vc + slots[seg] * slot_stride + hk * D;
+    gemm_nt(T, Lk, D, g.scale, q + t0 * ldq + h * D, ldq, kh, ldk, 0.0f, S.data(), Lk);
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < T; ++i) {
+      float* row = S.data() + i * Lk;
+      const int64_t last = pos[t0 + i];  // keys 0..last are visible
+      float m = -std::numeric_limits<float>::infinity();
+      for (int64_t j = 0; j <= last; ++j) m = std::max(m, row[j]);
+      double sum = 0.0;
+      for (int64_t j = 0; j <= last; ++j) {
+        row[j] = std::exp(row[j] - m);
+        sum += row[j];
+      }
+      const float inv = static_cast<float>(1.0 / sum);
+      for (int64_t j = 0; j <= last; ++j) row[j] *= inv;
+      for (int64_t j = last + 1; j < Lk; ++j) row[j] = 0.0f;
+    }
+    gemm_nn(T, D, Lk, 1.0f, S.data(), Lk, vh, ldk, 0.0f, o + t0 * ldq + h * D, ldq);
+  });
+}
+
 }  // namespace bupo::cpu

@@ -25,4 +25,13 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
                         const float* k, const float* v, const float* o, const float* lse,
                         const std::vector<int64_t>& cu_seqlens, const AttnShape& s);
 
+// Attention of new query rows over a KV cache (inference: prefill and decode share this path).
+// Sequence s owns query rows [cu[s], cu[s+1]) at positions pos[r] (contiguous, increasing) and
+// cache slot slots[s]; its keys/values for positions 0..pos[r] are already in
+// kc/vc + slots[s]·slot_stride, rows of width Hkv·D. o (N, H·D).
+void attention_cached_forward(float* o, const float* q, const float* kc, const float* vc,
+                              int64_t slot_stride, const std::vector<int64_t>& cu_seqlens,
+                              const int32_t* pos, const std::vector<int64_t>& slots,
+                              const AttnShape& s);
+
 }  // namespace bupo::cpu
