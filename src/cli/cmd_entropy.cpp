@@ -1,32 +1,78 @@
 #include <unistd.h>
+
 #include <cstdio>
+#include <filesystem>
 
 #include "cli/commands.hpp"
+#include "gen/text_rows.hpp"
 #include "lens/entropy_analysis.hpp"
 #include "model/gguf_import.hpp"
 
 namespace bupo::cli {
 
+// Options shared by `generate` and `entropy --generate`.
+void add_sampling_options(CLI::App* sub, GenerateOptions& g) {
+  sub->add_option("--temperature", g.temperature, "sampling temperature (0: greedy)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--top-p", g.top_p, "nucleus sampling mass (1: off)")
+      ->check(CLI::Range(0.0f, 1.0f));
+  sub->add_option("--top-k", g.top_k, "keep the k most likely tokens (0: off)")
+      ->check(CLI::NonNegativeNumber);
+  sub->add_option("--max-tokens", g.max_new_tokens, "new tokens per response")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--seed", g.seed,
+                  "random seed; tokens are keyed by (seed, prompt, sample, position)");
+  sub->add_option("--stop", g.stop_strings, "stop string (repeatable)");
+}
+
+// A tokenizer for `model` unless `explicit_path` names one: .gguf models carry theirs, HF
+// directories may hold a tokenizer.json. Returns false when none is found.
+bool find_tokenizer(const std::string& model, const std::string& explicit_path,
+                    std::optional<Tokenizer>& tok) {
+  if (!explicit_path.empty()) {
+    tok.emplace(load_tokenizer(explicit_path));
+    return true;
+  }
+  if (is_gguf_path(model) ||
+      std::filesystem::exists(std::filesystem::path(model) / "tokenizer.json")) {
+    tok.emplace(load_tokenizer(model));
+    return true;
+  }
+  return false;
+}
+
 Runner add_entropy(CLI::App& app) {
   struct Opts {
-    std::string model, data, out, lens = "raw";
+    std::string model, data, out, lens = "raw", tokenizer;
     int64_t batch_tokens = 4096, chunk = 0;
     bool overwrite = false;
+    TextRowOptions rows;
   };
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand("entropy",
                                  "Per-token internal-policy entropies (papers.md §1.2-1.3) of "
                                  "every layer and module into HDF5.\n"
-                                 "Input rows: {\"ids\": [...], \"response_start\": s}; one output "
-                                 "row per response token t >= s,\n"
-                                 "read at position t-1.");
-  sub->add_option("--model", o->model, "Hugging Face model directory (config.json + *.safetensors) or a .gguf file")
+                                 "Rows: {\"ids\": [...], \"response_start\": s}, or text "
+                                 "{\"prompt\": ..., \"response\": \"...\"}\n"
+                                 "(prompt: a verl message list or a string), or {\"prompt\": ...} "
+                                 "with --generate. One output row\n"
+                                 "per response token t, read at position t-1.");
+  sub->add_option("--model", o->model,
+                  "Hugging Face model directory (config.json + *.safetensors) or a .gguf file")
       ->required();
-  sub->add_option("--data", o->data, "JSONL file of token rows")->required();
+  sub->add_option("--data", o->data, "JSONL file of rows")->required();
   sub->add_option("--out", o->out, "output HDF5 file")->required();
   sub->add_option("--lens", o->lens,
                   "raw: softmax(h E_u^T) as in the paper; normed: final norm first")
       ->check(CLI::IsMember({"raw", "normed"}));
+  sub->add_option("--tokenizer", o->tokenizer, "tokenizer for text rows (default: the model's)");
+  sub->add_option("--template", o->rows.tmpl,
+                  "chat template for text prompts: auto, none, qwen3, qwen3-nothink, "
+                  "chatml, smollm2, llama3, orz");
+  sub->add_flag("--generate", o->rows.generate,
+                "sample the response of rows that have only a prompt");
+  sub->add_option("--limit", o->rows.limit, "use the first N rows")->check(CLI::NonNegativeNumber);
+  add_sampling_options(sub, o->rows.gen);
   sub->add_option("--batch-tokens", o->batch_tokens,
                   "pack records into forward batches of at most this many tokens")
       ->check(CLI::PositiveNumber);
@@ -35,12 +81,15 @@ Runner add_entropy(CLI::App& app) {
   sub->add_flag("--overwrite", o->overwrite, "replace an existing output file");
   return [o]() {
     auto model = load_model(o->model, ParallelContext::single());
+    std::optional<Tokenizer> tok;
+    find_tokenizer(o->model, o->tokenizer, tok);
+    const auto recs = read_entropy_rows(o->data, *model, tok ? &*tok : nullptr, o->rows);
     EntropyOptions opt;
     opt.lens = lens_mode_from_string(o->lens);
     opt.max_batch_tokens = o->batch_tokens;
     opt.lens_chunk_rows = o->chunk;
     const bool tty = isatty(fileno(stderr));
-    run_entropy(*model, o->model, o->data, o->out, o->overwrite, opt,
+    run_entropy(*model, recs, o->model, o->data, o->out, o->overwrite, opt,
                 [tty](int64_t done, int64_t total) {
                   if (tty)
                     std::fprintf(stderr, "\rbupo entropy: %lld/%lld records", (long long)done,

@@ -10,4 +10,5 @@ Runner add_entropy(CLI::App& app);
 Runner add_init_model(CLI::App& app);
 Runner add_tokenize(CLI::App& app);
 Runner add_convert(CLI::App& app);
+Runner add_generate(CLI::App& app);
 }  // namespace bupo::cli

@@ -24,6 +24,7 @@ int main(int argc, char** argv) {
   runners.emplace("init-model", bupo::cli::add_init_model(app));
   runners.emplace("tokenize", bupo::cli::add_tokenize(app));
   runners.emplace("convert", bupo::cli::add_convert(app));
+  runners.emplace("generate", bupo::cli::add_generate(app));
 
   try {
     app.parse(argc, argv);

@@ -1,9 +1,12 @@
-// JSONL rows of token ids: {"ids": [...], "response_start": s}. Tokens ids[s..n-1] are the
+// Token rows of `bupo entropy`: {"ids": [...], "response_start": s}. Tokens ids[s..n-1] are the
 // response; the distribution that predicts token t is read at position t-1, so 1 <= s <= n.
+// (Files are read by gen/text_rows.hpp, which also accepts text rows.)
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "io/json_util.hpp"
 
 namespace bupo {
 
@@ -13,7 +16,7 @@ struct TokenRecord {
   int64_t line = 0;  // 1-based line in the source file
 };
 
-// Reads and validates every row before any work starts: "<file>:<line>: field '<f>': ...".
-std::vector<TokenRecord> read_token_records(const std::string& path, int64_t vocab_size);
+// Parses one row; errors read "<where>: field '<f>': ..." with where = "<file>:<line>".
+TokenRecord parse_token_record(const json& j, const std::string& where, int64_t vocab_size);
 
 }  // namespace bupo

@@ -160,10 +160,9 @@ void EntropyWriter::finish(int64_t records) {
   file_.flush();
 }
 
-void run_entropy(Model& model, const std::string& model_path, const std::string& data_path,
-                 const std::string& out_path, bool overwrite, const EntropyOptions& opt,
-                 const std::function<void(int64_t, int64_t)>& progress) {
-  const auto recs = read_token_records(data_path, model.config().vocab_size);
+void run_entropy(Model& model, const std::vector<TokenRecord>& recs, const std::string& model_path,
+                 const std::string& data_path, const std::string& out_path, bool overwrite,
+                 const EntropyOptions& opt, const std::function<void(int64_t, int64_t)>& progress) {
   const int64_t maxpos = model.config().max_position_embeddings;
   for (const auto& r : recs)
     BUPO_CHECK(static_cast<int64_t>(r.ids.size()) <= maxpos, data_path, ":", r.line,

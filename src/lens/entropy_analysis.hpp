@@ -55,10 +55,11 @@ class EntropyWriter {
   int64_t rows_ = 0;
 };
 
-// Whole command: validates data, runs all batches, writes the file. progress(done, total) is
-// called after each batch.
-void run_entropy(Model& model, const std::string& model_path, const std::string& data_path,
-                 const std::string& out_path, bool overwrite, const EntropyOptions& opt,
+// Whole command over validated records: runs all batches and writes the file. progress(done,
+// total) is called after each batch.
+void run_entropy(Model& model, const std::vector<TokenRecord>& recs, const std::string& model_path,
+                 const std::string& data_path, const std::string& out_path, bool overwrite,
+                 const EntropyOptions& opt,
                  const std::function<void(int64_t, int64_t)>& progress = {});
 
 }  // namespace bupo
