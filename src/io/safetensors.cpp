@@ -34,8 +34,31 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
   BUPO_CHECK(f->size_ >= 8, path, ": truncated safetensors file: ", f->size_,
              " bytes, expected at least 8 for the header length");
   f->map_ = ::mmap(nullptr, f->size_, PROT_READ, MAP_PRIVATE, f->fd_, 0);
-  BUPO_CHECK(f->map_ != MAP_FAILED, path, ": mmap failed");
-  const auto* base = static_cast<const unsigned char*>(f->map_);
+  if (f->map_ == MAP_FAILED) {
+    f->map_ = nullptr;
+    fail(path, ": mmap failed");
+  }
+  f->base_ = static_cast<const unsigned char*>(f->map_);
+  f->parse_header();
+  return f;
+}
+
+std::unique_ptr<SafetensorsFile> SafetensorsFile::parse(const uint8_t* data, uint64_t size,
+                                                        const std::string& name) {
+  std::unique_ptr<SafetensorsFile> f(new SafetensorsFile());
+  f->path_ = name;
+  f->size_ = size;
+  f->base_ = data;
+  BUPO_CHECK(size >= 8, name, ": truncated safetensors file: ", size,
+             " bytes, expected at least 8 for the header length");
+  f->parse_header();
+  return f;
+}
+
+void SafetensorsFile::parse_header() {
+  SafetensorsFile* f = this;
+  const std::string& path = path_;
+  const auto* base = base_;
   uint64_t hlen = 0;
   for (int i = 7; i >= 0; --i) hlen = (hlen << 8) | base[i];  // little-endian u64
   BUPO_CHECK(hlen <= f->size_ - 8, path, ": header length ", hlen, " exceeds the file (", f->size_,
@@ -100,7 +123,6 @@ std::unique_ptr<SafetensorsFile> SafetensorsFile::open(const std::string& path) 
                numel * dtype_size(t.dtype), " bytes but data_offsets span ", t.end - t.begin);
     f->tensors_.emplace(name, std::move(t));
   }
-  return f;
 }
 
 SafetensorsFile::~SafetensorsFile() {
@@ -116,7 +138,7 @@ const TensorInfo* SafetensorsFile::find(const std::string& name) const {
 void SafetensorsFile::read_f32(const TensorInfo& t, float* out) const {
   BUPO_CHECK(dtype_is_float_loadable(t.dtype), path_, ": tensor '", t.name, "': dtype ",
              dtype_name(t.dtype), " cannot be loaded as weights (expected F32, F16 or BF16)");
-  const auto* base = static_cast<const unsigned char*>(map_) + data_start_ + t.begin;
+  const auto* base = base_ + data_start_ + t.begin;
   convert_to_f32(t.dtype, base, out, static_cast<size_t>(numel_of(t.shape)));
 }
 

@@ -23,6 +23,9 @@ struct TensorInfo {
 class SafetensorsFile {
  public:
   static std::unique_ptr<SafetensorsFile> open(const std::string& path);
+  // Parse from memory (fuzzing and tests); `data` must outlive the object.
+  static std::unique_ptr<SafetensorsFile> parse(const uint8_t* data, uint64_t size,
+                                                const std::string& name);
   ~SafetensorsFile();
   SafetensorsFile(const SafetensorsFile&) = delete;
   SafetensorsFile& operator=(const SafetensorsFile&) = delete;
@@ -36,7 +39,9 @@ class SafetensorsFile {
 
  private:
   SafetensorsFile() = default;
+  void parse_header();
   std::string path_;
+  const unsigned char* base_ = nullptr;
   int fd_ = -1;
   void* map_ = nullptr;
   uint64_t size_ = 0;
