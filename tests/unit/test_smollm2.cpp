@@ -4,7 +4,13 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <sys/wait.h>
+
 #include <filesystem>
+#include <fstream>
+
+#include "../test_util.hpp"
+#include "io/h5.hpp"
 
 #include "gen/generate.hpp"
 #include "io/json_util.hpp"
@@ -75,6 +81,53 @@ TEST_F(SmolLM2, LastPositionLogitsMatchTransformers) {
     EXPECT_NEAR(ent, r["entropy"].get<double>(), 1e-3);
     EXPECT_NEAR(lp, top[0] - r["logsumexp"].get<double>(), 1e-3);
   }
+}
+
+std::pair<int, std::string> run_bupo(const std::string& args) {
+  std::string out;
+  FILE* p = popen((std::string(BUPO_BINARY) + " " + args + " 2>&1").c_str(), "r");
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
+  const int st = pclose(p);
+  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128, out};
+}
+
+TEST_F(SmolLM2, ConvertWritesACheckpointWithTheSameWeightsAndTokenizer) {
+  const std::string dir = test::temp_dir("smolhf");
+  const auto [code, out] = run_bupo("convert --gguf " + kGguf + " --out " + dir);
+  ASSERT_EQ(code, 0) << out;
+  auto m = Model::load(dir, ParallelContext::single());
+  EXPECT_EQ(m->params().weight_arena(), model_->params().weight_arena());
+  const Tokenizer t = load_tokenizer(dir);
+  for (const auto& r : (*ref_)["tokenize"]) EXPECT_EQ(t.encode(r["text"].get<std::string>()), r["ids"].get<std::vector<int32_t>>());
+  std::filesystem::remove_all(dir);
+}
+
+TEST_F(SmolLM2, GenerateAndTextRowEntropyThroughTheCli) {
+  const std::string dir = test::temp_dir("cli");
+  const std::string data = dir + "/rows.jsonl";
+  std::ofstream(data) << R"({"prompt": [{"role": "user", "content": "What is 2+3?"}], "response": "The answer is 5."})" << "\n"
+                      << R"({"prompt": "Name a prime number."})" << "\n";
+  auto [code, out] = run_bupo("generate --model " + kGguf + " --data " + data + " --n 2 --max-tokens 6 --seed 4");
+  ASSERT_EQ(code, 0) << out;
+  EXPECT_EQ(std::count(out.begin(), out.end(), '\n'), 4) << out;
+  EXPECT_NE(out.find("\"finish_reason\":\"length\""), std::string::npos) << out;
+  // the second row has no response: without --generate it is an error naming the line and field
+  std::tie(code, out) = run_bupo("entropy --model " + kGguf + " --data " + data + " --out " + dir + "/a.h5");
+  EXPECT_EQ(code, 1);
+  EXPECT_NE(out.find("rows.jsonl:2: field 'response' is missing"), std::string::npos) << out;
+  std::tie(code, out) = run_bupo("entropy --model " + kGguf + " --data " + data + " --out " + dir +
+                                 "/b.h5 --generate --max-tokens 5 --template chatml");
+  ASSERT_EQ(code, 0) << out;
+  auto f = h5::File::open_read(dir + "/b.h5");
+  const auto rec = h5::read_i64(f.id(), "/tokens/record");
+  const int64_t resp0 = std::count(rec.begin(), rec.end(), 0), resp1 = std::count(rec.begin(), rec.end(), 1);
+  EXPECT_EQ(resp0, static_cast<int64_t>(tok_->encode("The answer is 5.").size()));
+  EXPECT_GE(resp1, 1);
+  EXPECT_LE(resp1, 5);
+  EXPECT_EQ(h5::dataset_shape(f.id(), "/entropy/layer"), (std::vector<int64_t>{resp0 + resp1, 31}));
+  std::filesystem::remove_all(dir);
 }
 
 TEST_F(SmolLM2, GreedyDecodingOf64TokensMatchesTransformersOnTenPrompts) {
