@@ -56,12 +56,7 @@ Runner add_generate(CLI::App& app) {
         ++ln;
         if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
         const std::string where = o->data + ":" + std::to_string(ln);
-        json j;
-        try {
-          j = json::parse(line);
-        } catch (const json::parse_error& e) {
-          fail(where, ": malformed JSON at byte ", e.byte);
-        }
+        const json j = parse_json(line, where);
         BUPO_CHECK(j.is_object() && j.contains("prompt"), where, ": field 'prompt' is missing");
         prompts.push_back(encode_prompt(*tok, j["prompt"], tmpl, where));
       }

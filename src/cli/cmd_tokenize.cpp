@@ -31,12 +31,7 @@ Runner add_tokenize(CLI::App& app) {
       ++n;
       if (line.find_first_not_of(" \t\r") == std::string::npos) continue;
       const std::string where = "stdin:" + std::to_string(n);
-      json j;
-      try {
-        j = json::parse(line);
-      } catch (const json::parse_error& e) {
-        fail(where, ": malformed JSON at byte ", e.byte);
-      }
+      const json j = parse_json(line, where);
       json out;
       if (o->decode) {
         auto ids = j.is_object() ? j.find("ids") : j.end();

@@ -42,12 +42,7 @@ std::vector<TokenRecord> read_entropy_rows(const std::string& path, Model& model
     if (text.find_first_not_of(" \t\r") == std::string::npos) continue;
     if (opt.limit > 0 && static_cast<int64_t>(recs.size()) >= opt.limit) break;
     const std::string where = path + ":" + std::to_string(line);
-    json j;
-    try {
-      j = json::parse(text);
-    } catch (const json::parse_error& e) {
-      fail(where, ": malformed JSON at byte ", e.byte);
-    }
+    const json j = parse_json(text, where);
     BUPO_CHECK(j.is_object(), where, ": expected a JSON object");
     if (j.contains("ids")) {
       recs.push_back(parse_token_record(j, where, V));

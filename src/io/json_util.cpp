@@ -12,10 +12,16 @@ json read_json_file(const std::string& path) {
   BUPO_CHECK(in.good(), path, ": cannot open file");
   std::stringstream ss;
   ss << in.rdbuf();
+  return parse_json(ss.str(), path);
+}
+
+json parse_json(std::string_view text, const std::string& where) {
   try {
-    return json::parse(ss.str());
+    return json::parse(text.begin(), text.end());
   } catch (const json::parse_error& e) {
-    fail(path, ": malformed JSON at byte ", e.byte, ": ", e.what());
+    fail(where, ": malformed JSON at byte ", e.byte, ": ", e.what());
+  } catch (const json::exception& e) {
+    fail(where, ": invalid JSON: ", e.what());
   }
 }
 

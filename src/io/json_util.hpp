@@ -2,11 +2,15 @@
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>
+#include <string_view>
 
 namespace bupo {
 using json = nlohmann::json;
 
 json read_json_file(const std::string& path);  // "<path>: malformed JSON at byte N: ..."
+// Parses text; any JSON error (syntax, or a number out of range) becomes one bupo::Error:
+// "<where>: malformed JSON at byte N: ..." or "<where>: invalid JSON: ...".
+json parse_json(std::string_view text, const std::string& where);
 
 // Typed accessors: "<src>: field '<key>': expected <what>, got <value>"
 int64_t json_int(const json& j, const std::string& key, const std::string& src, int64_t min_value);

@@ -67,13 +67,8 @@ void SafetensorsFile::parse_header() {
   f->data_start_ = 8 + hlen;
   const uint64_t data_size = f->size_ - f->data_start_;
 
-  json h;
-  try {
-    h = json::parse(reinterpret_cast<const char*>(base + 8),
-                    reinterpret_cast<const char*>(base + 8 + hlen));
-  } catch (const json::parse_error& e) {
-    fail(path, ": malformed JSON header at byte ", e.byte, ": ", e.what());
-  }
+  const json h = parse_json(std::string_view(reinterpret_cast<const char*>(base + 8), hlen),
+                            path + ": header");
   BUPO_CHECK(h.is_object(), path, ": header: expected a JSON object");
   for (auto it = h.begin(); it != h.end(); ++it) {
     const std::string& name = it.key();

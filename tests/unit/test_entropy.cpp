@@ -161,6 +161,8 @@ TEST_F(EntropyCommand, BadDataRowsGiveOneClearError) {
       {"not_ints", "{\"ids\": [1, \"x\"], \"response_start\": 1}\n",
        "field 'ids'[1]: expected an integer"},
       {"empty", "\n\n", "no data rows"},
+      {"huge_number", "{\"ids\": [1, 1e999], \"response_start\": 1}\n",
+       "data.jsonl:1: invalid JSON"},
       {"text", "{\"prompt\": \"hi\", \"response\": \"x\"}\n", "text rows need a tokenizer"},
   };
   for (const auto& c : cases) {

@@ -102,7 +102,13 @@ TEST(SafetensorsErrors, HeaderLengthBeyondTheFile) {
 TEST(SafetensorsErrors, MalformedJsonHeader) {
   const std::string p = test::temp_dir("e") + "/t.safetensors";
   write_raw(p, "{\"a\": {\"dtype\": ", "");
-  expect_error([&] { SafetensorsFile::open(p); }, {p, "malformed JSON header"});
+  expect_error([&] { SafetensorsFile::open(p); }, {p, "header: malformed JSON"});
+}
+
+TEST(SafetensorsErrors, NumberOutOfRangeInHeader) {  // found by tests/fuzz/run_fuzz.sh
+  const std::string p = test::temp_dir("e") + "/t.safetensors";
+  write_raw(p, R"({"a": 999999e99999})", "");
+  expect_error([&] { SafetensorsFile::open(p); }, {p, "header: invalid JSON"});
 }
 
 TEST(SafetensorsErrors, UnknownDtype) {
