@@ -11,4 +11,7 @@ Runner add_init_model(CLI::App& app);
 Runner add_tokenize(CLI::App& app);
 Runner add_convert(CLI::App& app);
 Runner add_generate(CLI::App& app);
+Runner add_train(CLI::App& app);
+Runner add_pick_layer(CLI::App& app);
+Runner add_verify(CLI::App& app);
 }  // namespace bupo::cli

@@ -25,6 +25,9 @@ int main(int argc, char** argv) {
   runners.emplace("tokenize", bupo::cli::add_tokenize(app));
   runners.emplace("convert", bupo::cli::add_convert(app));
   runners.emplace("generate", bupo::cli::add_generate(app));
+  runners.emplace("train", bupo::cli::add_train(app));
+  runners.emplace("pick-layer", bupo::cli::add_pick_layer(app));
+  runners.emplace("verify", bupo::cli::add_verify(app));
 
   try {
     app.parse(argc, argv);

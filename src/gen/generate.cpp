@@ -176,8 +176,9 @@ std::vector<Generation> generate(Model& model, const std::vector<std::vector<int
       const float* z = logits.data() + i * V;
       const int64_t pos = len[static_cast<size_t>(s)];
       float temp = opt.temperature;
+      const float raw_entropy = entropy_of_logits(z, V);
       if (opt.temperature_hook)
-        temp = opt.temperature_hook({key(g.prompt), g.sample, pos, entropy_of_logits(z, V)});
+        temp = opt.temperature_hook({key(g.prompt), g.sample, pos, raw_entropy});
       float lp = 0, ent = 0;
       const int32_t t =
           sample_token(z, V, temp, opt.top_p, opt.top_k,
@@ -186,6 +187,7 @@ std::vector<Generation> generate(Model& model, const std::vector<std::vector<int
       g.logprobs.push_back(lp);
       g.entropies.push_back(ent);
       g.temperatures.push_back(temp);
+      g.raw_entropies.push_back(raw_entropy);
       len[static_cast<size_t>(s)] = pos + 1;
       if (tok) g.text += dec[static_cast<size_t>(s)]->push(t);
       if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), t) != opt.stop_ids.end())

@@ -40,6 +40,7 @@ struct Generation {
   std::vector<float> logprobs;      // log π_T(token): the tempered distribution before top-k/top-p
   std::vector<float> entropies;     // entropy of that distribution (nats)
   std::vector<float> temperatures;  // temperature used for each token
+  std::vector<float> raw_entropies; // entropy of the untempered distribution (T = 1, full policy)
   std::string finish_reason;        // "eos", "stop" or "length"
   std::string text;                 // decoded, when a tokenizer is given
 };

@@ -1,5 +1,6 @@
 #include "io/h5.hpp"
 
+#include <algorithm>
 #include <filesystem>
 
 #include "core/error.hpp"
@@ -100,6 +101,30 @@ void RowDataset::append(const void* data, int64_t rows) {
   rows_ += rows;
 }
 
+RowDataset RowDataset::open(hid_t loc, const std::string& path, Kind kind) {
+  RowDataset r;
+  r.kind_ = kind;
+  r.path_ = path;
+  r.ds_ = Handle(check_id(H5Dopen2(loc, path.c_str(), H5P_DEFAULT), "open dataset " + path),
+                 H5Dclose);
+  Handle sp(check_id(H5Dget_space(r.ds_.id()), "H5Dget_space"), H5Sclose);
+  hsize_t dims[2] = {0, 0};
+  const int rank = H5Sget_simple_extent_dims(sp.id(), dims, nullptr);
+  BUPO_CHECK(rank == 1 || rank == 2, "HDF5: dataset ", path, " has rank ", rank,
+             "; expected 1 or 2");
+  r.rows_ = static_cast<int64_t>(dims[0]);
+  r.cols_ = rank == 2 ? static_cast<int64_t>(dims[1]) : 0;
+  return r;
+}
+
+void RowDataset::truncate(int64_t rows) {
+  if (rows >= rows_) return;
+  hsize_t newdims[2] = {static_cast<hsize_t>(std::max<int64_t>(0, rows)),
+                        static_cast<hsize_t>(cols_)};
+  check(H5Dset_extent(ds_.id(), newdims), "truncate " + path_);
+  rows_ = std::max<int64_t>(0, rows);
+}
+
 File File::create(const std::string& path, bool overwrite) {
   BUPO_CHECK(overwrite || !std::filesystem::exists(path), path,
              ": output file exists; refusing to overwrite it (pass --overwrite)");
@@ -115,6 +140,24 @@ File File::open_read(const std::string& path) {
   f.file_ = Handle(H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT), H5Fclose);
   BUPO_CHECK(f.file_.id() >= 0, path, ": cannot open as HDF5");
   return f;
+}
+File File::open_rw(const std::string& path) {
+  File f;
+  f.path_ = path;
+  f.file_ = Handle(H5Fopen(path.c_str(), H5F_ACC_RDWR, H5P_DEFAULT), H5Fclose);
+  BUPO_CHECK(f.file_.id() >= 0, path, ": cannot open as HDF5 for appending");
+  return f;
+}
+bool exists(hid_t file, const std::string& path) {
+  // check every prefix: H5Lexists fails on a missing intermediate group
+  size_t pos = 0;
+  while (true) {
+    pos = path.find('/', pos + 1);
+    const std::string prefix = path.substr(0, pos);
+    if (!prefix.empty() && prefix != "/" && H5Lexists(file, prefix.c_str(), H5P_DEFAULT) <= 0)
+      return false;
+    if (pos == std::string::npos) return true;
+  }
 }
 void File::create_group(const std::string& name) {
   Handle g(check_id(H5Gcreate2(file_.id(), name.c_str(), H5P_DEFAULT, H5P_DEFAULT, H5P_DEFAULT),

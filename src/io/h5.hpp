@@ -46,8 +46,12 @@ class RowDataset {
   RowDataset() = default;
   RowDataset(hid_t loc, const std::string& path, Kind kind, int64_t cols, int64_t chunk_rows,
              const std::string& description);
+  // An existing extendible dataset, for appending after a restart.
+  static RowDataset open(hid_t loc, const std::string& path, Kind kind);
   void append(const void* data, int64_t rows);  // rows × cols values, row-major
+  void truncate(int64_t rows);                  // shrink to the first `rows` rows
   int64_t rows() const { return rows_; }
+  int64_t cols() const { return cols_; }
 
  private:
   Handle ds_;
@@ -61,6 +65,7 @@ class File {
   // Creates a new file; refuses to replace an existing one unless overwrite.
   static File create(const std::string& path, bool overwrite);
   static File open_read(const std::string& path);
+  static File open_rw(const std::string& path);  // an existing file, for appending
   hid_t id() const { return file_.id(); }
   const std::string& path() const { return path_; }
   void create_group(const std::string& name);
@@ -73,6 +78,8 @@ class File {
   Handle file_;
   std::string path_;
 };
+
+bool exists(hid_t file, const std::string& path);  // a link of that path exists (groups included)
 
 // Readers used by tests and tools.
 std::vector<int64_t> dataset_shape(hid_t file, const std::string& path);

@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "core/error.hpp"
+
 namespace bupo {
 
 AdamW::AdamW(ParamStore& params, AdamWConfig cfg)
@@ -37,6 +39,12 @@ void AdamW::step() {
       w[j] -= step_size * m[j] / (std::sqrt(v[j]) / bc2_sqrt + eps);
     }
   }
+}
+
+void AdamW::set_step_counts(const std::vector<int64_t>& s) {
+  BUPO_CHECK(s.size() == steps_.size(), "optimizer state: ", s.size(), " step counts for ",
+             steps_.size(), " parameters");
+  steps_ = s;
 }
 
 double grad_norm(const ParamStore& params) {

@@ -25,8 +25,11 @@ class AdamW {
   void step();  // uses Param::g and Param::has_grad
   AdamWConfig& config() { return cfg_; }
   int64_t step_count(size_t param) const { return steps_[param]; }
+  void set_step_counts(const std::vector<int64_t>& s);  // restoring a checkpoint
   std::vector<float>& exp_avg() { return m_; }
   std::vector<float>& exp_avg_sq() { return v_; }
+  const std::vector<float>& exp_avg() const { return m_; }
+  const std::vector<float>& exp_avg_sq() const { return v_; }
 
  private:
   ParamStore& params_;

@@ -1,0 +1,97 @@
+#include "rl/advantage.hpp"
+
+#include <cmath>
+
+#include "core/error.hpp"
+
+namespace bupo::rl {
+
+std::vector<double> grpo_advantages(const std::vector<double>& rewards, int64_t group_size,
+                                    bool normalize_std, double eps) {
+  BUPO_CHECK(group_size >= 1 && rewards.size() % static_cast<size_t>(group_size) == 0,
+             "grpo_advantages: ", rewards.size(), " rewards do not form groups of ", group_size);
+  const size_t G = static_cast<size_t>(group_size);
+  std::vector<double> adv(rewards.size());
+  for (size_t g0 = 0; g0 < rewards.size(); g0 += G) {
+    double mean = 0, sd = 1;
+    if (G > 1) {
+      for (size_t i = 0; i < G; ++i) mean += rewards[g0 + i];
+      mean /= static_cast<double>(G);
+      double ss = 0;
+      for (size_t i = 0; i < G; ++i) ss += (rewards[g0 + i] - mean) * (rewards[g0 + i] - mean);
+      sd = std::sqrt(ss / static_cast<double>(G - 1));
+    }
+    for (size_t i = 0; i < G; ++i)
+      adv[g0 + i] = normalize_std ? (rewards[g0 + i] - mean) / (sd + eps) : rewards[g0 + i] - mean;
+  }
+  return adv;
+}
+
+TokenGroupResult token_group_advantages(const std::vector<double>& rewards,
+                                        const std::vector<int64_t>& lengths, int64_t group_size,
+                                        double fallback_threshold, double eps) {
+  BUPO_CHECK(lengths.size() == rewards.size(), "token_group_advantages: ", rewards.size(),
+             " rewards but ", lengths.size(), " lengths");
+  const auto grpo = grpo_advantages(rewards, group_size, true, eps);
+  const size_t G = static_cast<size_t>(group_size);
+  TokenGroupResult r;
+  r.advantages.resize(rewards.size());
+  for (size_t g0 = 0; g0 < rewards.size(); g0 += G) {
+    double n = 0, sum = 0;
+    for (size_t i = 0; i < G; ++i) {
+      n += static_cast<double>(lengths[g0 + i]);
+      sum += rewards[g0 + i] * static_cast<double>(lengths[g0 + i]);
+    }
+    bool fallback = n <= 0;
+    double mu = 0, sigma = 0;
+    if (!fallback) {
+      mu = sum / n;
+      double ss = 0;
+      for (size_t i = 0; i < G; ++i)
+        ss += static_cast<double>(lengths[g0 + i]) * (rewards[g0 + i] - mu) * (rewards[g0 + i] - mu);
+      sigma = std::sqrt(ss / n);  // population std over tokens
+      for (size_t i = 0; i < G; ++i) {
+        const double a = (rewards[g0 + i] - mu) / (sigma + eps);
+        if (lengths[g0 + i] > 0 && std::fabs(a) >= fallback_threshold) fallback = true;
+        r.advantages[g0 + i] = a;
+      }
+    }
+    r.fell_back.push_back(fallback ? 1 : 0);
+    if (fallback)
+      for (size_t i = 0; i < G; ++i) r.advantages[g0 + i] = grpo[g0 + i];
+  }
+  return r;
+}
+
+double overlong_penalty(int64_t length, int64_t max_len, int64_t cache_len, double factor) {
+  BUPO_CHECK(cache_len > 0 && cache_len <= max_len, "overlong shaping: buffer ", cache_len,
+             " must be in (0, max_len = ", max_len, "]");
+  const int64_t expected = max_len - cache_len;
+  if (length <= expected) return 0.0;
+  if (length <= max_len)
+    return factor * static_cast<double>(expected - length) / static_cast<double>(cache_len);
+  return -factor;
+}
+
+std::vector<int64_t> informative_groups(const std::vector<double>& accuracy, int64_t group_size) {
+  const size_t G = static_cast<size_t>(group_size);
+  std::vector<int64_t> keep;
+  for (size_t g0 = 0; g0 < accuracy.size(); g0 += G) {
+    bool all_equal = true;
+    for (size_t i = 1; i < G; ++i)
+      if (accuracy[g0 + i] != accuracy[g0]) all_equal = false;
+    if (!all_equal) keep.push_back(static_cast<int64_t>(g0 / G));
+  }
+  return keep;
+}
+
+double pass_at_k(int64_t n, int64_t c, int64_t k) {
+  BUPO_CHECK(k >= 1 && k <= n && c >= 0 && c <= n, "pass@k: need 1 <= k <= n and 0 <= c <= n (n=",
+             n, ", c=", c, ", k=", k, ")");
+  if (n - c < k) return 1.0;
+  double prod = 1.0;  // C(n−c, k)/C(n, k) = Π_{i=n−c+1}^{n} (1 − k/i)
+  for (int64_t i = n - c + 1; i <= n; ++i) prod *= 1.0 - static_cast<double>(k) / static_cast<double>(i);
+  return 1.0 - prod;
+}
+
+}  // namespace bupo::rl

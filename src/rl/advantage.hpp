@@ -1,0 +1,38 @@
+// Advantages and the shaping around them (papers.md §1.5, §2.3, §3):
+//   GRPO        A_i = (R_i − mean_G R) / (std_G R + eps), std unbiased (N−1) as torch.std / verl;
+//               a group of one gets mean 0 and std 1.
+//   token-level group average (HAPO component B, §2.3): every token of response i carries R_i;
+//               mean and population std over all valid tokens of the group's G responses; a group
+//               in which any |A| reaches `fallback_threshold` (5 in the released code) falls back to
+//               GRPO.
+//   DAPO overlong shaping (§3) and dynamic-sampling group filtering.
+// Advantages are constant over a response's tokens in all of these, so they are per sequence.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+namespace bupo::rl {
+
+// rewards: G·n_groups values, group-major. Returns one advantage per sequence.
+std::vector<double> grpo_advantages(const std::vector<double>& rewards, int64_t group_size,
+                                    bool normalize_std = true, double eps = 1e-6);
+
+struct TokenGroupResult {
+  std::vector<double> advantages;   // per sequence
+  std::vector<uint8_t> fell_back;   // per group: 1 = the GRPO advantage was used
+};
+TokenGroupResult token_group_advantages(const std::vector<double>& rewards,
+                                        const std::vector<int64_t>& lengths, int64_t group_size,
+                                        double fallback_threshold = 5.0, double eps = 1e-6);
+
+// DAPO: 0 when len <= max_len − cache; ((max_len − cache) − len)/cache inside the buffer; −1 past
+// max_len; scaled by factor.
+double overlong_penalty(int64_t length, int64_t max_len, int64_t cache_len, double factor = 1.0);
+
+// Dynamic sampling (DAPO): groups whose accuracies are not all equal (0 < correct < G).
+std::vector<int64_t> informative_groups(const std::vector<double>& accuracy, int64_t group_size);
+
+// Pass@k from n samples of which c are correct: 1 − C(n−c, k)/C(n, k) (unbiased estimator).
+double pass_at_k(int64_t n, int64_t c, int64_t k);
+
+}  // namespace bupo::rl

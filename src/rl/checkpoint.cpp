@@ -1,0 +1,195 @@
+#include "rl/checkpoint.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/error.hpp"
+#include "bupo/version.hpp"
+#include "io/json_util.hpp"
+
+namespace fs = std::filesystem;
+
+namespace bupo::rl {
+namespace {
+
+void fsync_path(const fs::path& p) {
+  const int fd = ::open(p.c_str(), O_RDONLY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
+}
+
+void write_file(const fs::path& p, const std::string& data) {
+  std::ofstream out(p, std::ios::binary | std::ios::trunc);
+  BUPO_CHECK(out.good(), p.string(), ": cannot write");
+  out.write(data.data(), static_cast<std::streamsize>(data.size()));
+  out.close();
+  BUPO_CHECK(out.good(), p.string(), ": write failed (disk full?)");
+}
+
+std::string hex(double v) {  // exact round trip
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%a", v);
+  return buf;
+}
+double unhex(const json& j, const std::string& where, const char* key) {
+  BUPO_CHECK(j.contains(key) && j[key].is_string(), where, ": field '", key,
+             "': expected a hex-float string");
+  const std::string s = j[key].get<std::string>();
+  char* end = nullptr;
+  const double v = std::strtod(s.c_str(), &end);
+  BUPO_CHECK(end && *end == '\0', where, ": field '", key, "': '", s, "' is not a number");
+  return v;
+}
+
+constexpr char kMagic[8] = {'B', 'U', 'P', 'O', 'A', 'D', 'A', 'M'};
+
+std::string step_name(int64_t step) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "step_%08lld", static_cast<long long>(step));
+  return buf;
+}
+
+}  // namespace
+
+std::string save_checkpoint(const std::string& out_dir, const Model& model, const AdamW& opt,
+                            const TrainState& st, const std::string& config_toml,
+                            const std::string& tokenizer_json, int64_t keep) {
+  const fs::path root = fs::path(out_dir) / "checkpoints";
+  fs::create_directories(root);
+  const std::string name = step_name(st.step);
+  const fs::path tmp = root / (name + ".partial"), final_dir = root / name;
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+
+  model.save(tmp.string(), DType::F32);
+  write_file(tmp / "tokenizer.json", tokenizer_json);
+  write_file(tmp / "train_config.toml", config_toml);
+  {  // optimizer: magic, n_params, total, steps[n], m[total], v[total]
+    const auto& params = model.params().all();
+    const uint64_t n = params.size(), total = model.params().total_elements();
+    std::string buf(kMagic, 8);
+    auto put = [&](const void* p, size_t bytes) {
+      buf.append(static_cast<const char*>(p), bytes);
+    };
+    put(&n, 8);
+    put(&total, 8);
+    for (size_t i = 0; i < n; ++i) {
+      const int64_t s = opt.step_count(i);
+      put(&s, 8);
+    }
+    BUPO_CHECK(opt.exp_avg().size() == total && opt.exp_avg_sq().size() == total,
+               "checkpoint: optimizer state does not match the model");
+    put(opt.exp_avg().data(), total * sizeof(float));
+    put(opt.exp_avg_sq().data(), total * sizeof(float));
+    write_file(tmp / "optimizer.bin", buf);
+  }
+  json js = {{"step", st.step},
+             {"sampler", {{"epoch", st.sampler.epoch}, {"pos", st.sampler.pos}, {"drawn", st.sampler.drawn}}},
+             {"hapo_stats",
+              {{"valid", st.hapo_stats.valid},
+               {"pivot", hex(st.hapo_stats.pivot)},
+               {"std", hex(st.hapo_stats.std)},
+               {"pos_max", hex(st.hapo_stats.pos_max)},
+               {"neg_min", hex(st.hapo_stats.neg_min)}}},
+             {"nonfinite_in_row", st.nonfinite_in_row},
+             {"optimizer_steps", st.optimizer_steps},
+             {"bupo_layer", st.bupo_layer},
+             {"program_version", kVersion}};
+  write_file(tmp / "state.json", js.dump(2));
+  write_file(tmp / "COMPLETE", name + "\n");
+  for (const auto& e : fs::directory_iterator(tmp)) fsync_path(e.path());
+  fsync_path(tmp);
+  fs::remove_all(final_dir);
+  fs::rename(tmp, final_dir);
+  fsync_path(root);
+  const fs::path latest_tmp = root / "latest.tmp";
+  write_file(latest_tmp, name + "\n");
+  fsync_path(latest_tmp);
+  fs::rename(latest_tmp, root / "latest");
+  fsync_path(root);
+
+  // keep the newest `keep` complete checkpoints
+  std::vector<std::string> done;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string n = e.path().filename().string();
+    if (e.is_directory() && n.rfind("step_", 0) == 0 && n.find('.') == std::string::npos &&
+        fs::exists(e.path() / "COMPLETE"))
+      done.push_back(n);
+  }
+  std::sort(done.begin(), done.end());
+  for (size_t i = 0; i + static_cast<size_t>(keep) < done.size(); ++i) fs::remove_all(root / done[i]);
+  return final_dir.string();
+}
+
+std::string latest_checkpoint(const std::string& out_dir) {
+  const fs::path root = fs::path(out_dir) / "checkpoints";
+  if (!fs::exists(root)) return "";
+  std::string best;
+  for (const auto& e : fs::directory_iterator(root)) {
+    const std::string n = e.path().filename().string();
+    if (e.is_directory() && n.rfind("step_", 0) == 0 && n.find('.') == std::string::npos &&
+        fs::exists(e.path() / "COMPLETE") && n > best)
+      best = n;
+  }
+  return best.empty() ? "" : (root / best).string();
+}
+
+void load_checkpoint(const std::string& dir, Model& model, AdamW& opt, TrainState& st) {
+  const fs::path d(dir);
+  BUPO_CHECK(fs::exists(d / "COMPLETE"), dir, ": not a complete checkpoint (no COMPLETE marker)");
+  model.load_weights(dir);
+  {
+    const std::string path = (d / "optimizer.bin").string();
+    std::ifstream in(path, std::ios::binary);
+    BUPO_CHECK(in.good(), path, ": cannot open");
+    std::string buf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    BUPO_CHECK(buf.size() >= 24 && std::memcmp(buf.data(), kMagic, 8) == 0, path,
+               ": not a bupo optimizer state (bad magic)");
+    uint64_t n = 0, total = 0;
+    std::memcpy(&n, buf.data() + 8, 8);
+    std::memcpy(&total, buf.data() + 16, 8);
+    const auto& params = model.params().all();
+    BUPO_CHECK(n == params.size() && total == model.params().total_elements(), path, ": holds ",
+               n, " parameters / ", total, " elements; the model has ", params.size(), " / ",
+               model.params().total_elements());
+    const uint64_t need = 24 + 8 * n + 8 * total;
+    BUPO_CHECK(buf.size() == need, path, ": ", buf.size(), " bytes; expected ", need);
+    std::vector<int64_t> steps(n);
+    std::memcpy(steps.data(), buf.data() + 24, 8 * n);
+    opt.exp_avg().resize(total);
+    opt.exp_avg_sq().resize(total);
+    std::memcpy(opt.exp_avg().data(), buf.data() + 24 + 8 * n, 4 * total);
+    std::memcpy(opt.exp_avg_sq().data(), buf.data() + 24 + 8 * n + 4 * total, 4 * total);
+    opt.set_step_counts(steps);
+  }
+  const std::string sp = (d / "state.json").string();
+  const json j = read_json_file(sp);
+  try {
+    st.step = j.at("step").get<int64_t>();
+    st.sampler.epoch = j.at("sampler").at("epoch").get<int64_t>();
+    st.sampler.pos = j.at("sampler").at("pos").get<int64_t>();
+    st.sampler.drawn = j.at("sampler").at("drawn").get<int64_t>();
+    const json& h = j.at("hapo_stats");
+    st.hapo_stats.valid = h.at("valid").get<bool>();
+    st.hapo_stats.pivot = unhex(h, sp, "pivot");
+    st.hapo_stats.std = unhex(h, sp, "std");
+    st.hapo_stats.pos_max = unhex(h, sp, "pos_max");
+    st.hapo_stats.neg_min = unhex(h, sp, "neg_min");
+    st.nonfinite_in_row = j.at("nonfinite_in_row").get<int64_t>();
+    st.optimizer_steps = j.at("optimizer_steps").get<int64_t>();
+    st.bupo_layer = j.at("bupo_layer").get<int64_t>();
+  } catch (const json::exception& e) {
+    fail(sp, ": malformed training state: ", e.what());
+  }
+}
+
+}  // namespace bupo::rl

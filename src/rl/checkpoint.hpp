@@ -1,0 +1,36 @@
+// Checkpoints of a training run, written atomically: everything goes into
+// <out>/checkpoints/step_XXXXXXXX.partial/ (weights as a Hugging Face folder — config.json,
+// model.safetensors, tokenizer.json — plus optimizer.bin, state.json, train_config.toml), the
+// marker file COMPLETE is written last, every file is fsync'ed, the folder is renamed to
+// step_XXXXXXXX and <out>/checkpoints/latest is replaced by rename. A crash at any point leaves
+// the previous checkpoint as the latest complete one.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "model/model.hpp"
+#include "optim/adamw.hpp"
+#include "rl/data.hpp"
+#include "rl/hapo.hpp"
+
+namespace bupo::rl {
+
+struct TrainState {
+  int64_t step = 0;  // last completed step
+  SamplerState sampler;
+  EntropyStats hapo_stats;  // the sampler's statistics for the next step (HAPO A)
+  int64_t nonfinite_in_row = 0;
+  int64_t optimizer_steps = 0;  // for the LR warm-up
+  int64_t bupo_layer = 0;  // the BuPO layer in use (chosen at step 0 when automatic)
+};
+
+// Returns the checkpoint folder written.
+std::string save_checkpoint(const std::string& out_dir, const Model& model, const AdamW& opt,
+                            const TrainState& st, const std::string& config_toml,
+                            const std::string& tokenizer_json, int64_t keep);
+// The latest complete checkpoint under <out>/checkpoints, or "" when there is none.
+std::string latest_checkpoint(const std::string& out_dir);
+// Loads weights, optimizer state and the training state; errors name the file and field.
+void load_checkpoint(const std::string& dir, Model& model, AdamW& opt, TrainState& st);
+
+}  // namespace bupo::rl

@@ -1,0 +1,96 @@
+// The run configuration of `bupo train`: one TOML file plus `--set key=value` overrides. Every key
+// is declared once (key, type, default, allowed range, help) in config.cpp; unknown keys, wrong
+// types and out-of-range values are errors naming the file and the key. The effective
+// configuration is written back as TOML into diagnostics.h5 and every checkpoint.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace bupo::rl {
+
+struct TrainConfig {
+  struct Init {  // a fresh random model (model.init.layers > 0), for the built-in task
+    std::string arch = "qwen3";
+    int64_t layers = 0, hidden = 128, heads = 4, kv_heads = 2, head_dim = 32, ffn = 384;
+    bool tied = true;
+    int64_t seed = 1;
+  };
+  struct Model {
+    std::string path, tokenizer, template_name = "qwen3-nothink";
+    Init init;
+  } model;
+  struct Arithmetic {
+    int64_t digits = 2, size = 100000;
+    std::string ops = "+";
+  };
+  struct Data {
+    std::string train;  // JSONL path or "builtin:arithmetic"
+    bool shuffle = true;
+    int64_t seed = 1, max_prompt_tokens = 1024, limit = 0;
+    Arithmetic arithmetic;
+  } data;
+  struct Warmup {  // supervised warm start on the built-in task before RL step 1
+    int64_t sft_steps = 0, sft_batch = 64;
+    double sft_lr = 1e-3;
+  } warmup;
+  struct Rollout {
+    int64_t n = 8, top_k = 0, max_tokens = 256;
+    double temperature = 1.0, top_p = 1.0;
+    std::vector<std::string> stop;
+  } rollout;
+  struct Trainer {
+    int64_t steps = 10, prompts_per_step = 16, mini_batch_prompts = 16, micro_batch_seqs = 32,
+            epochs = 1, seed = 1, checkpoint_every = 10, keep_checkpoints = 2,
+            max_nonfinite_in_row = 3, threads = 0;
+    std::string out_dir = "out/run";
+    bool export_hf = true;
+  } trainer;
+  struct Optim {
+    double lr = 1e-6, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.01, grad_clip = 1.0;
+    int64_t warmup_steps = 0;
+  } optim;
+  struct Algorithm {
+    std::string loss_agg = "token-mean", kl_estimator = "k3", reward = "01";
+    bool std_normalize = true, verl_microbatch_mean = false, dynamic_sampling = false;
+    double clip_low = 0.2, clip_high = 0.2, dual_clip = 10.0, log_ratio_clamp = 20.0,
+           kl_coef = 0.0, entropy_coef = 0.0, overlong_factor = 1.0;
+    int64_t max_gen_batches = 16, overlong_buffer = 0;
+  } algorithm;
+  struct Hapo {
+    bool adaptive_temperature = false, token_advantage = false, redistribution = false,
+         adaptive_clip = false;
+    std::string sign = "code";
+    double pivot = 0.8, tau = 0.05, alpha = 1.0, beta = 1.0, fallback = 5.0;
+  } hapo;
+  struct Bupo {
+    int64_t internal_layer = 0, internal_steps = 0;
+    bool auto_layer = false;
+    std::string lens = "raw";
+  } bupo;
+  struct Diagnostics {
+    int64_t every = 1, tokens = 256;
+    std::string lens = "raw";
+  } diagnostics;
+  struct Validation {
+    int64_t every = 0, n = 4, max_prompts = 0, max_tokens = 0;
+    std::vector<std::string> sets;
+    std::vector<int64_t> k = {1};
+    double temperature = 1.0, top_p = 1.0;
+  } validation;
+
+  std::string source;  // the file it came from ("" for defaults)
+
+  bool bupo_enabled() const { return bupo.internal_layer > 0 || bupo.auto_layer; }
+  std::string to_toml() const;  // every key, effective values
+};
+
+// Parse a TOML file (path may be "" for all defaults), then apply overrides "key=value" (value in
+// TOML syntax; bare words are strings). Throws naming the file/override and the key.
+TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides);
+TrainConfig parse_train_config(const std::string& toml_text, const std::string& source,
+                               const std::vector<std::string>& overrides = {});
+// One line per key: "key = default  # help" (for `bupo train --help-config` and the README).
+std::string config_reference();
+
+}  // namespace bupo::rl
