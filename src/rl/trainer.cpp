@@ -266,6 +266,13 @@ struct Trainer::Impl {
     if (resuming) {
       load_checkpoint(ck, *model, *optim, st);
       sampler->set_state(st.sampler);
+      // checkpoints after the one resumed from belong to an abandoned continuation
+      for (const auto& e : fs::directory_iterator(fs::path(out_dir) / "checkpoints")) {
+        const std::string n = e.path().filename().string();
+        if (e.is_directory() && n.rfind("step_", 0) == 0 && n.size() >= 13 &&
+            std::atoll(n.substr(5, 8).c_str()) > st.step)
+          fs::remove_all(e.path());
+      }
       say("resumed from " + ck + " (step " + std::to_string(st.step) + ")");
     }
     log = std::make_unique<TrainLog>((fs::path(out_dir) / "diagnostics.h5").string(),
@@ -654,7 +661,8 @@ struct Trainer::Impl {
     model->params().zero_grad();
     double loss_total = 0, pg = 0, klv = 0, ent = 0, tokc = 0;
     size_t wi = 0;
-    static const std::set<int64_t> fault_steps = [] {
+    // fault injection for tests: BUPO_FAULT_NAN_STEPS=2,3 poisons those steps' gradients
+    const std::set<int64_t> fault_steps = [] {
       std::set<int64_t> s;
       if (const char* e = std::getenv("BUPO_FAULT_NAN_STEPS")) {
         std::stringstream ss(e);

@@ -1,0 +1,330 @@
+// Advantages, HAPO components, the policy loss, aggregation, the config and the sampler: the
+// invariants of papers.md §4 (items 10–16) and the formulas of §1.5, §2, §3.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+#include <set>
+
+#include "core/error.hpp"
+#include "rl/advantage.hpp"
+#include "rl/config.hpp"
+#include "rl/data.hpp"
+#include "rl/hapo.hpp"
+#include "rl/loss.hpp"
+
+using namespace bupo::rl;
+
+// ---------------------------------------------------------------- GRPO (§3, invariant 10)
+TEST(Advantage, GrpoSumsToZeroAndUsesUnbiasedStd) {
+  const std::vector<double> r = {1, 0, 0, 1, 1, 0, 0, 0, /*group 2*/ 1, 1, 1, 1, 1, 1, 1, 1};
+  const auto a = grpo_advantages(r, 8);
+  double s1 = 0;
+  for (int i = 0; i < 8; ++i) s1 += a[i];
+  EXPECT_NEAR(s1, 0.0, 1e-12);
+  // mean 3/8, unbiased std sqrt(15/56)
+  const double sd = std::sqrt((3 * (5.0 / 8) * (5.0 / 8) + 5 * (3.0 / 8) * (3.0 / 8)) / 7);
+  EXPECT_NEAR(a[0], (1 - 3.0 / 8) / (sd + 1e-6), 1e-12);
+  for (int i = 8; i < 16; ++i) EXPECT_EQ(a[i], 0.0);  // all-equal group: zero
+}
+
+TEST(Advantage, GroupOfOneHasMeanZeroStdOne) {
+  const auto a = grpo_advantages({0.7, -0.2}, 1);
+  EXPECT_NEAR(a[0], 0.7 / (1 + 1e-6), 1e-12);
+  EXPECT_NEAR(a[1], -0.2 / (1 + 1e-6), 1e-12);
+}
+
+// ---------------------------------------------------------------- HAPO B (§2.3, invariant 11)
+TEST(Advantage, TokenGroupEqualLengthsIsGrpoTimesSqrtGOverGMinus1) {
+  const std::vector<double> r = {1, 0, 0, 1, 0, 0};
+  const std::vector<int64_t> len(6, 10);
+  const auto tg = token_group_advantages(r, len, 6);
+  const auto g = grpo_advantages(r, 6);
+  EXPECT_EQ(tg.fell_back[0], 0);
+  for (int i = 0; i < 6; ++i) EXPECT_NEAR(tg.advantages[i], g[i] * std::sqrt(6.0 / 5.0), 1e-5);
+}
+
+TEST(Advantage, TokenGroupSumsToZeroWithUnitTokenVariance) {
+  const std::vector<double> r = {1, -1, -1, 1, -1};
+  const std::vector<int64_t> len = {3, 40, 17, 8, 25};
+  const auto tg = token_group_advantages(r, len, 5);
+  double s = 0, ss = 0, n = 0;
+  for (int i = 0; i < 5; ++i) {
+    s += len[i] * tg.advantages[i];
+    ss += len[i] * tg.advantages[i] * tg.advantages[i];
+    n += len[i];
+  }
+  EXPECT_NEAR(s, 0.0, 1e-9);
+  EXPECT_NEAR(ss / n, 1.0, 1e-5);
+}
+
+TEST(Advantage, TokenGroupFallbackRuleAtOneIn26) {
+  // binary rewards: fallback iff the correct token share p < 1/26 or p > 25/26 (§2.3)
+  auto fb = [](int64_t correct_len, int64_t wrong_len) {
+    return token_group_advantages({1, 0}, {correct_len, wrong_len}, 2).fell_back[0];
+  };
+  EXPECT_EQ(fb(1, 30), 1);   // p = 1/31
+  EXPECT_EQ(fb(1, 20), 0);   // p = 1/21
+  EXPECT_EQ(fb(30, 1), 1);   // p = 30/31
+  EXPECT_EQ(fb(20, 1), 0);
+  const auto tg = token_group_advantages({1, 0}, {1, 30}, 2);
+  const auto g = grpo_advantages({1, 0}, 2);
+  EXPECT_EQ(tg.advantages[0], g[0]);  // the fallback is the GRPO advantage
+}
+
+// ---------------------------------------------------------------- DAPO (§3, invariant 15)
+TEST(Advantage, OverlongPenaltyBreakpoints) {
+  EXPECT_EQ(overlong_penalty(100, 200, 50), 0.0);
+  EXPECT_EQ(overlong_penalty(150, 200, 50), 0.0);   // exactly Lmax - Lcache
+  EXPECT_DOUBLE_EQ(overlong_penalty(175, 200, 50), -0.5);
+  EXPECT_DOUBLE_EQ(overlong_penalty(200, 200, 50), -1.0);  // exactly Lmax
+  EXPECT_EQ(overlong_penalty(201, 200, 50), -1.0);
+  EXPECT_DOUBLE_EQ(overlong_penalty(175, 200, 50, 0.5), -0.25);
+  EXPECT_THROW(overlong_penalty(1, 10, 0), bupo::Error);
+}
+
+TEST(Advantage, DynamicSamplingNeverKeepsAllEqualGroups) {
+  const std::vector<double> acc = {1, 0, 1, 0, 0, 0, 1, 1, 1, 0, 1, 0};
+  const auto keep = informative_groups(acc, 3);
+  EXPECT_EQ(keep, (std::vector<int64_t>{0, 3}));
+}
+
+TEST(Advantage, PassAtK) {
+  EXPECT_DOUBLE_EQ(pass_at_k(2, 1, 1), 0.5);
+  EXPECT_DOUBLE_EQ(pass_at_k(2, 1, 2), 1.0);
+  EXPECT_DOUBLE_EQ(pass_at_k(10, 0, 5), 0.0);
+  EXPECT_NEAR(pass_at_k(10, 3, 2), 1.0 - (7.0 * 6) / (10.0 * 9), 1e-12);
+  EXPECT_THROW(pass_at_k(4, 1, 5), bupo::Error);
+}
+
+// ---------------------------------------------------------------- HAPO h~ (§2.1, invariant 12)
+namespace {
+const float kH[10] = {0.001f, 0.01f, 0.05f, 0.1f, 0.3f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f};
+// torch.quantile(..., interpolation='nearest') reference (float64), the released code's formula
+const double kCode[10] = {1.0, 0.6851476, 0.4650752, 0.3702952, 0.2200724, 0.1502228, 0.0554428, 0.0, 0.4150375, 1.0};
+}  // namespace
+
+TEST(Hapo, EntropyHGoldenCodeVariant) {
+  float ht[10];
+  EntropyStats s;
+  entropy_h(kH, 10, 0.8, HSign::Code, ht, &s);
+  EXPECT_NEAR(s.pivot, 0.4054651081081644, 1e-7);  // log 1.5: index round(0.8*9) = 7
+  EXPECT_NEAR(s.std, 3.193997390398524, 1e-6);     // RMS deviation from the pivot
+  for (int i = 0; i < 10; ++i) EXPECT_NEAR(ht[i], kCode[i], 2e-6) << i;
+  for (int i = 0; i < 10; ++i) EXPECT_GE(ht[i], 0.0f);  // V-shape: never negative
+}
+
+TEST(Hapo, EntropyHGoldenPaperVariant) {
+  float ht[10];
+  entropy_h(kH, 10, 0.8, HSign::Paper, ht);
+  for (int i = 0; i < 7; ++i) EXPECT_NEAR(ht[i], -kCode[i], 2e-6) << i;  // low entropy: negative
+  EXPECT_NEAR(ht[7], 0.0, 1e-7);
+  EXPECT_NEAR(ht[8], kCode[8], 2e-6);
+  EXPECT_NEAR(ht[9], 1.0, 1e-7);
+}
+
+TEST(Hapo, PivotIndexRoundsHalfToEven) {
+  // torch.quantile nearest: n=2,q=.5 -> index 0; n=4 -> 2; n=6 -> 2 (banker's rounding)
+  auto pivot_index = [](int n) {
+    std::vector<float> H(n);
+    for (int i = 0; i < n; ++i) H[i] = std::exp(static_cast<float>(i));
+    return static_cast<int>(std::lround(entropy_stats(H.data(), n, 0.5).pivot));
+  };
+  EXPECT_EQ(pivot_index(2), 0);
+  EXPECT_EQ(pivot_index(4), 2);
+  EXPECT_EQ(pivot_index(6), 2);
+}
+
+TEST(Hapo, ClipAndRedistributionReduceToBase) {
+  float el, er;
+  adaptive_clip(0.0f, 0.2, 0.28, 1.0, &el, &er);
+  EXPECT_FLOAT_EQ(el, 0.2f);
+  EXPECT_FLOAT_EQ(er, 0.28f);
+  adaptive_clip(0.7f, 0.2, 0.28, 0.0, &el, &er);  // alpha = 0
+  EXPECT_FLOAT_EQ(el, 0.2f);
+  EXPECT_FLOAT_EQ(er, 0.28f);
+  adaptive_clip(0.5f, 0.2, 0.2, 1.0, &el, &er);  // high entropy: upper bound up
+  EXPECT_FLOAT_EQ(er, 0.3f);
+  EXPECT_FLOAT_EQ(el, 0.2f);
+  adaptive_clip(-0.5f, 0.2, 0.2, 1.0, &el, &er);  // low entropy (paper sign): lower bound down
+  EXPECT_FLOAT_EQ(el, 0.3f);
+  for (float h : {-1.0f, -0.3f, 0.0f, 0.4f, 1.0f})
+    for (double r : {0.5, 0.95, 1.0, 1.05, 1.5}) EXPECT_EQ(redistribute_advantage(0.8, h, r, 0.2f, 0.2f, 0.0), 0.8);
+}
+
+TEST(Hapo, RedistributionWithRatioOne) {
+  // code variant (h~ >= 0): nothing changes at ratio 1; paper variant: low-entropy tokens shrink
+  for (float h : {0.0f, 0.2f, 1.0f}) EXPECT_EQ(redistribute_advantage(1.5, h, 1.0, 0.2f, 0.2f, 1.0), 1.5);
+  EXPECT_NEAR(redistribute_advantage(1.5, -0.4f, 1.0, 0.2f, 0.2f, 1.0), 1.5 * 0.6, 1e-7);
+  // high entropy and a decided ratio (outside (0.9, 1.1)): amplified; inside: unchanged
+  EXPECT_DOUBLE_EQ(redistribute_advantage(1.0, 0.5f, 1.2, 0.2f, 0.2f, 1.0), 1.5);
+  EXPECT_DOUBLE_EQ(redistribute_advantage(1.0, 0.5f, 0.85, 0.2f, 0.2f, 1.0), 1.5);
+  EXPECT_DOUBLE_EQ(redistribute_advantage(1.0, 0.5f, 1.05, 0.2f, 0.2f, 1.0), 1.0);
+  // low entropy (paper sign) outside the zone: unchanged
+  EXPECT_DOUBLE_EQ(redistribute_advantage(1.0, -0.5f, 1.3, 0.2f, 0.2f, 1.0), 1.0);
+}
+
+TEST(Hapo, AdaptiveTemperatureRange) {
+  const EntropyStats none;
+  EXPECT_EQ(adaptive_temperature(2.0, none, 1.0, 0.1, HSign::Code), 1.0);  // step 1: T_base
+  EntropyStats s;
+  entropy_h(kH, 10, 0.8, HSign::Code, std::vector<float>(10).data(), &s);
+  for (double H : {1e-9, 0.001, 0.5, 1.5, 3.0, 100.0}) {
+    const double tc = adaptive_temperature(H, s, 1.0, 0.1, HSign::Code);
+    const double tp = adaptive_temperature(H, s, 1.0, 0.1, HSign::Paper);
+    EXPECT_GE(tc, 1.0);
+    EXPECT_LE(tc, 1.1 + 1e-12);
+    EXPECT_GE(tp, 0.9 - 1e-12);
+    EXPECT_LE(tp, 1.1 + 1e-12);
+  }
+  EXPECT_LT(adaptive_temperature(0.001, s, 1.0, 0.1, HSign::Paper), 1.0);
+}
+
+// ---------------------------------------------------------------- the PPO loss (§1.5)
+TEST(Loss, PpoDualClip) {
+  auto t = ppo_token_loss(-1.0, -1.0, 2.0, 0.2, 0.2, 10.0);
+  EXPECT_DOUBLE_EQ(t.ratio, 1.0);
+  EXPECT_DOUBLE_EQ(t.loss, -2.0);
+  EXPECT_DOUBLE_EQ(t.dlogp, -2.0);
+  t = ppo_token_loss(std::log(1.5), 0.0, 1.0, 0.2, 0.2, 10.0);  // A>0, r above 1+eps: clipped
+  EXPECT_TRUE(t.clipped_high);
+  EXPECT_DOUBLE_EQ(t.loss, -1.2);
+  EXPECT_EQ(t.dlogp, 0.0);
+  t = ppo_token_loss(std::log(0.5), 0.0, 1.0, 0.2, 0.2, 10.0);  // A>0, r low: not clipped
+  EXPECT_FALSE(t.clipped);
+  EXPECT_NEAR(t.dlogp, -0.5, 1e-12);
+  t = ppo_token_loss(std::log(0.5), 0.0, -1.0, 0.2, 0.2, 10.0);  // A<0, r low: clipped low
+  EXPECT_TRUE(t.clipped_low);
+  EXPECT_DOUBLE_EQ(t.loss, 0.8);
+  t = ppo_token_loss(std::log(20.0), 0.0, -1.0, 0.2, 0.2, 10.0);  // A<0, r huge: dual clip
+  EXPECT_TRUE(t.dual_clipped);
+  EXPECT_DOUBLE_EQ(t.loss, 10.0);
+  EXPECT_EQ(t.dlogp, 0.0);
+  t = ppo_token_loss(std::log(20.0), 0.0, -1.0, 0.2, 0.2, 0.0);  // dual clip off
+  EXPECT_NEAR(t.loss, 20.0, 1e-9);
+  t = ppo_token_loss(50.0, 0.0, 1.0, 0.2, 100.0, 0.0, 20.0);  // log-ratio clamp at 20
+  EXPECT_NEAR(t.ratio, std::exp(20.0), 1e-3);
+  EXPECT_EQ(t.dlogp, 0.0);
+}
+
+TEST(Loss, KlEstimators) {
+  double d;
+  EXPECT_EQ(kl_value(KlKind::K3, -1.0, -1.0, &d), 0.0);
+  EXPECT_EQ(d, 0.0);
+  EXPECT_GT(kl_value(KlKind::K3, -1.0, -2.0, &d), 0.0);
+  EXPECT_DOUBLE_EQ(kl_value(KlKind::K1, -1.0, -1.5, &d), 0.5);
+  EXPECT_EQ(d, 1.0);
+  // derivative by central differences
+  for (auto k : {KlKind::K1, KlKind::K2, KlKind::K3}) {
+    const double h = 1e-6;
+    double dd;
+    kl_value(k, -0.7, -1.3, &dd);
+    const double fd = (kl_value(k, -0.7 + h, -1.3, &d) - kl_value(k, -0.7 - h, -1.3, &d)) / (2 * h);
+    EXPECT_NEAR(dd, fd, 1e-6);
+  }
+}
+
+// ---------------------------------------------------------------- aggregation (invariant 16)
+TEST(Loss, AggregationModes) {
+  const std::vector<int64_t> equal = {4, 4, 4};
+  const auto tm = aggregation_weights(Aggregation::TokenMean, equal);
+  const auto sm = aggregation_weights(Aggregation::SeqMeanTokenMean, equal);
+  for (size_t i = 0; i < tm.size(); ++i) EXPECT_DOUBLE_EQ(tm[i], sm[i]);
+  const std::vector<int64_t> lens = {1, 5, 2};
+  const auto w = aggregation_weights(Aggregation::SeqMeanTokenSum, lens);
+  EXPECT_EQ(w.size(), 8u);
+  EXPECT_DOUBLE_EQ(w[0], 1.0 / 3);
+  const auto t = aggregation_weights(Aggregation::TokenMean, lens);
+  EXPECT_NEAR(std::accumulate(t.begin(), t.end(), 0.0), 1.0, 1e-15);
+}
+
+TEST(Loss, VerlMicroBatchMeanDiffersFromGlobalTokenMean) {
+  const std::vector<int64_t> lens = {1, 9, 5, 5};
+  // split into two micro-batches {0,1} and {2,3}: verl's weights depend on the split
+  const auto a = verl_microbatch_token_mean_weights(lens, {0, 0, 1, 1});
+  const auto b = verl_microbatch_token_mean_weights(lens, {0, 1, 1, 1});
+  const auto g = aggregation_weights(Aggregation::TokenMean, lens);
+  EXPECT_NE(a, b);
+  EXPECT_DOUBLE_EQ(a[0], 0.5 / 10);  // micro-batch 0: 10 tokens, 2 of 4 sequences
+  EXPECT_DOUBLE_EQ(g[0], 1.0 / 20);
+  // with equal lengths and equal splits they agree
+  const auto c = verl_microbatch_token_mean_weights({5, 5, 5, 5}, {0, 0, 1, 1});
+  const auto d = aggregation_weights(Aggregation::TokenMean, {5, 5, 5, 5});
+  for (size_t i = 0; i < c.size(); ++i) EXPECT_DOUBLE_EQ(c[i], d[i]);
+}
+
+// ---------------------------------------------------------------- the config
+namespace {
+const char* kMin = "[model]\ninit = { layers = 2 }\n[data]\ntrain = \"builtin:arithmetic\"\n";
+std::string error_of(const std::string& text, std::vector<std::string> ov = {}) {
+  try {
+    parse_train_config(text, "run.toml", ov);
+  } catch (const bupo::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+}  // namespace
+
+TEST(Config, DefaultsAndOverrides) {
+  const auto c = parse_train_config(kMin, "run.toml", {"optim.lr=3e-5", "rollout.n=4", "bupo.lens=normed",
+                                                       "rollout.stop=[\"###\"]", "model.template=plain"});
+  EXPECT_DOUBLE_EQ(c.optim.lr, 3e-5);
+  EXPECT_EQ(c.rollout.n, 4);
+  EXPECT_EQ(c.bupo.lens, "normed");
+  EXPECT_EQ(c.rollout.stop, std::vector<std::string>{"###"});
+  EXPECT_EQ(c.model.template_name, "plain");
+  EXPECT_EQ(c.algorithm.clip_low, 0.2);
+  // the effective TOML parses back to the same configuration
+  const auto again = parse_train_config(c.to_toml(), "effective.toml");
+  EXPECT_EQ(again.to_toml(), c.to_toml());
+}
+
+TEST(Config, ErrorsNameTheFileAndKey) {
+  EXPECT_NE(error_of(std::string(kMin) + "[optim]\nlrr = 1\n").find("run.toml: unknown key 'optim.lrr'"), std::string::npos);
+  EXPECT_NE(error_of(std::string(kMin) + "[optim]\nlrr = 1\n").find("optim.lr"), std::string::npos);
+  EXPECT_NE(error_of(std::string(kMin) + "[optim]\nlr = \"fast\"\n").find("key 'optim.lr': expected a number"), std::string::npos);
+  EXPECT_NE(error_of(std::string(kMin) + "[rollout]\nn = 0\n").find("key 'rollout.n': 0 is out of range"), std::string::npos);
+  EXPECT_NE(error_of(std::string(kMin) + "[algorithm]\nloss_agg = \"mean\"\n").find("'mean' is not one of"), std::string::npos);
+  EXPECT_NE(error_of(std::string(kMin) + "[bupo]\ninternal_layer = 2\n").find("internal_steps"), std::string::npos);
+  EXPECT_NE(error_of(std::string(kMin) + "[trainer]\nprompts_per_step = 10\nmini_batch_prompts = 4\n").find("multiple"), std::string::npos);
+  EXPECT_NE(error_of(std::string(kMin) + "[model\n").find("run.toml:"), std::string::npos);
+  EXPECT_NE(error_of(kMin, {"nope.x=1"}).find("--set 'nope.x=1': unknown key"), std::string::npos);
+  EXPECT_NE(error_of(kMin, {"optim.lr"}).find("expected key=value"), std::string::npos);
+  EXPECT_NE(error_of("[data]\ntrain = \"x.jsonl\"\n").find("model.path"), std::string::npos);
+}
+
+// ---------------------------------------------------------------- the sampler
+TEST(Sampler, EpochsArePermutationsAndStateResumes) {
+  Sampler s(10, 3, true);
+  const auto a = s.next(25);
+  std::set<int64_t> e0;
+  for (int i = 0; i < 10; ++i) e0.insert(a[i].index);
+  EXPECT_EQ(e0.size(), 10u);  // every row once per epoch
+  for (int i = 0; i < 25; ++i) EXPECT_EQ(a[i].key, i);
+  Sampler t(10, 3, true);
+  t.next(13);
+  const SamplerState st = t.state();
+  Sampler u(10, 3, true);
+  u.set_state(st);
+  const auto b = u.next(12);
+  for (int i = 0; i < 12; ++i) EXPECT_EQ(b[i].index, a[13 + i].index);
+  Sampler plain(5, 3, false);
+  const auto p = plain.next(5);
+  for (int i = 0; i < 5; ++i) EXPECT_EQ(p[i].index, i);
+}
+
+TEST(Data, ArithmeticTaskIsDeterministicAndCorrect) {
+  for (int64_t i = 0; i < 50; ++i) {
+    const auto p = arithmetic_problem(3, "+-*", 9, i);
+    const auto q = arithmetic_problem(3, "+-*", 9, i);
+    EXPECT_EQ(p.prompt, q.prompt);
+    long long a = 0, b = 0;
+    char op = 0;
+    ASSERT_EQ(std::sscanf(p.prompt.c_str(), "%lld%c%lld=", &a, &op, &b), 3);
+    EXPECT_GE(a, 100);
+    EXPECT_LT(a, 1000);
+    const long long c = op == '+' ? a + b : op == '-' ? a - b : a * b;
+    EXPECT_EQ(p.answer, std::to_string(c));
+  }
+}
