@@ -90,6 +90,7 @@ TrainLog::TrainLog(const std::string& h5_path, const std::string& jsonl_path, in
                ": a run already exists in this folder; pass --resume to continue it or "
                "--overwrite to start again");
     file_ = h5::File::create(h5_path, true);
+    file_.set_attr("/", "schema", std::string("bupo-train"));
     file_.set_attr("/", "schema_version", kTrainSchemaVersion);
     file_.set_attr("/", "program_version", std::string(kVersion));
     file_.set_attr("/", "created_by", std::string("bupo train"));
