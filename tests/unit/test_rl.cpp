@@ -328,3 +328,20 @@ TEST(Data, ArithmeticTaskIsDeterministicAndCorrect) {
     EXPECT_EQ(p.answer, std::to_string(c));
   }
 }
+
+// Every shipped configuration parses and validates (the paper-mirroring ones need GPUs to run).
+TEST(Config, ShippedConfigsParse) {
+  int n = 0;
+  for (const char* name : {"default", "qwen3-4b-bupo", "qwen3-4b-grpo", "qwen3-4b-dapo", "qwen3-8b-base-hapo"}) {
+    const auto c = load_train_config(std::string(BUPO_CONFIGS_DIR) + "/" + name + ".toml", {});
+    EXPECT_FALSE(c.data.train.empty()) << name;
+    ++n;
+  }
+  const auto b = load_train_config(std::string(BUPO_CONFIGS_DIR) + "/qwen3-4b-bupo.toml", {});
+  EXPECT_EQ(b.bupo.internal_layer, 6);
+  EXPECT_EQ(b.bupo.internal_steps, 30);
+  EXPECT_EQ(b.trainer.prompts_per_step / b.trainer.mini_batch_prompts, 4);
+  const auto h = load_train_config(std::string(BUPO_CONFIGS_DIR) + "/qwen3-8b-base-hapo.toml", {});
+  EXPECT_TRUE(h.hapo.adaptive_temperature && h.hapo.token_advantage && h.hapo.redistribution && h.hapo.adaptive_clip);
+  EXPECT_EQ(n, 5);
+}
