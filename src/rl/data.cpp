@@ -71,7 +71,7 @@ ArithmeticProblem arithmetic_problem(int64_t digits, const std::string& ops, uin
   int64_t lo = 1, hi = 1;
   for (int64_t i = 0; i < digits; ++i) hi *= 10;
   if (digits > 1) lo = hi / 10;
-  const uint64_t r1 = mix64(seed * 0x100000001B3ull ^ static_cast<uint64_t>(index) * 3 + 1);
+  const uint64_t r1 = mix64((seed * 0x100000001B3ull) ^ (static_cast<uint64_t>(index) * 3 + 1));
   const uint64_t r2 = mix64(r1 + 0x51ED27ull);
   const uint64_t r3 = mix64(r2 + 0x2545F491ull);
   const int64_t span = hi - lo;
@@ -80,9 +80,15 @@ ArithmeticProblem arithmetic_problem(int64_t digits, const std::string& ops, uin
   const char op = ops[r3 % ops.size()];
   int64_t c = 0;
   switch (op) {
-    case '+': c = a + b; break;
-    case '-': c = a - b; break;
-    default: c = a * b; break;
+    case '+':
+      c = a + b;
+      break;
+    case '-':
+      c = a - b;
+      break;
+    default:
+      c = a * b;
+      break;
   }
   return {std::to_string(a) + op + std::to_string(b) + "=", std::to_string(c)};
 }
@@ -118,28 +124,33 @@ std::string builtin_byte_tokenizer_json() {
                      {"rstrip", false},
                      {"normalized", false},
                      {"special", true}});
-  json j = {
-      {"version", "1.0"},
-      {"truncation", nullptr},
-      {"padding", nullptr},
-      {"added_tokens", added},
-      {"normalizer", nullptr},
-      {"pre_tokenizer",
-       {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}},
-      {"post_processor", nullptr},
-      {"decoder",
-       {{"type", "ByteLevel"}, {"add_prefix_space", false}, {"trim_offsets", true}, {"use_regex", false}}},
-      {"model",
-       {{"type", "BPE"},
-        {"dropout", nullptr},
-        {"unk_token", nullptr},
-        {"continuing_subword_prefix", nullptr},
-        {"end_of_word_suffix", nullptr},
-        {"fuse_unk", false},
-        {"byte_fallback", false},
-        {"ignore_merges", false},
-        {"vocab", vocab},
-        {"merges", json::array()}}}};
+  json j = {{"version", "1.0"},
+            {"truncation", nullptr},
+            {"padding", nullptr},
+            {"added_tokens", added},
+            {"normalizer", nullptr},
+            {"pre_tokenizer",
+             {{"type", "ByteLevel"},
+              {"add_prefix_space", false},
+              {"trim_offsets", true},
+              {"use_regex", false}}},
+            {"post_processor", nullptr},
+            {"decoder",
+             {{"type", "ByteLevel"},
+              {"add_prefix_space", false},
+              {"trim_offsets", true},
+              {"use_regex", false}}},
+            {"model",
+             {{"type", "BPE"},
+              {"dropout", nullptr},
+              {"unk_token", nullptr},
+              {"continuing_subword_prefix", nullptr},
+              {"end_of_word_suffix", nullptr},
+              {"fuse_unk", false},
+              {"byte_fallback", false},
+              {"ignore_merges", false},
+              {"vocab", vocab},
+              {"merges", json::array()}}}};
   return j.dump();
 }
 
@@ -175,9 +186,8 @@ std::vector<Sampler::Draw> Sampler::next(int64_t k) {
 }
 
 void Sampler::set_state(const SamplerState& s) {
-  BUPO_CHECK(s.pos >= 0 && s.pos <= n_ && s.epoch >= 0 && s.drawn >= 0,
-             "sampler state (epoch ", s.epoch, ", pos ", s.pos, ") does not fit a data set of ", n_,
-             " rows");
+  BUPO_CHECK(s.pos >= 0 && s.pos <= n_ && s.epoch >= 0 && s.drawn >= 0, "sampler state (epoch ",
+             s.epoch, ", pos ", s.pos, ") does not fit a data set of ", n_, " rows");
   st_ = s;
   make_perm();
 }

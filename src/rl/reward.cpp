@@ -99,7 +99,7 @@ std::string fix_a_slash_b(const std::string& s) {
 }
 
 // ---------------------------------------------------------------- exact rationals
-using i128 = __int128;
+__extension__ typedef __int128 i128;  // exact rationals of up to 30 digits
 struct Rational {
   i128 num = 0, den = 1;
 };
@@ -130,7 +130,8 @@ Rational reduce(Rational r) {
 bool parse_unsigned_decimal(std::string_view s, Rational& r) {
   if (s.empty()) return false;
   const size_t dot = s.find('.');
-  std::string_view ip = s.substr(0, dot), fp = dot == std::string_view::npos ? "" : s.substr(dot + 1);
+  std::string_view ip = s.substr(0, dot),
+                   fp = dot == std::string_view::npos ? "" : s.substr(dot + 1);
   if (ip.empty() && fp.empty()) return false;
   std::string digits;
   if (ip.find(',') != std::string_view::npos) {  // 1,234,567 only: groups of exactly three

@@ -6,8 +6,8 @@
 #include <limits>
 #include <sstream>
 
-#include "core/error.hpp"
 #include "bupo/version.hpp"
+#include "core/error.hpp"
 #include "io/json_util.hpp"
 
 namespace fs = std::filesystem;
@@ -110,7 +110,8 @@ h5::RowDataset& TrainLog::dataset(const std::string& path, h5::Kind kind, int64_
   return ds_.emplace(path, std::move(d)).first->second;
 }
 
-void TrainLog::write_step(int64_t step, const std::vector<std::pair<std::string, double>>& metrics) {
+void TrainLog::write_step(int64_t step,
+                          const std::vector<std::pair<std::string, double>>& metrics) {
   dataset("/steps/step", h5::Kind::I64, 0).append(&step, 1);
   json j = {{"step", step}};
   for (const auto& [name, v] : metrics) {
@@ -148,7 +149,10 @@ void TrainLog::write_validation(int64_t step, const std::string& set, double avg
   auto& pk = dataset(g + "/pass_at_k", h5::Kind::F32, static_cast<int64_t>(k.size()));
   pk.append(p.data(), 1);
   std::string ks;
-  for (int64_t v : k) ks += (ks.empty() ? "" : ",") + std::to_string(v);
+  for (int64_t v : k) {
+    if (!ks.empty()) ks += ',';
+    ks += std::to_string(v);
+  }
   file_.set_attr(g + "/pass_at_k", "k", ks);
 }
 
@@ -168,6 +172,8 @@ void TrainLog::write_layer_selection(const std::vector<float>& ffn_dh,
   file_.set_attr(g, "rule", std::string("last layer with mean Delta H_FFN > 0 (papers.md 1.6)"));
 }
 
-void TrainLog::flush() { file_.flush(); }
+void TrainLog::flush() {
+  file_.flush();
+}
 
 }  // namespace bupo::rl

@@ -14,9 +14,9 @@
 #include <set>
 #include <sstream>
 
+#include "bupo/version.hpp"
 #include "core/error.hpp"
 #include "core/threads.hpp"
-#include "bupo/version.hpp"
 #include "gen/generate.hpp"
 #include "lens/entropy_analysis.hpp"
 #include "model/gguf_import.hpp"
@@ -34,14 +34,20 @@ namespace bupo::rl {
 // ---------------------------------------------------------------------------- preemption
 namespace {
 std::atomic<int> g_signal{0};
-extern "C" void on_preempt(int sig) { g_signal.store(sig); }
+extern "C" void on_preempt(int sig) {
+  g_signal.store(sig);
+}
 }  // namespace
 void install_preemption_handlers() {
   std::signal(SIGTERM, on_preempt);
   std::signal(SIGUSR1, on_preempt);
 }
-bool preemption_requested() { return g_signal.load() != 0; }
-void reset_preemption_flag() { g_signal.store(0); }
+bool preemption_requested() {
+  return g_signal.load() != 0;
+}
+void reset_preemption_flag() {
+  g_signal.store(0);
+}
 
 // ---------------------------------------------------------------------------- policy evaluation
 namespace {
@@ -87,7 +93,8 @@ const float* hidden_of(Activations& acts, PolicyPath path) {
   return path.layer == 0 ? acts.final_out.ptr() : acts.h(path.layer);
 }
 
-void gather_rows(const float* x, const std::vector<int64_t>& rows, int64_t d, std::vector<float>& out) {
+void gather_rows(const float* x, const std::vector<int64_t>& rows, int64_t d,
+                 std::vector<float>& out) {
   out.resize(rows.size() * static_cast<size_t>(d));
   const int64_t R = static_cast<int64_t>(rows.size());
 #pragma omp parallel for schedule(static)
@@ -106,8 +113,9 @@ void policy_logprobs(Model& model, const std::vector<const Rollout*>& seqs, Poli
   gather_rows(hidden_of(acts, path), p.rows, model.hidden(), X);
   logp.resize(p.rows.size());
   if (entropy) entropy->resize(p.rows.size());
-  lens_for(model, path).forward(X.data(), static_cast<int64_t>(p.rows.size()), p.targets.data(),
-                                entropy ? entropy->data() : nullptr, logp.data());
+  lens_for(model, path)
+      .forward(X.data(), static_cast<int64_t>(p.rows.size()), p.targets.data(),
+               entropy ? entropy->data() : nullptr, logp.data());
 }
 
 LayerChoice choose_bupo_layer(Model& model, const std::vector<Rollout>& rollouts) {
@@ -189,13 +197,15 @@ struct Trainer::Impl {
     if (tpath.empty() && !cfg.model.path.empty()) tpath = cfg.model.path;
     if (tpath.empty()) {
       tok_json = builtin_byte_tokenizer_json();
-      tok = std::make_unique<Tokenizer>(Tokenizer::from_json(json::parse(tok_json), "builtin:bytes"));
+      tok =
+          std::make_unique<Tokenizer>(Tokenizer::from_json(json::parse(tok_json), "builtin:bytes"));
     } else {
       tok = std::make_unique<Tokenizer>(load_tokenizer(tpath));
       if (is_gguf_path(tpath)) {
         tok_json = tokenizer_json_from_gguf(*GgufFile::open(tpath)).dump();
       } else {
-        const std::string f = fs::is_directory(tpath) ? (fs::path(tpath) / "tokenizer.json").string() : tpath;
+        const std::string f =
+            fs::is_directory(tpath) ? (fs::path(tpath) / "tokenizer.json").string() : tpath;
         std::ifstream in(f);
         std::stringstream ss;
         ss << in.rdbuf();
@@ -234,8 +244,9 @@ struct Trainer::Impl {
                model->config().vocab_size);
     model->params().allocate_grads();
     const int64_t L = model->num_layers();
-    BUPO_CHECK(cfg.bupo.internal_layer <= L, cfg.source, ": key 'bupo.internal_layer' = ",
-               cfg.bupo.internal_layer, " but the model has ", L, " layers (1..", L, ")");
+    BUPO_CHECK(cfg.bupo.internal_layer <= L, cfg.source,
+               ": key 'bupo.internal_layer' = ", cfg.bupo.internal_layer, " but the model has ", L,
+               " layers (1..", L, ")");
     st.bupo_layer = cfg.bupo.internal_layer;
 
     // data
@@ -243,7 +254,8 @@ struct Trainer::Impl {
                      cfg.data.limit);
     for (const auto& v : cfg.validation.sets)
       val.push_back(load_set(v, static_cast<uint64_t>(cfg.data.seed) + 7919, 256, 0));
-    sampler = std::make_unique<Sampler>(train->size(), static_cast<uint64_t>(cfg.data.seed), cfg.data.shuffle);
+    sampler = std::make_unique<Sampler>(train->size(), static_cast<uint64_t>(cfg.data.seed),
+                                        cfg.data.shuffle);
 
     AdamWConfig oc;
     oc.lr = cfg.optim.lr;
@@ -263,6 +275,10 @@ struct Trainer::Impl {
     BUPO_CHECK(!(opt.resume && ck.empty()), out_dir,
                ": --resume, but there is no complete checkpoint under ", out_dir, "/checkpoints");
     const bool resuming = !ck.empty();
+    if (!resuming && opt.overwrite) {  // a fresh run: stale checkpoints must never be resumed
+      fs::remove_all(fs::path(out_dir) / "checkpoints");
+      fs::remove_all(fs::path(out_dir) / "hf");
+    }
     if (resuming) {
       load_checkpoint(ck, *model, *optim, st);
       sampler->set_state(st.sampler);
@@ -286,9 +302,10 @@ struct Trainer::Impl {
     if (cfg.algorithm.kl_coef > 0) {  // the reference policy: the initial (post warm-start) model
       ref = std::make_unique<Model>(model->config(), ParallelContext::single());
       if (resuming || cfg.model.path.empty()) {
-        BUPO_CHECK(!resuming || !cfg.model.path.empty(), cfg.source,
-                   ": resuming a KL-regularised run of a fresh model: the reference weights are not "
-                   "stored; start such runs from a checkpoint folder (model.path)");
+        BUPO_CHECK(
+            !resuming || !cfg.model.path.empty(), cfg.source,
+            ": resuming a KL-regularised run of a fresh model: the reference weights are not "
+            "stored; start such runs from a checkpoint folder (model.path)");
         ref->params().weight_arena() = model->params().weight_arena();
       } else {
         auto loaded = load_model(cfg.model.path, ParallelContext::single());
@@ -300,13 +317,13 @@ struct Trainer::Impl {
   std::unique_ptr<PromptSet> load_set(const std::string& spec, uint64_t seed, int64_t size,
                                       int64_t limit) {
     if (spec == "builtin:arithmetic")
-      return std::make_unique<PromptSet>(PromptSet::arithmetic(
-          *tok, cfg.data.arithmetic.digits, cfg.data.arithmetic.ops,
-          limit > 0 ? std::min(limit, size) : size, seed, "arithmetic"));
+      return std::make_unique<PromptSet>(
+          PromptSet::arithmetic(*tok, cfg.data.arithmetic.digits, cfg.data.arithmetic.ops,
+                                limit > 0 ? std::min(limit, size) : size, seed, "arithmetic"));
     BUPO_CHECK(spec.rfind("builtin:", 0) != 0, cfg.source, ": unknown built-in data set '", spec,
                "' (known: builtin:arithmetic)");
-    return std::make_unique<PromptSet>(PromptSet::from_jsonl(
-        spec, *tok, cfg.model.template_name, cfg.data.max_prompt_tokens, limit));
+    return std::make_unique<PromptSet>(PromptSet::from_jsonl(spec, *tok, cfg.model.template_name,
+                                                             cfg.data.max_prompt_tokens, limit));
   }
 
   // ------------------------------------------------------------------ warm start (built-in task)
@@ -348,7 +365,9 @@ struct Trainer::Impl {
       head.backward(X.data(), R, pk.targets.data(), g.data(), nullptr, dX.data());
       std::vector<float> dY(static_cast<size_t>(pk.b.N() * d), 0.0f);
       for (int64_t r = 0; r < R; ++r)
-        for (int64_t c = 0; c < d; ++c) dY[static_cast<size_t>(pk.rows[static_cast<size_t>(r)] * d + c)] += dX[static_cast<size_t>(r * d + c)];
+        for (int64_t c = 0; c < d; ++c)
+          dY[static_cast<size_t>(pk.rows[static_cast<size_t>(r)] * d + c)] +=
+              dX[static_cast<size_t>(r * d + c)];
       model->backward_from_output(pk.b, acts, dY.data());
       clip_grad_norm(model->params(), 1.0);
       sft.step();
@@ -358,7 +377,8 @@ struct Trainer::Impl {
     }
     model->params().zero_grad();
     char buf[160];
-    std::snprintf(buf, sizeof buf, "warm start: %lld supervised steps on the built-in task, final loss %.4f",
+    std::snprintf(buf, sizeof buf,
+                  "warm start: %lld supervised steps on the built-in task, final loss %.4f",
                   static_cast<long long>(cfg.warmup.sft_steps), loss);
     say(buf);
   }
@@ -376,12 +396,12 @@ struct Trainer::Impl {
     return g;
   }
 
-  std::vector<Rollout> sample(const std::vector<Sampler::Draw>& draws, int64_t step,
-                              int64_t group0, const EntropyStats& stats) {
+  std::vector<Rollout> sample(const std::vector<Sampler::Draw>& draws, int64_t step, int64_t group0,
+                              const EntropyStats& stats) {
     std::vector<std::vector<int32_t>> prompts;
-    GenerateOptions g = gen_options(mix64(static_cast<uint64_t>(cfg.trainer.seed) * 1000003ull +
-                                          static_cast<uint64_t>(step)),
-                                    cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_tokens);
+    GenerateOptions g = gen_options(
+        mix64(static_cast<uint64_t>(cfg.trainer.seed) * 1000003ull + static_cast<uint64_t>(step)),
+        cfg.rollout.temperature, cfg.rollout.top_p, cfg.rollout.max_tokens);
     for (const auto& d : draws) {
       prompts.push_back(train->at(d.index).prompt);
       g.prompt_keys.push_back(d.key);
@@ -412,9 +432,10 @@ struct Trainer::Impl {
       r.score = v.correct ? 1.0 : 0.0;
       r.reward = reward_value(v, reward_kind);
       if (cfg.algorithm.overlong_buffer > 0)
-        r.reward += overlong_penalty(r.resp_len(), cfg.rollout.max_tokens,
-                                     std::min(cfg.algorithm.overlong_buffer, cfg.rollout.max_tokens),
-                                     cfg.algorithm.overlong_factor);
+        r.reward +=
+            overlong_penalty(r.resp_len(), cfg.rollout.max_tokens,
+                             std::min(cfg.algorithm.overlong_buffer, cfg.rollout.max_tokens),
+                             cfg.algorithm.overlong_factor);
       out.push_back(std::move(r));
     }
     return out;
@@ -518,8 +539,11 @@ struct Trainer::Impl {
         for (const Rollout* r : mic) {
           auto* rw = const_cast<Rollout*>(r);
           const auto n = static_cast<size_t>(r->resp_len());
-          rw->old_logp.assign(lp.begin() + static_cast<std::ptrdiff_t>(o), lp.begin() + static_cast<std::ptrdiff_t>(o + n));
-          if (ref) rw->ref_logp.assign(rl.begin() + static_cast<std::ptrdiff_t>(o), rl.begin() + static_cast<std::ptrdiff_t>(o + n));
+          rw->old_logp.assign(lp.begin() + static_cast<std::ptrdiff_t>(o),
+                              lp.begin() + static_cast<std::ptrdiff_t>(o + n));
+          if (ref)
+            rw->ref_logp.assign(rl.begin() + static_cast<std::ptrdiff_t>(o),
+                                rl.begin() + static_cast<std::ptrdiff_t>(o + n));
           o += n;
         }
       }
@@ -542,7 +566,8 @@ struct Trainer::Impl {
     if (cfg.hapo.adaptive_temperature) {
       std::vector<float> H;
       for (const auto& r : rolls) H.insert(H.end(), r.raw_entropy.begin(), r.raw_entropy.end());
-      if (!H.empty()) st.hapo_stats = entropy_stats(H.data(), static_cast<int64_t>(H.size()), cfg.hapo.pivot);
+      if (!H.empty())
+        st.hapo_stats = entropy_stats(H.data(), static_cast<int64_t>(H.size()), cfg.hapo.pivot);
     }
 
     // diagnostics
@@ -583,7 +608,8 @@ struct Trainer::Impl {
     add("response_length_max", maxlen);
     add("truncated_frac", rolls.empty() ? 0.0 : trunc / static_cast<double>(rolls.size()));
     add("tokens", static_cast<double>(ntok));
-    add("groups_kept_frac", groups_seen ? static_cast<double>(groups_kept) / static_cast<double>(groups_seen) : 0.0);
+    add("groups_kept_frac",
+        groups_seen ? static_cast<double>(groups_kept) / static_cast<double>(groups_seen) : 0.0);
     add("gen_batches", static_cast<double>(gen_batches));
     add("pg_loss", us.pg_loss);
     add("kl", us.kl);
@@ -629,10 +655,11 @@ struct Trainer::Impl {
       say("step " + std::to_string(s) + ": skipped " + std::to_string(us.nonfinite_skips) +
           " update(s) with a non-finite loss or gradient (" + std::to_string(st.nonfinite_in_row) +
           " step(s) in a row)");
-    BUPO_CHECK(st.nonfinite_in_row < cfg.trainer.max_nonfinite_in_row, "step ", s, ": ",
-               st.nonfinite_in_row,
-               " steps in a row had only non-finite losses or gradients (trainer.max_nonfinite_in_row = ",
-               cfg.trainer.max_nonfinite_in_row, "); stopping. The last checkpoint is intact.");
+    BUPO_CHECK(
+        st.nonfinite_in_row < cfg.trainer.max_nonfinite_in_row, "step ", s, ": ",
+        st.nonfinite_in_row,
+        " steps in a row had only non-finite losses or gradients (trainer.max_nonfinite_in_row = ",
+        cfg.trainer.max_nonfinite_in_row, "); stopping. The last checkpoint is intact.");
     return true;
   }
 
@@ -689,13 +716,16 @@ struct Trainer::Impl {
       for (const Rollout* r : mic) {
         for (int64_t j = 0; j < r->resp_len(); ++j, ++t, ++wi) {
           const double wt = w[wi];
-          float el = static_cast<float>(cfg.algorithm.clip_low), er = static_cast<float>(cfg.algorithm.clip_high);
+          float el = static_cast<float>(cfg.algorithm.clip_low),
+                er = static_cast<float>(cfg.algorithm.clip_high);
           if (cfg.hapo.adaptive_clip)
-            adaptive_clip(ht[t], cfg.algorithm.clip_low, cfg.algorithm.clip_high, cfg.hapo.alpha, &el, &er);
+            adaptive_clip(ht[t], cfg.algorithm.clip_low, cfg.algorithm.clip_high, cfg.hapo.alpha,
+                          &el, &er);
           const double old = r->old_logp[static_cast<size_t>(j)];
           const double ratio = std::exp(std::clamp(static_cast<double>(lp[t]) - old, -20.0, 20.0));
           double a = r->adv;
-          if (cfg.hapo.redistribution) a = redistribute_advantage(a, ht[t], ratio, el, er, cfg.hapo.beta);
+          if (cfg.hapo.redistribution)
+            a = redistribute_advantage(a, ht[t], ratio, el, er, cfg.hapo.beta);
           const TokenLoss tl = ppo_token_loss(lp[t], old, a, el, er, cfg.algorithm.dual_clip,
                                               cfg.algorithm.log_ratio_clamp);
           double g = wt * tl.dlogp, l = wt * tl.loss;
@@ -756,10 +786,11 @@ struct Trainer::Impl {
     }
     if (cfg.optim.grad_clip > 0) clip_grad_norm(model->params(), cfg.optim.grad_clip);
     ++st.optimizer_steps;
-    const double lr = cfg.optim.warmup_steps > 0
-                          ? cfg.optim.lr * std::min(1.0, static_cast<double>(st.optimizer_steps) /
-                                                             static_cast<double>(cfg.optim.warmup_steps))
-                          : cfg.optim.lr;
+    const double lr =
+        cfg.optim.warmup_steps > 0
+            ? cfg.optim.lr * std::min(1.0, static_cast<double>(st.optimizer_steps) /
+                                               static_cast<double>(cfg.optim.warmup_steps))
+            : cfg.optim.lr;
     optim->config().lr = lr;
     optim->step();
     model->params().zero_grad();
@@ -780,19 +811,26 @@ struct Trainer::Impl {
     std::vector<TokenRecord> recs;
     int64_t tokens = 0, total = 0;
     for (const auto& r : rolls) total += r.resp_len();
-    const double mean_len = std::max(1.0, static_cast<double>(total) / static_cast<double>(rolls.size()));
-    const auto wanted = static_cast<int64_t>(std::ceil(static_cast<double>(cfg.diagnostics.tokens) / mean_len));
-    const size_t stride = static_cast<size_t>(std::max<int64_t>(1, static_cast<int64_t>(rolls.size()) / std::max<int64_t>(1, wanted)));
+    const double mean_len =
+        std::max(1.0, static_cast<double>(total) / static_cast<double>(rolls.size()));
+    const auto wanted =
+        static_cast<int64_t>(std::ceil(static_cast<double>(cfg.diagnostics.tokens) / mean_len));
+    const size_t stride = static_cast<size_t>(
+        std::max<int64_t>(1, static_cast<int64_t>(rolls.size()) / std::max<int64_t>(1, wanted)));
     for (size_t i = 0; i < rolls.size() && tokens < cfg.diagnostics.tokens; i += stride) {
       if (rolls[i].resp_len() == 0) continue;
       recs.push_back({rolls[i].ids, rolls[i].prompt_len, 0});
       tokens += rolls[i].resp_len();
     }
-    if (recs.empty()) return EntropySummary{0, std::vector<float>(static_cast<size_t>(model->num_layers() + 1), NAN),
-                                            std::vector<float>(static_cast<size_t>(model->num_layers()), NAN),
-                                            std::vector<float>(static_cast<size_t>(model->num_layers()), NAN),
-                                            std::vector<float>(static_cast<size_t>(model->num_layers()), NAN),
-                                            std::vector<float>(static_cast<size_t>(model->num_layers()), NAN), NAN, NAN};
+    if (recs.empty())
+      return EntropySummary{0,
+                            std::vector<float>(static_cast<size_t>(model->num_layers() + 1), NAN),
+                            std::vector<float>(static_cast<size_t>(model->num_layers()), NAN),
+                            std::vector<float>(static_cast<size_t>(model->num_layers()), NAN),
+                            std::vector<float>(static_cast<size_t>(model->num_layers()), NAN),
+                            std::vector<float>(static_cast<size_t>(model->num_layers()), NAN),
+                            NAN,
+                            NAN};
     EntropyOptions eo;
     eo.lens = lens_mode_from_string(cfg.diagnostics.lens);
     const EntropyRows rows = compute_entropy_rows(*model, recs, 0, eo);
@@ -802,10 +840,12 @@ struct Trainer::Impl {
     auto colmean = [&](const std::vector<float>& v, int64_t cols) {
       std::vector<double> acc(static_cast<size_t>(cols), 0.0);
       for (int64_t r = 0; r < rows.rows; ++r)
-        for (int64_t c = 0; c < cols; ++c) acc[static_cast<size_t>(c)] += v[static_cast<size_t>(r * cols + c)];
+        for (int64_t c = 0; c < cols; ++c)
+          acc[static_cast<size_t>(c)] += v[static_cast<size_t>(r * cols + c)];
       std::vector<float> out(static_cast<size_t>(cols));
       for (int64_t c = 0; c < cols; ++c)
-        out[static_cast<size_t>(c)] = static_cast<float>(acc[static_cast<size_t>(c)] / std::max<double>(1, static_cast<double>(rows.rows)));
+        out[static_cast<size_t>(c)] = static_cast<float>(
+            acc[static_cast<size_t>(c)] / std::max<double>(1, static_cast<double>(rows.rows)));
       return out;
     };
     e.layer = colmean(rows.layer, L + 1);
@@ -821,10 +861,13 @@ struct Trainer::Impl {
 
   // ------------------------------------------------------------------ validation
   void validate(int64_t s) {
-    const int64_t max_tokens = cfg.validation.max_tokens > 0 ? cfg.validation.max_tokens : cfg.rollout.max_tokens;
+    const int64_t max_tokens =
+        cfg.validation.max_tokens > 0 ? cfg.validation.max_tokens : cfg.rollout.max_tokens;
     for (size_t vi = 0; vi < val.size(); ++vi) {
       const PromptSet& set = *val[vi];
-      const int64_t P = cfg.validation.max_prompts > 0 ? std::min(cfg.validation.max_prompts, set.size()) : set.size();
+      const int64_t P = cfg.validation.max_prompts > 0
+                            ? std::min(cfg.validation.max_prompts, set.size())
+                            : set.size();
       std::vector<std::vector<int32_t>> prompts;
       GenerateOptions g = gen_options(mix64(static_cast<uint64_t>(cfg.trainer.seed) ^ 0xA11DA7Eull),
                                       cfg.validation.temperature, cfg.validation.top_p, max_tokens);
@@ -832,28 +875,34 @@ struct Trainer::Impl {
       const auto gens = generate(*model, prompts, cfg.validation.n, g, tok.get());
       std::vector<int64_t> correct(static_cast<size_t>(P), 0);
       for (const auto& gn : gens)
-        correct[static_cast<size_t>(gn.prompt)] += verify(gn.text, set.at(gn.prompt).ground_truth).correct;
+        correct[static_cast<size_t>(gn.prompt)] +=
+            verify(gn.text, set.at(gn.prompt).ground_truth).correct;
       double avg = 0;
       std::vector<double> pass(cfg.validation.k.size(), 0.0);
       for (int64_t i = 0; i < P; ++i) {
-        avg += static_cast<double>(correct[static_cast<size_t>(i)]) / static_cast<double>(cfg.validation.n);
+        avg += static_cast<double>(correct[static_cast<size_t>(i)]) /
+               static_cast<double>(cfg.validation.n);
         for (size_t k = 0; k < pass.size(); ++k)
-          pass[k] += pass_at_k(cfg.validation.n, correct[static_cast<size_t>(i)], cfg.validation.k[k]);
+          pass[k] +=
+              pass_at_k(cfg.validation.n, correct[static_cast<size_t>(i)], cfg.validation.k[k]);
       }
       avg /= static_cast<double>(P);
       for (auto& p : pass) p /= static_cast<double>(P);
       std::string name = fs::path(cfg.validation.sets[vi]).stem().string();
-      if (cfg.validation.sets[vi].rfind("builtin:", 0) == 0) name = cfg.validation.sets[vi].substr(8);
+      if (cfg.validation.sets[vi].rfind("builtin:", 0) == 0)
+        name = cfg.validation.sets[vi].substr(8);
       log->write_validation(s, name, avg, cfg.validation.k, pass);
       char buf[200];
-      std::snprintf(buf, sizeof buf, "validation %s (%lld prompts x %lld): avg@%lld %.4f", name.c_str(),
-                    static_cast<long long>(P), static_cast<long long>(cfg.validation.n),
+      std::snprintf(buf, sizeof buf, "validation %s (%lld prompts x %lld): avg@%lld %.4f",
+                    name.c_str(), static_cast<long long>(P),
+                    static_cast<long long>(cfg.validation.n),
                     static_cast<long long>(cfg.validation.n), avg);
       say(buf);
     }
   }
 
-  // ------------------------------------------------------------------ BuPO layer by the paper's rule
+  // ------------------------------------------------------------------ BuPO layer by the paper's
+  // rule
   LayerChoice baseline_layer_choice() {
     // baseline rollouts on the first rows (the sampler is not advanced)
     std::vector<Sampler::Draw> first;
@@ -873,10 +922,12 @@ struct Trainer::Impl {
       std::snprintf(b, sizeof b, "%s%zu:%+.3f", l ? " " : "", l + 1, c.ffn_dh[l]);
       dh += b;
     }
-    say("BuPO layer selection on " + std::to_string(c.tokens) + " baseline tokens: mean dH_FFN " + dh);
-    BUPO_CHECK(c.chosen > 0, cfg.source,
-               ": bupo.auto_layer: no layer has a positive mean FFN entropy change on the baseline "
-               "rollouts (evidence in diagnostics.h5 /bupo_layer_selection); set bupo.internal_layer");
+    say("BuPO layer selection on " + std::to_string(c.tokens) + " baseline tokens: mean dH_FFN " +
+        dh);
+    BUPO_CHECK(
+        c.chosen > 0, cfg.source,
+        ": bupo.auto_layer: no layer has a positive mean FFN entropy change on the baseline "
+        "rollouts (evidence in diagnostics.h5 /bupo_layer_selection); set bupo.internal_layer");
     st.bupo_layer = c.chosen;
     say("BuPO layer: pi^" + std::to_string(c.chosen) + " (last layer with mean dH_FFN > 0)");
   }
@@ -899,7 +950,8 @@ struct Trainer::Impl {
       cur_step = st.step + 1;
       step(cur_step);
       st.step = cur_step;
-      const bool periodic = cfg.trainer.checkpoint_every > 0 && st.step % cfg.trainer.checkpoint_every == 0;
+      const bool periodic =
+          cfg.trainer.checkpoint_every > 0 && st.step % cfg.trainer.checkpoint_every == 0;
       if (preemption_requested()) {
         checkpoint();
         say("preempted by signal " + std::to_string(g_signal.load()) + ": stopped after step " +
@@ -947,8 +999,12 @@ Trainer::Trainer(TrainConfig cfg, TrainOptions opt) : impl_(std::make_unique<Imp
   impl_->setup();
 }
 Trainer::~Trainer() = default;
-int Trainer::run() { return impl_->run(); }
-Model& Trainer::model() { return *impl_->model; }
+int Trainer::run() {
+  return impl_->run();
+}
+Model& Trainer::model() {
+  return *impl_->model;
+}
 const std::vector<std::pair<std::string, double>>& Trainer::last_metrics() const {
   return impl_->metrics;
 }

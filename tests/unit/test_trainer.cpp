@@ -24,7 +24,8 @@ using namespace bupo::rl;
 namespace {
 
 std::string tmpdir(const std::string& name) {
-  const fs::path p = fs::temp_directory_path() / ("bupo_trainer_" + name + "_" + std::to_string(::getpid()));
+  const fs::path p =
+      fs::temp_directory_path() / ("bupo_trainer_" + name + "_" + std::to_string(::getpid()));
   fs::remove_all(p);
   return p.string();
 }
@@ -81,13 +82,16 @@ json without_timings(json j) {
   return j;
 }
 
-std::vector<float> weights(Model& m) { return m.params().weight_arena(); }
+std::vector<float> weights(Model& m) {
+  return m.params().weight_arena();
+}
 
 }  // namespace
 
 TEST(Trainer, BupoPhase1LeavesLayersAboveLBitIdentical) {
   const std::string dir = tmpdir("phase1");
-  Trainer t(tiny(dir, {"bupo.internal_layer=1", "bupo.internal_steps=2", "trainer.steps=2"}), quiet());
+  Trainer t(tiny(dir, {"bupo.internal_layer=1", "bupo.internal_steps=2", "trainer.steps=2"}),
+            quiet());
   std::vector<std::vector<float>> before;
   for (const auto& p : t.model().params().all()) before.emplace_back(p.w, p.w + p.numel());
   ASSERT_EQ(t.run(), 0);
@@ -96,7 +100,8 @@ TEST(Trainer, BupoPhase1LeavesLayersAboveLBitIdentical) {
   for (size_t i = 0; i < ps.size(); ++i) {
     const bool same = std::equal(before[i].begin(), before[i].end(), ps[i].w);
     const std::string& n = ps[i].name;
-    if (n.rfind("model.layers.1.", 0) == 0 || n.rfind("model.layers.2.", 0) == 0 || n == "model.norm.weight") {
+    if (n.rfind("model.layers.1.", 0) == 0 || n.rfind("model.layers.2.", 0) == 0 ||
+        n == "model.norm.weight") {
       EXPECT_TRUE(same) << n << " changed during BuPO phase 1 (l = 1)";
       ++above;
     } else if (n.rfind("model.layers.0.", 0) == 0 && n.find("weight") != std::string::npos &&
@@ -117,7 +122,8 @@ TEST(Trainer, BupoPhase1LeavesLayersAboveLBitIdentical) {
 
 TEST(Trainer, PhaseScheduleAndRatioExactlyOneOnFirstMiniBatch) {
   const std::string dir = tmpdir("ratio");
-  Trainer t(tiny(dir, {"bupo.internal_layer=2", "bupo.internal_steps=2", "trainer.steps=4"}), quiet());
+  Trainer t(tiny(dir, {"bupo.internal_layer=2", "bupo.internal_steps=2", "trainer.steps=4"}),
+            quiet());
   ASSERT_EQ(t.run(), 0);
   const auto m = metrics(dir);
   ASSERT_EQ(m.size(), 4u);
@@ -132,21 +138,22 @@ TEST(Trainer, PhaseScheduleAndRatioExactlyOneOnFirstMiniBatch) {
 
 TEST(Trainer, RolloutsComeFromTheFullPolicyInPhase1) {
   const std::string a = tmpdir("full_a"), b = tmpdir("full_b");
-  Trainer ta(tiny(a, {"bupo.internal_layer=1", "bupo.internal_steps=1", "trainer.steps=1"}), quiet());
+  Trainer ta(tiny(a, {"bupo.internal_layer=1", "bupo.internal_steps=1", "trainer.steps=1"}),
+             quiet());
   Trainer tb(tiny(b, {"trainer.steps=1"}), quiet());
   ASSERT_EQ(ta.run(), 0);
   ASSERT_EQ(tb.run(), 0);
   const auto ma = metrics(a), mb = metrics(b);
   for (const char* k : {"reward", "response_length", "entropy_rollout", "tokens"})
-    EXPECT_EQ(ma[0][k], mb[0][k]) << k;  // item 9: the sampler never uses internal logits
+    EXPECT_EQ(ma[0][k], mb[0][k]) << k;           // item 9: the sampler never uses internal logits
   EXPECT_NE(ma[0]["entropy"], mb[0]["entropy"]);  // but the objectives' policies differ
 }
 
 TEST(Trainer, ResumeIsBitExact) {
-  const std::vector<std::string> ov = {"bupo.internal_layer=2", "bupo.internal_steps=2",
-                                       "trainer.steps=6", "hapo.adaptive_temperature=true",
-                                       "hapo.redistribution=true", "hapo.adaptive_clip=true",
-                                       "hapo.token_advantage=true", "optim.warmup_steps=3"};
+  const std::vector<std::string> ov = {
+      "bupo.internal_layer=2",          "bupo.internal_steps=2",    "trainer.steps=6",
+      "hapo.adaptive_temperature=true", "hapo.redistribution=true", "hapo.adaptive_clip=true",
+      "hapo.token_advantage=true",      "optim.warmup_steps=3"};
   const std::string a = tmpdir("straight"), b = tmpdir("resumed");
   {
     Trainer t(tiny(a, ov), quiet());
@@ -181,7 +188,8 @@ TEST(Trainer, ResumeIsBitExact) {
   const auto ma = metrics(a), mb = metrics(b);
   ASSERT_EQ(ma.size(), 6u);
   ASSERT_EQ(mb.size(), 6u);
-  for (size_t i = 0; i < 6; ++i) EXPECT_EQ(without_timings(ma[i]), without_timings(mb[i])) << "step " << i + 1;
+  for (size_t i = 0; i < 6; ++i)
+    EXPECT_EQ(without_timings(ma[i]), without_timings(mb[i])) << "step " << i + 1;
   // the HDF5 log was truncated back to step 3 and continued: steps 1..6, once each
   auto f = h5::File::open_read((fs::path(b) / "diagnostics.h5").string());
   EXPECT_EQ(h5::read_i64(f.id(), "/steps/step"), (std::vector<int64_t>{1, 2, 3, 4, 5, 6}));
@@ -246,7 +254,8 @@ TEST(Trainer, TokenMeanDoesNotDependOnTheMicroBatchSplit) {
 
 TEST(Trainer, KlToTheReferenceStartsAtZero) {
   const std::string dir = tmpdir("kl");
-  Trainer t(tiny(dir, {"trainer.steps=2", "trainer.mini_batch_prompts=4", "algorithm.kl_coef=0.1"}), quiet());
+  Trainer t(tiny(dir, {"trainer.steps=2", "trainer.mini_batch_prompts=4", "algorithm.kl_coef=0.1"}),
+            quiet());
   ASSERT_EQ(t.run(), 0);
   const auto m = metrics(dir);
   EXPECT_EQ(m[0]["kl"].get<double>(), 0.0);  // one mini-batch: the policy is still the reference
@@ -255,11 +264,13 @@ TEST(Trainer, KlToTheReferenceStartsAtZero) {
 
 TEST(Trainer, DiagnosticsFileLayout) {
   const std::string dir = tmpdir("layout");
-  Trainer t(tiny(dir, {"trainer.steps=2", "bupo.internal_layer=2", "bupo.internal_steps=1"}), quiet());
+  Trainer t(tiny(dir, {"trainer.steps=2", "bupo.internal_layer=2", "bupo.internal_steps=1"}),
+            quiet());
   ASSERT_EQ(t.run(), 0);
   auto f = h5::File::open_read((fs::path(dir) / "diagnostics.h5").string());
   EXPECT_EQ(h5::read_attr_int(f.id(), "/", "schema_version"), kTrainSchemaVersion);
-  EXPECT_NE(h5::read_attr_string(f.id(), "/", "config").find("bupo.internal_layer = 2"), std::string::npos);
+  EXPECT_NE(h5::read_attr_string(f.id(), "/", "config").find("bupo.internal_layer = 2"),
+            std::string::npos);
   EXPECT_EQ(h5::dataset_shape(f.id(), "/entropy/layer"), (std::vector<int64_t>{2, 4}));
   EXPECT_EQ(h5::dataset_shape(f.id(), "/entropy/ffn_out"), (std::vector<int64_t>{2, 3}));
   const auto layer = h5::read_f32(f.id(), "/entropy/layer");
@@ -269,9 +280,10 @@ TEST(Trainer, DiagnosticsFileLayout) {
     EXPECT_GE(v, 0.0f);
     EXPECT_LE(v, std::log(259.0f) + 1e-4f);
   }
-  for (const char* k : {"reward", "accuracy", "grad_norm", "lr", "phase", "clip_frac", "time_rollout",
-                        "time_update", "entropy", "kl"})
-    EXPECT_EQ(h5::dataset_shape(f.id(), std::string("/steps/") + k), (std::vector<int64_t>{2})) << k;
+  for (const char* k : {"reward", "accuracy", "grad_norm", "lr", "phase", "clip_frac",
+                        "time_rollout", "time_update", "entropy", "kl"})
+    EXPECT_EQ(h5::dataset_shape(f.id(), std::string("/steps/") + k), (std::vector<int64_t>{2}))
+        << k;
   EXPECT_TRUE(fs::exists(fs::path(dir) / "hf" / "config.json"));
   EXPECT_TRUE(fs::exists(fs::path(dir) / "hf" / "model.safetensors"));
   EXPECT_TRUE(fs::exists(fs::path(dir) / "hf" / "tokenizer.json"));
@@ -292,12 +304,18 @@ TEST(Trainer, RefusesToOverwriteARunWithoutBeingAsked) {
     EXPECT_NE(std::string(e.what()).find("--resume"), std::string::npos) << e.what();
   }
   EXPECT_EQ(metrics(dir).size(), 1u);  // nothing lost
+  // --overwrite starts again and removes the old run's checkpoints (never resumed by mistake)
+  {
+    Trainer t(tiny(dir, {"trainer.steps=1", "trainer.checkpoint_every=0"}), quiet());
+    EXPECT_FALSE(fs::exists(fs::path(dir) / "checkpoints" / "step_00000001"));
+  }
 }
 
 TEST(Trainer, LayerRuleIsTheLastPositiveFfnEntropyChange) {
   const std::string dir = tmpdir("auto");
   try {
-    Trainer t(tiny(dir, {"bupo.auto_layer=true", "bupo.internal_steps=1", "trainer.steps=1"}), quiet());
+    Trainer t(tiny(dir, {"bupo.auto_layer=true", "bupo.internal_steps=1", "trainer.steps=1"}),
+              quiet());
     ASSERT_EQ(t.run(), 0);
   } catch (const Error& e) {
     // allowed only when no layer qualifies; the evidence is still written
@@ -314,7 +332,8 @@ TEST(Trainer, LayerRuleIsTheLastPositiveFfnEntropyChange) {
 }
 
 // papers.md §4 "toy reproductions": RL on the built-in task raises the reward. A warm start that
-// leaves the model at ~10% on a small problem set, then 30 steps of BuPO (3) + GRPO at a fixed seed.
+// leaves the model at ~10% on a small problem set, then 30 steps of BuPO (3) + GRPO at a fixed
+// seed.
 TEST(Trainer, RlRaisesTheRewardOnTheBuiltInTask) {
   const std::string dir = tmpdir("e2e");
   Trainer t(tiny(dir, {"model.init.layers=2", "model.init.seed=1", "data.arithmetic.size=4",
@@ -333,5 +352,6 @@ TEST(Trainer, RlRaisesTheRewardOnTheBuiltInTask) {
     first += m[static_cast<size_t>(i)]["accuracy"].get<double>() / 5;
     last += m[static_cast<size_t>(25 + i)]["accuracy"].get<double>() / 5;
   }
-  EXPECT_GT(last, first + 0.15) << "accuracy of steps 1-5: " << first << ", of steps 26-30: " << last;
+  EXPECT_GT(last, first + 0.15) << "accuracy of steps 1-5: " << first
+                                << ", of steps 26-30: " << last;
 }
