@@ -48,7 +48,8 @@ TokenGroupResult token_group_advantages(const std::vector<double>& rewards,
       mu = sum / n;
       double ss = 0;
       for (size_t i = 0; i < G; ++i)
-        ss += static_cast<double>(lengths[g0 + i]) * (rewards[g0 + i] - mu) * (rewards[g0 + i] - mu);
+        ss +=
+            static_cast<double>(lengths[g0 + i]) * (rewards[g0 + i] - mu) * (rewards[g0 + i] - mu);
       sigma = std::sqrt(ss / n);  // population std over tokens
       for (size_t i = 0; i < G; ++i) {
         const double a = (rewards[g0 + i] - mu) / (sigma + eps);
@@ -86,11 +87,12 @@ std::vector<int64_t> informative_groups(const std::vector<double>& accuracy, int
 }
 
 double pass_at_k(int64_t n, int64_t c, int64_t k) {
-  BUPO_CHECK(k >= 1 && k <= n && c >= 0 && c <= n, "pass@k: need 1 <= k <= n and 0 <= c <= n (n=",
-             n, ", c=", c, ", k=", k, ")");
+  BUPO_CHECK(k >= 1 && k <= n && c >= 0 && c <= n,
+             "pass@k: need 1 <= k <= n and 0 <= c <= n (n=", n, ", c=", c, ", k=", k, ")");
   if (n - c < k) return 1.0;
   double prod = 1.0;  // C(n−c, k)/C(n, k) = Π_{i=n−c+1}^{n} (1 − k/i)
-  for (int64_t i = n - c + 1; i <= n; ++i) prod *= 1.0 - static_cast<double>(k) / static_cast<double>(i);
+  for (int64_t i = n - c + 1; i <= n; ++i)
+    prod *= 1.0 - static_cast<double>(k) / static_cast<double>(i);
   return 1.0 - prod;
 }
 

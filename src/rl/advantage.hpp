@@ -3,8 +3,8 @@
 //               a group of one gets mean 0 and std 1.
 //   token-level group average (HAPO component B, §2.3): every token of response i carries R_i;
 //               mean and population std over all valid tokens of the group's G responses; a group
-//               in which any |A| reaches `fallback_threshold` (5 in the released code) falls back to
-//               GRPO.
+//               in which any |A| reaches `fallback_threshold` (5 in the released code) falls back
+//               to GRPO.
 //   DAPO overlong shaping (§3) and dynamic-sampling group filtering.
 // Advantages are constant over a response's tokens in all of these, so they are per sequence.
 #pragma once
@@ -18,8 +18,8 @@ std::vector<double> grpo_advantages(const std::vector<double>& rewards, int64_t 
                                     bool normalize_std = true, double eps = 1e-6);
 
 struct TokenGroupResult {
-  std::vector<double> advantages;   // per sequence
-  std::vector<uint8_t> fell_back;   // per group: 1 = the GRPO advantage was used
+  std::vector<double> advantages;  // per sequence
+  std::vector<uint8_t> fell_back;  // per group: 1 = the GRPO advantage was used
 };
 TokenGroupResult token_group_advantages(const std::vector<double>& rewards,
                                         const std::vector<int64_t>& lengths, int64_t group_size,

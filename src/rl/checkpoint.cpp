@@ -5,13 +5,14 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
 
-#include "core/error.hpp"
 #include "bupo/version.hpp"
+#include "core/error.hpp"
 #include "io/json_util.hpp"
 
 namespace fs = std::filesystem;
@@ -77,9 +78,7 @@ std::string save_checkpoint(const std::string& out_dir, const Model& model, cons
     const auto& params = model.params().all();
     const uint64_t n = params.size(), total = model.params().total_elements();
     std::string buf(kMagic, 8);
-    auto put = [&](const void* p, size_t bytes) {
-      buf.append(static_cast<const char*>(p), bytes);
-    };
+    auto put = [&](const void* p, size_t bytes) { buf.append(static_cast<const char*>(p), bytes); };
     put(&n, 8);
     put(&total, 8);
     for (size_t i = 0; i < n; ++i) {
@@ -93,7 +92,8 @@ std::string save_checkpoint(const std::string& out_dir, const Model& model, cons
     write_file(tmp / "optimizer.bin", buf);
   }
   json js = {{"step", st.step},
-             {"sampler", {{"epoch", st.sampler.epoch}, {"pos", st.sampler.pos}, {"drawn", st.sampler.drawn}}},
+             {"sampler",
+              {{"epoch", st.sampler.epoch}, {"pos", st.sampler.pos}, {"drawn", st.sampler.drawn}}},
              {"hapo_stats",
               {{"valid", st.hapo_stats.valid},
                {"pivot", hex(st.hapo_stats.pivot)},
@@ -118,29 +118,39 @@ std::string save_checkpoint(const std::string& out_dir, const Model& model, cons
   fsync_path(root);
 
   // keep the newest `keep` complete checkpoints
+  const auto done = complete_checkpoints(out_dir);
+  for (size_t i = 0; i + static_cast<size_t>(keep) < done.size(); ++i) fs::remove_all(done[i]);
+  return final_dir.string();
+}
+
+std::vector<std::string> complete_checkpoints(const std::string& out_dir) {
+  const fs::path root = fs::path(out_dir) / "checkpoints";
   std::vector<std::string> done;
+  if (!fs::exists(root)) return done;
   for (const auto& e : fs::directory_iterator(root)) {
     const std::string n = e.path().filename().string();
     if (e.is_directory() && n.rfind("step_", 0) == 0 && n.find('.') == std::string::npos &&
         fs::exists(e.path() / "COMPLETE"))
-      done.push_back(n);
+      done.push_back(e.path().string());
   }
-  std::sort(done.begin(), done.end());
-  for (size_t i = 0; i + static_cast<size_t>(keep) < done.size(); ++i) fs::remove_all(root / done[i]);
-  return final_dir.string();
+  std::sort(done.begin(), done.end());  // zero-padded step numbers: lexical = numeric order
+  return done;
 }
 
 std::string latest_checkpoint(const std::string& out_dir) {
+  const auto done = complete_checkpoints(out_dir);
+  return done.empty() ? "" : done.back();
+}
+
+void discard_checkpoints_after(const std::string& out_dir, int64_t step) {
   const fs::path root = fs::path(out_dir) / "checkpoints";
-  if (!fs::exists(root)) return "";
-  std::string best;
+  if (!fs::exists(root)) return;
   for (const auto& e : fs::directory_iterator(root)) {
     const std::string n = e.path().filename().string();
-    if (e.is_directory() && n.rfind("step_", 0) == 0 && n.find('.') == std::string::npos &&
-        fs::exists(e.path() / "COMPLETE") && n > best)
-      best = n;
+    if (e.is_directory() && n.rfind("step_", 0) == 0 && n.size() >= 13 &&
+        std::atoll(n.substr(5, 8).c_str()) > step)
+      fs::remove_all(e.path());
   }
-  return best.empty() ? "" : (root / best).string();
 }
 
 void load_checkpoint(const std::string& dir, Model& model, AdamW& opt, TrainState& st) {
@@ -158,8 +168,8 @@ void load_checkpoint(const std::string& dir, Model& model, AdamW& opt, TrainStat
     std::memcpy(&n, buf.data() + 8, 8);
     std::memcpy(&total, buf.data() + 16, 8);
     const auto& params = model.params().all();
-    BUPO_CHECK(n == params.size() && total == model.params().total_elements(), path, ": holds ",
-               n, " parameters / ", total, " elements; the model has ", params.size(), " / ",
+    BUPO_CHECK(n == params.size() && total == model.params().total_elements(), path, ": holds ", n,
+               " parameters / ", total, " elements; the model has ", params.size(), " / ",
                model.params().total_elements());
     const uint64_t need = 24 + 8 * n + 8 * total;
     BUPO_CHECK(buf.size() == need, path, ": ", buf.size(), " bytes; expected ", need);

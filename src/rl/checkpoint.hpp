@@ -7,6 +7,7 @@
 #pragma once
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "model/model.hpp"
 #include "optim/adamw.hpp"
@@ -21,7 +22,7 @@ struct TrainState {
   EntropyStats hapo_stats;  // the sampler's statistics for the next step (HAPO A)
   int64_t nonfinite_in_row = 0;
   int64_t optimizer_steps = 0;  // for the LR warm-up
-  int64_t bupo_layer = 0;  // the BuPO layer in use (chosen at step 0 when automatic)
+  int64_t bupo_layer = 0;       // the BuPO layer in use (chosen at step 0 when automatic)
 };
 
 // Returns the checkpoint folder written.
@@ -30,6 +31,10 @@ std::string save_checkpoint(const std::string& out_dir, const Model& model, cons
                             const std::string& tokenizer_json, int64_t keep);
 // The latest complete checkpoint under <out>/checkpoints, or "" when there is none.
 std::string latest_checkpoint(const std::string& out_dir);
+// Complete checkpoint folders under <out>/checkpoints, oldest first.
+std::vector<std::string> complete_checkpoints(const std::string& out_dir);
+// Removes the checkpoints of steps after `step` (resuming from an older one abandons them).
+void discard_checkpoints_after(const std::string& out_dir, int64_t step);
 // Loads weights, optimizer state and the training state; errors name the file and field.
 void load_checkpoint(const std::string& dir, Model& model, AdamW& opt, TrainState& st);
 

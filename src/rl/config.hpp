@@ -53,8 +53,8 @@ struct TrainConfig {
   struct Algorithm {
     std::string loss_agg = "token-mean", kl_estimator = "k3", reward = "01";
     bool std_normalize = true, verl_microbatch_mean = false, dynamic_sampling = false;
-    double clip_low = 0.2, clip_high = 0.2, dual_clip = 10.0, log_ratio_clamp = 20.0,
-           kl_coef = 0.0, entropy_coef = 0.0, overlong_factor = 1.0;
+    double clip_low = 0.2, clip_high = 0.2, dual_clip = 10.0, log_ratio_clamp = 20.0, kl_coef = 0.0,
+           entropy_coef = 0.0, overlong_factor = 1.0;
     int64_t max_gen_batches = 16, overlong_buffer = 0;
   } algorithm;
   struct Hapo {

@@ -14,11 +14,11 @@
 namespace bupo::rl {
 
 struct Problem {
-  int64_t index = 0;             // row in the source (0-based)
-  std::vector<int32_t> prompt;   // token ids, generation prompt included
+  int64_t index = 0;            // row in the source (0-based)
+  std::vector<int32_t> prompt;  // token ids, generation prompt included
   std::string ground_truth;
   std::string data_source;
-  std::string solution;          // built-in task only: the reference response (for warm start)
+  std::string solution;  // built-in task only: the reference response (for warm start)
 };
 
 class PromptSet {

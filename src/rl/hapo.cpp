@@ -12,7 +12,8 @@ EntropyStats entropy_stats(const float* H, int64_t n, double quantile) {
   EntropyStats s;
   if (n <= 0) return s;
   std::vector<double> x(static_cast<size_t>(n));
-  for (int64_t i = 0; i < n; ++i) x[static_cast<size_t>(i)] = std::log(std::max<double>(H[i], 1e-8));
+  for (int64_t i = 0; i < n; ++i)
+    x[static_cast<size_t>(i)] = std::log(std::max<double>(H[i], 1e-8));
   std::vector<double> sorted = x;
   std::sort(sorted.begin(), sorted.end());
   // Python round(): ties to even — std::nearbyint under the default FE_TONEAREST mode

@@ -18,7 +18,7 @@ enum class HSign { Code, Paper };
 
 struct EntropyStats {
   bool valid = false;
-  double pivot = 0, std = 1;           // of log-entropy
+  double pivot = 0, std = 1;               // of log-entropy
   double pos_max = 1e-8, neg_min = -1e-8;  // extremes of the normalised h (clamped as the code)
 };
 

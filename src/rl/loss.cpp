@@ -30,7 +30,7 @@ TokenLoss ppo_token_loss(double logp, double old_logp, double adv, double eps_l,
   const double l1 = -adv * r, l2 = -adv * rc;
   double l = l1;
   double d = lr_clamped ? 0.0 : -adv * r;  // dL1/dlogp
-  if (l2 > l1) {  // the clipped branch: constant in logp
+  if (l2 > l1) {                           // the clipped branch: constant in logp
     l = l2;
     d = 0.0;
     t.clipped = true;
@@ -72,13 +72,17 @@ Aggregation aggregation_from_string(const std::string& s) {
   if (s == "token-mean") return Aggregation::TokenMean;
   if (s == "seq-mean-token-mean") return Aggregation::SeqMeanTokenMean;
   if (s == "seq-mean-token-sum") return Aggregation::SeqMeanTokenSum;
-  fail("loss aggregation '", s, "': expected token-mean, seq-mean-token-mean or seq-mean-token-sum");
+  fail("loss aggregation '", s,
+       "': expected token-mean, seq-mean-token-mean or seq-mean-token-sum");
 }
 const char* aggregation_name(Aggregation a) {
   switch (a) {
-    case Aggregation::TokenMean: return "token-mean";
-    case Aggregation::SeqMeanTokenMean: return "seq-mean-token-mean";
-    case Aggregation::SeqMeanTokenSum: return "seq-mean-token-sum";
+    case Aggregation::TokenMean:
+      return "token-mean";
+    case Aggregation::SeqMeanTokenMean:
+      return "seq-mean-token-mean";
+    case Aggregation::SeqMeanTokenSum:
+      return "seq-mean-token-sum";
   }
   return "?";
 }
@@ -92,9 +96,15 @@ std::vector<double> aggregation_weights(Aggregation a, const std::vector<int64_t
   for (int64_t n : lengths) {
     double v = 0;
     switch (a) {
-      case Aggregation::TokenMean: v = total > 0 ? 1.0 / static_cast<double>(total) : 0.0; break;
-      case Aggregation::SeqMeanTokenMean: v = 1.0 / (S * static_cast<double>(n)); break;
-      case Aggregation::SeqMeanTokenSum: v = 1.0 / S; break;
+      case Aggregation::TokenMean:
+        v = total > 0 ? 1.0 / static_cast<double>(total) : 0.0;
+        break;
+      case Aggregation::SeqMeanTokenMean:
+        v = 1.0 / (S * static_cast<double>(n));
+        break;
+      case Aggregation::SeqMeanTokenSum:
+        v = 1.0 / S;
+        break;
     }
     w.insert(w.end(), static_cast<size_t>(n), v);
   }
@@ -103,7 +113,8 @@ std::vector<double> aggregation_weights(Aggregation a, const std::vector<int64_t
 
 std::vector<double> verl_microbatch_token_mean_weights(const std::vector<int64_t>& lengths,
                                                        const std::vector<int64_t>& micro_of) {
-  BUPO_CHECK(lengths.size() == micro_of.size(), "verl token-mean: lengths and micro-batch ids differ in size");
+  BUPO_CHECK(lengths.size() == micro_of.size(),
+             "verl token-mean: lengths and micro-batch ids differ in size");
   std::map<int64_t, std::pair<int64_t, int64_t>> per;  // micro -> (tokens, sequences)
   for (size_t i = 0; i < lengths.size(); ++i) {
     per[micro_of[i]].first += lengths[i];

@@ -16,10 +16,10 @@ enum class KlKind { K1, K2, K3 };
 KlKind kl_kind_from_string(const std::string& s);
 
 struct TokenLoss {
-  double loss = 0;        // the policy term ℓ
-  double dlogp = 0;       // dℓ/dlogp
+  double loss = 0;   // the policy term ℓ
+  double dlogp = 0;  // dℓ/dlogp
   double ratio = 1;
-  bool clipped = false;   // the clipped branch is active (no gradient through the ratio)
+  bool clipped = false;  // the clipped branch is active (no gradient through the ratio)
   bool clipped_low = false, clipped_high = false, dual_clipped = false;
 };
 

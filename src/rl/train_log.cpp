@@ -156,20 +156,26 @@ void TrainLog::write_validation(int64_t step, const std::string& set, double avg
   file_.set_attr(g + "/pass_at_k", "k", ks);
 }
 
+void write_layer_evidence(h5::File& f, const std::string& group, const std::vector<float>& ffn_dh,
+                          const std::vector<float>& attn_dh, int64_t chosen, int64_t tokens) {
+  h5::RowDataset(f.id(), group + "/ffn_delta_h", h5::Kind::F32, 0, 256,
+                 "mean Delta H_FFN per layer l = 1..L (papers.md Eq. 13)")
+      .append(ffn_dh.data(), static_cast<int64_t>(ffn_dh.size()));
+  h5::RowDataset(f.id(), group + "/attn_delta_h", h5::Kind::F32, 0, 256,
+                 "mean Delta H_ATTN per layer l = 1..L (papers.md Eq. 12)")
+      .append(attn_dh.data(), static_cast<int64_t>(attn_dh.size()));
+  const std::string obj = group.empty() ? "/" : group;
+  f.set_attr(obj, "chosen_layer", chosen);
+  f.set_attr(obj, "tokens", tokens);
+  f.set_attr(obj, "rule", std::string("last layer with mean Delta H_FFN > 0 (papers.md 1.6)"));
+}
+
 void TrainLog::write_layer_selection(const std::vector<float>& ffn_dh,
                                      const std::vector<float>& attn_dh, int64_t chosen,
                                      int64_t tokens) {
   const std::string g = "/bupo_layer_selection";
   if (h5::exists(file_.id(), g)) return;  // written once, at step 0
-  h5::RowDataset(file_.id(), g + "/ffn_delta_h", h5::Kind::F32, 0, 256,
-                 "mean Delta H_FFN per layer l = 1..L (papers.md Eq. 13)")
-      .append(ffn_dh.data(), static_cast<int64_t>(ffn_dh.size()));
-  h5::RowDataset(file_.id(), g + "/attn_delta_h", h5::Kind::F32, 0, 256,
-                 "mean Delta H_ATTN per layer l = 1..L (papers.md Eq. 12)")
-      .append(attn_dh.data(), static_cast<int64_t>(attn_dh.size()));
-  file_.set_attr(g, "chosen_layer", chosen);
-  file_.set_attr(g, "tokens", tokens);
-  file_.set_attr(g, "rule", std::string("last layer with mean Delta H_FFN > 0 (papers.md 1.6)"));
+  write_layer_evidence(file_, g, ffn_dh, attn_dh, chosen, tokens);
 }
 
 void TrainLog::flush() {

@@ -5,11 +5,11 @@
 //   /steps/step (n) int64, /steps/<metric> (n) float32       one row per training step
 //   /entropy/step (m) int64                                  one row every diagnostics.every steps
 //   /entropy/layer (m, L+1)  H(H^l), l = 0..L                mean over the subsampled tokens
-//   /entropy/attn_in, attn_out, ffn_in, ffn_out (m, L)       H(LN_in H^{l-1}), H(A^l), H(LN_post), H(F^l)
-//   /entropy/output (m)      the model's own policy; /entropy/bupo_layer (m) H(pi^l) (NaN: off)
-//   /entropy/tokens (m)      tokens averaged
-//   /validation/<set>/step (v), avg (v), pass_at_k (v, K) with attribute k
-//   /bupo_layer_selection/... the evidence of an automatic choice of l (written once)
+//   /entropy/attn_in, attn_out, ffn_in, ffn_out (m, L)       H(LN_in H^{l-1}), H(A^l), H(LN_post),
+//   H(F^l) /entropy/output (m)      the model's own policy; /entropy/bupo_layer (m) H(pi^l) (NaN:
+//   off) /entropy/tokens (m)      tokens averaged /validation/<set>/step (v), avg (v), pass_at_k
+//   (v, K) with attribute k /bupo_layer_selection/... the evidence of an automatic choice of l
+//   (written once)
 // Root attributes: schema_version, program_version, config (the effective TOML), created_by.
 // On resume every group is truncated back to the rows whose step is <= the checkpoint's step.
 #pragma once
@@ -31,6 +31,11 @@ struct EntropySummary {
   std::vector<float> layer, attn_in, attn_out, ffn_in, ffn_out;  // (L+1), (L) ×4
   float output = 0, bupo_layer = 0;
 };
+
+// The evidence of the BuPO layer rule (papers.md §1.6) under `group` ("" = the file's root):
+// ffn_delta_h, attn_delta_h (L) and the attributes chosen_layer, tokens, rule.
+void write_layer_evidence(h5::File& f, const std::string& group, const std::vector<float>& ffn_dh,
+                          const std::vector<float>& attn_dh, int64_t chosen, int64_t tokens);
 
 class TrainLog {
  public:

@@ -11,6 +11,7 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
+#include <numeric>
 #include <set>
 #include <sstream>
 
@@ -100,6 +101,18 @@ void gather_rows(const float* x, const std::vector<int64_t>& rows, int64_t d,
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < R; ++r)
     std::copy_n(x + rows[static_cast<size_t>(r)] * d, d, out.data() + r * d);
+}
+
+// dH (N, d): the rows' gradients dX (R, d) added at their positions, zero elsewhere.
+std::vector<float> scatter_rows(const std::vector<float>& dX, const std::vector<int64_t>& rows,
+                                int64_t d, int64_t N) {
+  std::vector<float> dH(static_cast<size_t>(N * d), 0.0f);
+  for (size_t r = 0; r < rows.size(); ++r) {
+    float* dst = dH.data() + rows[r] * d;
+    const float* src = dX.data() + static_cast<int64_t>(r) * d;
+    for (int64_t c = 0; c < d; ++c) dst[c] += src[c];
+  }
+  return dH;
 }
 
 }  // namespace
@@ -282,13 +295,7 @@ struct Trainer::Impl {
     if (resuming) {
       load_checkpoint(ck, *model, *optim, st);
       sampler->set_state(st.sampler);
-      // checkpoints after the one resumed from belong to an abandoned continuation
-      for (const auto& e : fs::directory_iterator(fs::path(out_dir) / "checkpoints")) {
-        const std::string n = e.path().filename().string();
-        if (e.is_directory() && n.rfind("step_", 0) == 0 && n.size() >= 13 &&
-            std::atoll(n.substr(5, 8).c_str()) > st.step)
-          fs::remove_all(e.path());
-      }
+      discard_checkpoints_after(out_dir, st.step);  // an abandoned continuation
       say("resumed from " + ck + " (step " + std::to_string(st.step) + ")");
     }
     log = std::make_unique<TrainLog>((fs::path(out_dir) / "diagnostics.h5").string(),
@@ -363,11 +370,7 @@ struct Trainer::Impl {
       dX.assign(X.size(), 0.0f);
       model->params().zero_grad();
       head.backward(X.data(), R, pk.targets.data(), g.data(), nullptr, dX.data());
-      std::vector<float> dY(static_cast<size_t>(pk.b.N() * d), 0.0f);
-      for (int64_t r = 0; r < R; ++r)
-        for (int64_t c = 0; c < d; ++c)
-          dY[static_cast<size_t>(pk.rows[static_cast<size_t>(r)] * d + c)] +=
-              dX[static_cast<size_t>(r * d + c)];
+      const std::vector<float> dY = scatter_rows(dX, pk.rows, d, pk.b.N());
       model->backward_from_output(pk.b, acts, dY.data());
       clip_grad_norm(model->params(), 1.0);
       sft.step();
@@ -686,7 +689,7 @@ struct Trainer::Impl {
     const KlKind klk = kl_kind_from_string(cfg.algorithm.kl_estimator);
     const Lens lens_obj = lens_for(*model, path);
     model->params().zero_grad();
-    double loss_total = 0, pg = 0, klv = 0, ent = 0, tokc = 0;
+    double loss_total = 0, pg = 0, klv = 0, ent = 0;
     size_t wi = 0;
     // fault injection for tests: BUPO_FAULT_NAN_STEPS=2,3 poisons those steps' gradients
     const std::set<int64_t> fault_steps = [] {
@@ -751,7 +754,6 @@ struct Trainer::Impl {
           us.dual += tl.dual_clipped;
           us.ratio_sum += tl.ratio;
           us.adv_abs += std::fabs(a);
-          tokc += 1;
           if (first) us.first_maxdev = std::max(us.first_maxdev, std::fabs(tl.ratio - 1.0));
         }
       }
@@ -759,12 +761,7 @@ struct Trainer::Impl {
       std::vector<float> dX(X.size(), 0.0f);
       lens_obj.backward(X.data(), R, pk.targets.data(), g_lp.data(),
                         cfg.algorithm.entropy_coef != 0 ? g_ent.data() : nullptr, dX.data());
-      std::vector<float> dH(static_cast<size_t>(pk.b.N() * d), 0.0f);
-      for (int64_t r = 0; r < R; ++r) {
-        float* dst = dH.data() + pk.rows[static_cast<size_t>(r)] * d;
-        const float* src = dX.data() + r * d;
-        for (int64_t c = 0; c < d; ++c) dst[c] += src[c];
-      }
+      const std::vector<float> dH = scatter_rows(dX, pk.rows, d, pk.b.N());
       if (path.layer == 0)
         model->backward_from_output(pk.b, acts, dH.data());
       else
@@ -774,8 +771,8 @@ struct Trainer::Impl {
     ++us.minis;
     us.pg_loss += (pg - us.pg_loss) / static_cast<double>(us.minis);
     us.kl += (klv - us.kl) / static_cast<double>(us.minis);
-    us.entropy += (ent / std::max(1e-12, sum_w(w)) - us.entropy) / static_cast<double>(us.minis);
-    (void)tokc;
+    const double w_total = std::accumulate(w.begin(), w.end(), 0.0);
+    us.entropy += (ent / std::max(1e-12, w_total) - us.entropy) / static_cast<double>(us.minis);
 
     const double gn = grad_norm(model->params());
     if (!std::isfinite(loss_total) || !std::isfinite(gn)) {
@@ -797,11 +794,6 @@ struct Trainer::Impl {
     ++us.updates;
     us.grad_norm_last = gn;
     us.lr_last = lr;
-  }
-  static double sum_w(const std::vector<double>& w) {
-    double s = 0;
-    for (double x : w) s += x;
-    return s;
   }
   int64_t cur_step = 0;
 
@@ -980,15 +972,7 @@ LayerChoice pick_layer_command(const TrainConfig& cfg, const std::string& out_h5
   h5::File f = h5::File::create(out_h5, overwrite);
   f.set_attr("/", "program_version", std::string(kVersion));
   f.set_attr("/", "config", cfg.to_toml());
-  h5::RowDataset(f.id(), "/ffn_delta_h", h5::Kind::F32, 0, 256,
-                 "mean Delta H_FFN per layer l = 1..L (papers.md Eq. 13)")
-      .append(c.ffn_dh.data(), static_cast<int64_t>(c.ffn_dh.size()));
-  h5::RowDataset(f.id(), "/attn_delta_h", h5::Kind::F32, 0, 256,
-                 "mean Delta H_ATTN per layer l = 1..L (papers.md Eq. 12)")
-      .append(c.attn_dh.data(), static_cast<int64_t>(c.attn_dh.size()));
-  f.set_attr("/", "chosen_layer", c.chosen);
-  f.set_attr("/", "tokens", c.tokens);
-  f.set_attr("/", "rule", std::string("last layer with mean Delta H_FFN > 0 (papers.md 1.6)"));
+  write_layer_evidence(f, "", c.ffn_dh, c.attn_dh, c.chosen, c.tokens);
   f.flush();
   return c;
 }

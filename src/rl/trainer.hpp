@@ -26,11 +26,11 @@ namespace bupo::rl {
 constexpr int kExitPreempted = 75;  // SIGTERM/SIGUSR1: step finished, checkpoint written
 
 struct TrainOptions {
-  bool resume = false;         // continue from the latest complete checkpoint in out_dir
-  std::string resume_from;     // or from this checkpoint folder
-  bool overwrite = false;      // replace an existing run in out_dir
-  bool quiet = false;          // no progress output
-  int64_t stop_after_step = 0; // stop (with a checkpoint) after this step; 0: trainer.steps
+  bool resume = false;          // continue from the latest complete checkpoint in out_dir
+  std::string resume_from;      // or from this checkpoint folder
+  bool overwrite = false;       // replace an existing run in out_dir
+  bool quiet = false;           // no progress output
+  int64_t stop_after_step = 0;  // stop (with a checkpoint) after this step; 0: trainer.steps
 };
 
 // One sampled response and everything the update needs about it.
