@@ -2,10 +2,46 @@
 
 #include <algorithm>
 
+#include "core/error.hpp"
+
 namespace bupo {
+
+const char* comm_op_name(CommOp op) {
+  switch (op) {
+    case CommOp::AllReduce: return "all_reduce";
+    case CommOp::AllGather: return "all_gather";
+    case CommOp::ReduceScatter: return "reduce_scatter";
+    case CommOp::Broadcast: return "broadcast";
+    case CommOp::Send: return "send";
+    case CommOp::Recv: return "recv";
+    case CommOp::Barrier: return "barrier";
+    case CommOp::kCount: break;
+  }
+  return "?";
+}
+
+uint64_t CommStats::calls() const {
+  uint64_t s = 0;
+  for (const auto& c : by_op) s += c.calls;
+  return s;
+}
+uint64_t CommStats::bytes() const {
+  uint64_t s = 0;
+  for (const auto& c : by_op) s += c.bytes;
+  return s;
+}
 
 void SelfComm::allgather(const float* in, float* out, size_t n) {
   std::copy(in, in + n, out);
+}
+void SelfComm::reduce_scatter_sum(const float* in, float* out, size_t n) {
+  std::copy(in, in + n, out);
+}
+void SelfComm::send(const float*, size_t, int peer) {
+  fail("SelfComm: send to rank ", peer, " in a group of one");
+}
+void SelfComm::recv(float*, size_t, int peer) {
+  fail("SelfComm: recv from rank ", peer, " in a group of one");
 }
 
 ParallelContext ParallelContext::single() {
@@ -13,7 +49,22 @@ ParallelContext ParallelContext::single() {
   pc.tp = std::make_shared<SelfComm>();
   pc.pp = std::make_shared<SelfComm>();
   pc.dp = std::make_shared<SelfComm>();
+  pc.world = std::make_shared<SelfComm>();
   return pc;
+}
+
+int ParallelContext::stage_lo(int s, int L) const {
+  if (stage_begin.empty()) return 1;
+  return stage_begin.at(static_cast<size_t>(s));
+}
+int ParallelContext::stage_hi(int s, int L) const {
+  if (stage_begin.empty()) return L;
+  return stage_begin.at(static_cast<size_t>(s) + 1) - 1;
+}
+int ParallelContext::stage_of_layer(int l, int L) const {
+  for (int s = 0; s < pp_size(); ++s)
+    if (l <= stage_hi(s, L)) return s;
+  fail("stage_of_layer: layer ", l, " beyond the last stage (", L, " layers)");
 }
 
 }  // namespace bupo

@@ -2,11 +2,13 @@
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <map>
+#include <memory>
 
 #include "bupo/version.hpp"
 #include "cli/commands.hpp"
 #include "core/error.hpp"
 #include "core/threads.hpp"
+#include "parallel/mpi_comm.hpp"
 
 int main(int argc, char** argv) {
   CLI::App app{
@@ -34,16 +36,27 @@ int main(int argc, char** argv) {
   } catch (const CLI::ParseError& e) {
     return app.exit(e);
   }
+  // Under mpirun / srun every rank runs this binary; MPI is initialised only then. A rank that
+  // fails ends the whole job (MPI_Abort) after naming itself — never a silent hang of the others.
+  std::unique_ptr<bupo::MpiSession> mpi;
+  auto report = [&](const char* kind, const char* what, int code) {
+    if (bupo::world_size() > 1) {
+      std::fprintf(stderr, "bupo: %s on %s: %s\n", kind, bupo::rank_name(bupo::world_rank()).c_str(),
+                   what);
+      bupo::MpiSession::abort_job(code);
+    }
+    std::fprintf(stderr, "bupo: %s: %s\n", kind, what);
+    return code;
+  };
   try {
+    if (bupo::launched_by_mpi()) mpi = std::make_unique<bupo::MpiSession>(&argc, &argv);
     bupo::set_num_threads(threads);
     for (auto& [name, run] : runners)
       if (app.got_subcommand(name)) return run();
   } catch (const bupo::Error& e) {
-    std::fprintf(stderr, "bupo: error: %s\n", e.what());
-    return 1;
+    return report("error", e.what(), 1);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "bupo: internal error: %s\n", e.what());
-    return 2;
+    return report("internal error", e.what(), 2);
   }
   return 0;
 }

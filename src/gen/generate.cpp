@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "core/error.hpp"
@@ -162,32 +163,70 @@ std::vector<Generation> generate(Model& model, const std::vector<std::vector<int
   std::vector<float> logits;
   Activations acts;
 
-  // Sample the next token of every listed slot from the last row of each of its sequences.
+  // Sample the next token of every listed slot from the last row of each of its sequences. Under
+  // pipeline parallelism the last stage samples and broadcasts (token, log-prob, entropy,
+  // temperature, raw entropy) to the other stages; under tensor parallelism the last rows'
+  // vocabulary shards are gathered for sampling (top-p needs the whole distribution).
+  const ParallelContext& pc = model.parallel();
+  const int64_t tp = pc.tp_size(), Vl = V / tp;
+  std::vector<float> shard;
   auto step = [&](const std::vector<int64_t>& ss, const Batch& b) {
     model.forward_cached(b, acts, cache, ss);
-    logits.resize(static_cast<size_t>(ss.size() * V));
-    std::vector<float> last(static_cast<size_t>(ss.size() * d));
-    for (size_t i = 0; i < ss.size(); ++i)
-      std::copy_n(acts.final_out.ptr() + (b.cu_seqlens[i + 1] - 1) * d, d, last.data() + i * d);
-    head.logits(last.data(), static_cast<int64_t>(ss.size()), logits.data());
-    for (size_t i = 0; i < ss.size(); ++i) {
-      const int64_t s = ss[i];
+    const int64_t S = static_cast<int64_t>(ss.size());
+    constexpr int64_t kF = 5;
+    std::vector<float> res(static_cast<size_t>(S * kF));
+    if (pc.last_stage()) {
+      std::vector<float> last(static_cast<size_t>(S * d));
+      for (int64_t i = 0; i < S; ++i)
+        std::copy_n(acts.final_out.ptr() + (b.cu_seqlens[static_cast<size_t>(i) + 1] - 1) * d, d,
+                    last.data() + i * d);
+      logits.resize(static_cast<size_t>(S * V));
+      if (tp == 1) {
+        head.logits(last.data(), S, logits.data());
+      } else {
+        shard.resize(static_cast<size_t>(S * Vl));
+        std::vector<float> all(static_cast<size_t>(S * V));
+        head.logits(last.data(), S, shard.data());
+        pc.tp->allgather(shard.data(), all.data(), shard.size());
+        for (int64_t t = 0; t < tp; ++t)
+          for (int64_t i = 0; i < S; ++i)
+            std::copy_n(all.data() + (t * S + i) * Vl, Vl, logits.data() + i * V + t * Vl);
+      }
+      // a padded vocabulary's filler ids sit at the end: sample among the real ones only
+      const int64_t Veff = opt.vocab_limit > 0 ? std::min(opt.vocab_limit, V) : V;
+      for (int64_t i = 0; i < S; ++i) {
+        const int64_t s = ss[static_cast<size_t>(i)];
+        const Generation& g = out[static_cast<size_t>(s)];
+        const float* z = logits.data() + i * V;
+        const int64_t pos = len[static_cast<size_t>(s)];
+        float temp = opt.temperature;
+        const float raw_entropy = entropy_of_logits(z, Veff);
+        if (opt.temperature_hook)
+          temp = opt.temperature_hook({key(g.prompt), g.sample, pos, raw_entropy});
+        float lp = 0, ent = 0;
+        const int32_t t =
+            sample_token(z, Veff, temp, opt.top_p, opt.top_k,
+                         sampling_uniform(opt.seed, key(g.prompt), g.sample, pos), &lp, &ent);
+        float* r = res.data() + i * kF;
+        r[0] = static_cast<float>(t);  // exact: token ids are < 2^24
+        r[1] = lp;
+        r[2] = ent;
+        r[3] = temp;
+        r[4] = raw_entropy;
+      }
+    }
+    if (pc.pp_size() > 1) pc.pp->broadcast(res.data(), res.size() * sizeof(float), pc.pp_size() - 1);
+    for (int64_t i = 0; i < S; ++i) {
+      const int64_t s = ss[static_cast<size_t>(i)];
       Generation& g = out[static_cast<size_t>(s)];
-      const float* z = logits.data() + i * V;
+      const float* r = res.data() + i * kF;
+      const auto t = static_cast<int32_t>(r[0]);
       const int64_t pos = len[static_cast<size_t>(s)];
-      float temp = opt.temperature;
-      const float raw_entropy = entropy_of_logits(z, V);
-      if (opt.temperature_hook)
-        temp = opt.temperature_hook({key(g.prompt), g.sample, pos, raw_entropy});
-      float lp = 0, ent = 0;
-      const int32_t t =
-          sample_token(z, V, temp, opt.top_p, opt.top_k,
-                       sampling_uniform(opt.seed, key(g.prompt), g.sample, pos), &lp, &ent);
       g.ids.push_back(t);
-      g.logprobs.push_back(lp);
-      g.entropies.push_back(ent);
-      g.temperatures.push_back(temp);
-      g.raw_entropies.push_back(raw_entropy);
+      g.logprobs.push_back(r[1]);
+      g.entropies.push_back(r[2]);
+      g.temperatures.push_back(r[3]);
+      g.raw_entropies.push_back(r[4]);
       len[static_cast<size_t>(s)] = pos + 1;
       if (tok) g.text += dec[static_cast<size_t>(s)]->push(t);
       if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), t) != opt.stop_ids.end())

@@ -32,6 +32,8 @@ struct GenerateOptions {
   // Random-key identity of each prompt (e.g. its dataset index, or step·B + index); default: the
   // prompt's index in this call. Same key, sample and position -> same random number.
   std::vector<int64_t> prompt_keys;
+  // Ids >= vocab_limit (a padded vocabulary's filler rows) are never sampled; 0: no limit.
+  int64_t vocab_limit = 0;
 };
 
 struct Generation {

@@ -82,7 +82,23 @@ EntropyRows compute_entropy_rows(Model& model, const std::vector<TokenRecord>& r
   model.forward(b, acts, /*keep=*/false, L, &tap);
   const Lens output_lens{&model.unembedding(), nullptr, LensMode::Raw, lens.eps, lens.tp,
                          opt.lens_chunk_rows};
-  eval(output_lens, acts.final_out.ptr(), out.output, out.lp_output, 0, 1);
+  Comm& pp = *model.parallel().pp;
+  if (model.parallel().last_stage())
+    eval(output_lens, acts.final_out.ptr(), out.output, out.lp_output, 0, 1);
+  if (pp.size() > 1) {  // every stage filled its own layers' columns: one packed sum over PP
+    std::vector<std::vector<float>*> cols = {&out.layer,      &out.lp_layer,    &out.attn_in,
+                                             &out.attn_out,   &out.ffn_in,      &out.ffn_out,
+                                             &out.lp_attn_in, &out.lp_attn_out, &out.lp_ffn_in,
+                                             &out.lp_ffn_out, &out.output,      &out.lp_output};
+    std::vector<float> packed;
+    for (auto* v : cols) packed.insert(packed.end(), v->begin(), v->end());
+    pp.allreduce_sum(packed.data(), packed.size());
+    size_t o = 0;
+    for (auto* v : cols) {
+      std::copy_n(packed.data() + o, v->size(), v->data());
+      o += v->size();
+    }
+  }
   return out;
 }
 

@@ -61,9 +61,9 @@ void unpermute_qk_rows(float* w, int64_t heads, int64_t D, int64_t cols) {
 }
 
 void load_gguf_weights(Model& m, const GgufFile& f) {
-  BUPO_CHECK(m.parallel().tp_size() == 1,
-             "GGUF import: tensor parallelism needs a converted checkpoint "
-             "(bupo convert) for now");
+  BUPO_CHECK(m.parallel().tp_size() == 1 && m.parallel().pp_size() == 1,
+             "GGUF import: tensor and pipeline parallelism need a converted checkpoint "
+             "(bupo convert model.gguf DIR, then model.path = DIR)");
   const ModelConfig& c = m.config();
   auto gguf_name = [](const std::string& hf) -> std::string {
     if (hf == "model.embed_tokens.weight") return "token_embd.weight";

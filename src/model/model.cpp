@@ -34,17 +34,34 @@ Model::Model(const ModelConfig& cfg, ParallelContext pc) : cfg_(cfg), pc_(std::m
   const int64_t d = cfg_.hidden_size, D = cfg_.head_dim, V = cfg_.vocab_size,
                 ff = cfg_.intermediate_size;
   const int64_t H = cfg_.num_heads, Hkv = cfg_.num_kv_heads;
-  BUPO_CHECK(H % tp == 0 && Hkv % tp == 0 && ff % tp == 0 && V % tp == 0,
+  BUPO_CHECK(H % tp == 0 && (Hkv % tp == 0 || tp % Hkv == 0) && ff % tp == 0 && V % tp == 0,
              "parallel layout: tp=", tp, " must divide num_attention_heads=", H,
-             ", num_key_value_heads=", Hkv, ", intermediate_size=", ff, " and vocab_size=", V);
-  const int64_t Hl = H / tp, Hkvl = Hkv / tp, ffl = ff / tp, Vl = V / tp;
+             ", intermediate_size=", ff, " and vocab_size=", V,
+             ", and divide or be a multiple of num_key_value_heads=", Hkv);
+  const int L = num_layers();
+  lo_ = pc_.stage_lo(pc_.pp_rank(), L);
+  hi_ = pc_.stage_hi(pc_.pp_rank(), L);
+  BUPO_CHECK(lo_ >= 1 && hi_ <= L && lo_ <= hi_ + 1, "parallel layout: stage ", pc_.pp_rank(),
+             " owns layers ", lo_, "..", hi_, " of a ", L, "-layer model");
+  // KV heads: split across TP ranks, or — with fewer KV heads than ranks — one head per rank,
+  // replicated on the tp/Hkv ranks whose query heads share it (Megatron's GQA layout).
+  const int64_t kv_rep = Hkv < tp ? tp / Hkv : 1;
+  const int64_t Hl = H / tp, Hkvl = Hkv < tp ? 1 : Hkv / tp, ffl = ff / tp, Vl = V / tp;
+  if (kv_rep > 1) kv_rep_ = pc_.tp->split(static_cast<int>(r / kv_rep), static_cast<int>(r));
+  const int64_t kv_off = (Hkv < tp ? r / kv_rep : r * Hkvl) * D;
 
   // Declare parameters in HF order; column-parallel: rows split (dim 0), row-parallel: dim 1.
+  // Only this pipeline stage's layers exist here; the embedding, E_u and the final norm exist on
+  // every stage (every layer's internal policy needs E_u) and their gradients are summed over PP.
   auto col = [&](const std::string& n, int64_t out_l, int64_t in) {
     return params_.add(n, {out_l, in}, {out_l * tp, in}, 0, r * out_l);
   };
   auto colb = [&](const std::string& n, int64_t out_l) {
     return params_.add(n, {out_l}, {out_l * tp}, 0, r * out_l);
+  };
+  auto kvw = [&](const std::string& n, bool bias) {
+    return bias ? params_.add(n, {Hkvl * D}, {Hkv * D}, 0, kv_off)
+                : params_.add(n, {Hkvl * D, d}, {Hkv * D, d}, 0, kv_off);
   };
   auto row = [&](const std::string& n, int64_t out, int64_t in_l) {
     return params_.add(n, {out, in_l}, {out, in_l * tp}, 1, r * in_l);
@@ -56,18 +73,18 @@ Model::Model(const ModelConfig& cfg, ParallelContext pc) : cfg_(cfg), pc_(std::m
                      bv = SIZE_MAX, o, g, u, dn;
   };
   const size_t emb = col("model.embed_tokens.weight", Vl, d);
-  std::vector<Idx> idx(static_cast<size_t>(cfg_.num_layers));
-  for (int64_t l = 0; l < cfg_.num_layers; ++l) {
+  std::vector<Idx> idx(static_cast<size_t>(L));
+  for (int64_t l = lo_ - 1; l < hi_; ++l) {
     const std::string p = "model.layers." + std::to_string(l) + ".";
     Idx& x = idx[static_cast<size_t>(l)];
     x.ln1 = rep(p + "input_layernorm.weight", d);
     x.q = col(p + "self_attn.q_proj.weight", Hl * D, d);
-    x.k = col(p + "self_attn.k_proj.weight", Hkvl * D, d);
-    x.v = col(p + "self_attn.v_proj.weight", Hkvl * D, d);
+    x.k = kvw(p + "self_attn.k_proj.weight", false);
+    x.v = kvw(p + "self_attn.v_proj.weight", false);
     if (cfg_.qkv_bias) {
       x.bq = colb(p + "self_attn.q_proj.bias", Hl * D);
-      x.bk = colb(p + "self_attn.k_proj.bias", Hkvl * D);
-      x.bv = colb(p + "self_attn.v_proj.bias", Hkvl * D);
+      x.bk = kvw(p + "self_attn.k_proj.bias", true);
+      x.bv = kvw(p + "self_attn.v_proj.bias", true);
     }
     x.o = row(p + "self_attn.o_proj.weight", d, Hl * D);
     if (cfg_.qk_norm) {
@@ -87,8 +104,10 @@ Model::Model(const ModelConfig& cfg, ParallelContext pc) : cfg_(cfg), pc_(std::m
   embed_.weight = P(emb);
   lm_head_ = P(head);
   final_norm_ = P(fn);
-  for (const Idx& x : idx) {
-    LayerParams lp;
+  layers_.resize(static_cast<size_t>(L));
+  for (int l = lo_; l <= hi_; ++l) {
+    const Idx& x = idx[static_cast<size_t>(l - 1)];
+    LayerParams& lp = layers_[static_cast<size_t>(l - 1)];
     lp.ln1 = P(x.ln1);
     lp.ln2 = P(x.ln2);
     lp.q_norm = P(x.qn);
@@ -100,12 +119,61 @@ Model::Model(const ModelConfig& cfg, ParallelContext pc) : cfg_(cfg), pc_(std::m
     lp.gate = {P(x.g), nullptr};
     lp.up = {P(x.u), nullptr};
     lp.down = {P(x.dn)};
-    layers_.push_back(lp);
+  }
+  // Which copies count in global sums: replicated-over-TP parameters on TP rank 0, replicated KV
+  // shards on the first rank of their replication group, the PP-shared ones on stage 0.
+  for (auto& p : params_.all()) {
+    const bool kv = kv_rep > 1 && (p.name.find(".k_proj.") != std::string::npos ||
+                                   p.name.find(".v_proj.") != std::string::npos);
+    const bool shared = &p == embed_.weight || &p == lm_head_ || &p == final_norm_;
+    if (p.shard_dim < 0 && r != 0) p.counted = false;
+    if (kv && r % kv_rep != 0) p.counted = false;
+    if (shared && !pc_.first_stage()) p.counted = false;
   }
   inv_freq_ = cpu::rope_inv_freq(D, cfg_.rope_theta, cfg_.rope_scaling);
   for (auto& p : params_.all())  // RMSNorm gains start at one
     if (p.name.ends_with("norm.weight") || p.name.ends_with("layernorm.weight"))
       std::fill(p.w, p.w + p.numel(), 1.0f);
+}
+
+const LayerParams& Model::layer(int l) const {
+  BUPO_CHECK(owns_layer(l), "layer ", l, " lives on another pipeline stage (this stage owns ",
+             lo_, "..", hi_, ")");
+  return layers_.at(static_cast<size_t>(l - 1));
+}
+
+bool Model::is_pp_shared(const Param& p) const {
+  return &p == embed_.weight || &p == lm_head_ || &p == final_norm_;
+}
+
+void Model::reduce_partial_grads() {
+  // q_norm / k_norm gains are replicated across TP but see only the local heads' gradients;
+  // replicated KV projections see only the local query heads' gradients.
+  Comm& tpc = *pc_.tp;
+  for (int l = lo_; l <= hi_ && tpc.size() > 1; ++l) {
+    const LayerParams& lp = layers_[static_cast<size_t>(l - 1)];
+    for (Param* p : {lp.q_norm, lp.k_norm})
+      if (p && p->has_grad) tpc.allreduce_sum(p->g, static_cast<size_t>(p->numel()));
+    if (kv_rep_)
+      for (Param* p : {lp.k.weight, lp.k.bias, lp.v.weight, lp.v.bias})
+        if (p && p->has_grad) kv_rep_->allreduce_sum(p->g, static_cast<size_t>(p->numel()));
+  }
+  // The PP-shared parameters: summed over the stages that used them, in one packed all-reduce.
+  Comm& ppc = *pc_.pp;
+  if (ppc.size() > 1) {
+    std::vector<Param*> sh = {embed_.weight};
+    if (lm_head_ != embed_.weight) sh.push_back(lm_head_);
+    sh.push_back(final_norm_);
+    std::vector<float> flags;
+    for (Param* p : sh) flags.push_back(p->has_grad ? 1.0f : 0.0f);
+    ppc.allreduce_max(flags.data(), flags.size());
+    for (size_t i = 0; i < sh.size(); ++i) {
+      if (flags[i] == 0.0f) continue;
+      if (!sh[i]->has_grad) std::fill(sh[i]->g, sh[i]->g + sh[i]->numel(), 0.0f);
+      sh[i]->has_grad = true;
+      ppc.allreduce_sum(sh[i]->g, static_cast<size_t>(sh[i]->numel()));
+    }
+  }
 }
 
 void Model::init_random(uint64_t seed, float stddev) {
@@ -219,9 +287,10 @@ KVCache Model::make_cache(int64_t slots, int64_t max_len) const {
   KVCache c;
   c.slots = slots;
   c.max_len = max_len;
-  c.width = cfg_.num_kv_heads / pc_.tp_size() * cfg_.head_dim;
-  c.k.assign(static_cast<size_t>(cfg_.num_layers),
-             std::vector<float>(static_cast<size_t>(slots * max_len * c.width)));
+  c.width = std::max<int64_t>(1, cfg_.num_kv_heads / pc_.tp_size()) * cfg_.head_dim;
+  c.k.resize(static_cast<size_t>(cfg_.num_layers));
+  for (int l = lo_; l <= hi_; ++l)  // this stage's layers only
+    c.k[static_cast<size_t>(l - 1)].assign(static_cast<size_t>(slots * max_len * c.width), 0.0f);
   c.v = c.k;
   return c;
 }
@@ -232,26 +301,38 @@ void Model::forward_impl(const Batch& b, Activations& acts, bool keep, int upto,
   if (upto < 0) upto = L;
   BUPO_CHECK(upto <= L, "forward: upto=", upto, " exceeds the number of layers ", L);
   const int64_t N = b.N(), d = cfg_.hidden_size, D = cfg_.head_dim, tp = pc_.tp_size();
-  const int64_t Hl = cfg_.num_heads / tp, Hkvl = cfg_.num_kv_heads / tp,
+  const int64_t Hl = cfg_.num_heads / tp, Hkvl = std::max<int64_t>(1, cfg_.num_kv_heads / tp),
                 ffl = cfg_.intermediate_size / tp;
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
   BUPO_CHECK(b.pos.size() == b.ids.size(), "forward: ids and pos differ in length");
   Comm& tpc = *pc_.tp;
 
+  // Pipeline: this stage runs layers lo_..min(hi_, upto) on H^{lo_-1} (the embedding on the
+  // first stage, received from the previous stage otherwise) and sends H^{hi_} on when later
+  // layers are wanted. A stage whose layers all lie above `upto` does nothing.
+  const int top = std::min(hi_, upto);
   acts.N = N;
   acts.upto = upto;
   acts.keep = keep;
-  acts.layers.resize(keep ? static_cast<size_t>(L) : 1);
-  ensure(acts.resid, {keep ? L + 1 : 2, N, d});
+  acts.base = lo_ - 1;
+  acts.top = top;
+  if (lo_ > 1 && lo_ > upto) return;
+  acts.layers.resize(keep ? static_cast<size_t>(std::max(0, top - acts.base)) : 1);
+  ensure(acts.resid, {keep ? top - acts.base + 1 : 2, N, d});
   acts.rope.build(b.pos.data(), N, inv_freq_);
 
-  embed_.forward(tpc, acts.h(0), b.ids.data(), N);
-  if (tap) (*tap)(LayerTaps{0, nullptr, nullptr, nullptr, nullptr, nullptr, acts.h(0)});
+  Comm& ppc = *pc_.pp;
+  if (lo_ == 1) {
+    embed_.forward(tpc, acts.h(0), b.ids.data(), N);
+    if (tap) (*tap)(LayerTaps{0, nullptr, nullptr, nullptr, nullptr, nullptr, acts.h(0)});
+  } else {
+    ppc.recv(acts.h(lo_ - 1), static_cast<size_t>(N * d), ppc.rank() - 1);
+  }
 
   const cpu::AttnShape ashape{N, Hl, Hkvl, D};
-  for (int l = 1; l <= upto; ++l) {
+  for (int l = lo_; l <= top; ++l) {
     const LayerParams& lp = layers_[static_cast<size_t>(l - 1)];
-    LayerActs& a = acts.layers[keep ? static_cast<size_t>(l - 1) : 0];
+    LayerActs& a = acts.layer(l);
     const float* x = acts.h(l - 1);
     float* y = acts.h(l);
     ensure(a.ln1, {N, d});
@@ -317,7 +398,8 @@ void Model::forward_impl(const Batch& b, Activations& acts, bool keep, int upto,
     if (tap)
       (*tap)(LayerTaps{l, x, a.ln1.ptr(), a.attn_out.ptr(), a.ln2.ptr(), a.ffn_out.ptr(), y});
   }
-  if (upto == L) {
+  if (hi_ < upto) ppc.send(acts.h(hi_), static_cast<size_t>(N * d), ppc.rank() + 1);
+  if (upto == L && hi_ == L) {
     ensure(acts.final_out, {N, d});
     ensure(acts.rstd_f, {N});
     cpu::rmsnorm_forward(acts.final_out.ptr(), acts.rstd_f.ptr(), acts.h(L), final_norm_->w, N, d,
@@ -330,6 +412,10 @@ void Model::backward_from_output(const Batch& b, Activations& acts, const float*
   const int L = num_layers();
   BUPO_CHECK(acts.keep && acts.upto == L,
              "backward_from_output: forward(keep=true) over all layers first");
+  if (hi_ < L) {  // not the last stage: the gradient arrives from the next stage
+    backward_from_layer(b, acts, L, nullptr);
+    return;
+  }
   const int64_t N = acts.N, d = cfg_.hidden_size;
   std::vector<float> dH(static_cast<size_t>(N * d), 0.0f);
   cpu::rmsnorm_backward(dH.data(), final_norm_->g, dY, acts.h(L), final_norm_->w, acts.rstd_f.ptr(),
@@ -343,21 +429,32 @@ void Model::backward_from_layer(const Batch& b, Activations& acts, int top, cons
              "backward: gradients are not allocated (ParamStore::allocate_grads)");
   BUPO_CHECK(acts.keep && top >= 0 && top <= acts.upto, "backward: layer ", top,
              " was not kept by the forward (upto=", acts.upto, ", keep=", acts.keep, ")");
+  // Pipeline: stages above `top` do no work; a stage below the one holding `top` receives
+  // dL/dH^{hi_} from the next stage; every stage but the first sends dL/dH^{lo_-1} back.
+  if (lo_ > 1 && lo_ > top) return;
   const int64_t N = acts.N, d = cfg_.hidden_size, D = cfg_.head_dim, tp = pc_.tp_size();
-  const int64_t Hl = cfg_.num_heads / tp, Hkvl = cfg_.num_kv_heads / tp,
+  const int64_t Hl = cfg_.num_heads / tp, Hkvl = std::max<int64_t>(1, cfg_.num_kv_heads / tp),
                 ffl = cfg_.intermediate_size / tp;
   Comm& tpc = *pc_.tp;
+  Comm& ppc = *pc_.pp;
   const cpu::AttnShape ashape{N, Hl, Hkvl, D};
 
-  std::vector<float> dh(dH, dH + N * d);                // (N, d) running dL/dH
+  std::vector<float> dh(static_cast<size_t>(N * d));  // (N, d) running dL/dH
+  if (top > hi_) {
+    ppc.recv(dh.data(), dh.size(), ppc.rank() + 1);
+    top = hi_;
+  } else {
+    BUPO_CHECK(dH != nullptr, "backward: no gradient given at layer ", top);
+    std::copy_n(dH, N * d, dh.data());
+  }
   std::vector<float> d_ln(static_cast<size_t>(N * d));  // (N, d)
   std::vector<float> d_act(static_cast<size_t>(N * ffl)), dg(d_act.size()), du(d_act.size());
   std::vector<float> d_att(static_cast<size_t>(N * Hl * D)), dq(d_att.size()), dq_pre(d_att.size());
   std::vector<float> dk(static_cast<size_t>(N * Hkvl * D)), dv(dk.size()), dk_pre(dk.size());
 
-  for (int l = top; l >= 1; --l) {
+  for (int l = top; l >= lo_; --l) {
     const LayerParams& lp = layers_[static_cast<size_t>(l - 1)];
-    LayerActs& a = acts.layers[static_cast<size_t>(l - 1)];
+    LayerActs& a = acts.layer(l);
     const float* x = acts.h(l - 1);
 
     // H^l = h_mid + down(act): dh flows to h_mid unchanged, plus the FFN branch.
@@ -400,7 +497,10 @@ void Model::backward_from_layer(const Batch& b, Activations& acts, int top, cons
                           /*accumulate_dx=*/true);
     lp.ln1->has_grad = true;
   }
-  embed_.backward(dh.data(), b.ids.data(), N);
+  if (lo_ > 1)
+    ppc.send(dh.data(), dh.size(), ppc.rank() - 1);
+  else
+    embed_.backward(dh.data(), b.ids.data(), N);
 }
 
 }  // namespace bupo

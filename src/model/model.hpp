@@ -57,18 +57,23 @@ struct LayerActs {         // local sizes: Hl = H/tp heads, Hkvl = Hkv/tp, ffl =
   Tensor ffn_out;          // (N, d)
 };
 
+// One forward's activations on this pipeline stage: H^base .. H^top with base = (first layer of
+// the stage) - 1 (0 without pipeline parallelism).
 struct Activations {
   int64_t N = 0;
-  int upto = 0;                   // last layer computed
+  int upto = 0;                   // last layer the forward was asked for
+  int base = 0, top = 0;          // residual rows held: H^base .. H^top
   bool keep = false;              // every layer kept for the backward
-  std::vector<LayerActs> layers;  // L entries when keep, else 1 reused
-  Tensor resid;                   // (L+1, N, d) when keep, else (2, N, d) ping-pong
-  Tensor final_out, rstd_f;       // (N, d): LN_final(H^L), (N)
+  std::vector<LayerActs> layers;  // top-base entries when keep, else 1 reused
+  Tensor resid;                   // (top-base+1, N, d) when keep, else (2, N, d) ping-pong
+  Tensor final_out, rstd_f;       // (N, d): LN_final(H^L), (N) — on the last stage
   cpu::RopeCache rope;
-  float* h(int l) { return resid.ptr() + (keep ? l : (l % 2)) * N * resid.shape.back(); }
-  const float* h(int l) const {
-    return resid.ptr() + (keep ? l : (l % 2)) * N * resid.shape.back();
-  }
+  float* h(int l) { return resid.ptr() + row(l) * N * resid.shape.back(); }
+  const float* h(int l) const { return resid.ptr() + row(l) * N * resid.shape.back(); }
+  LayerActs& layer(int l) { return layers[keep ? static_cast<size_t>(l - base - 1) : 0]; }
+
+ private:
+  int64_t row(int l) const { return keep ? l - base : (l - base) % 2; }
 };
 
 // Key/value cache for generation: per layer, (slots, max_len, Hkv_local·D) for K (after q/k-norm
@@ -115,10 +120,22 @@ class Model {
   const Param& unembedding() const { return *lm_head_; }
   Param& final_norm() { return *final_norm_; }
   const Param& final_norm() const { return *final_norm_; }
-  const LayerParams& layer(int l) const { return layers_.at(static_cast<size_t>(l - 1)); }
+  const LayerParams& layer(int l) const;  // l must be one of this stage's layers
+  // Pipeline stage: layers first_layer()..last_layer() live here (all of them without PP).
+  int first_layer() const { return lo_; }
+  int last_layer() const { return hi_; }
+  bool owns_layer(int l) const { return l >= lo_ && l <= hi_; }
+  // The embedding, E_u and the final norm exist on every stage.
+  bool is_pp_shared(const Param& p) const;
+  // After the backward of an optimizer step: sums the gradients that are partial on this rank
+  // (q/k-norm gains and replicated KV heads over TP, the PP-shared parameters over PP).
+  void reduce_partial_grads();
 
   // Run layers 1..upto (upto = L also applies the final norm into acts.final_out). keep: store
   // every layer's activations for backward. tap (optional) sees H^0 and every layer's modules.
+  // Under pipeline parallelism each stage runs its own layers (receiving H^{lo-1} from the
+  // previous stage, sending H^{hi} to the next) and taps only them; results of layer l are on the
+  // stage that owns l, the final norm on the last stage. Every stage calls it for every batch.
   void forward(const Batch& b, Activations& acts, bool keep, int upto = -1,
                const TapFn* tap = nullptr);
   // Inference with a KV cache: sequence s of the batch continues cache slot slots[s] at positions
@@ -128,7 +145,9 @@ class Model {
   KVCache make_cache(int64_t slots, int64_t max_len) const;
 
   // Gradients into parameter .g (accumulating), starting from dL/dH^l (N, d) at layer l:
-  // only layers <= l and the embedding receive gradient (papers.md §1.5, Eq. 14–15).
+  // only layers <= l and the embedding receive gradient (papers.md §1.5, Eq. 14–15). Under PP
+  // dH is read on the stage that owns l (null elsewhere); stages above l do nothing, stages below
+  // receive the gradient from the next stage.
   void backward_from_layer(const Batch& b, Activations& acts, int l, const float* dH);
   // Starting from dL/d LN_final(H^L) (N, d): the final norm and every layer receive gradient.
   void backward_from_output(const Batch& b, Activations& acts, const float* dY);
@@ -142,6 +161,8 @@ class Model {
   Param* final_norm_ = nullptr;
   std::vector<LayerParams> layers_;
   std::vector<float> inv_freq_;
+  int lo_ = 1, hi_ = 0;                // this pipeline stage's layers
+  std::shared_ptr<Comm> kv_rep_;       // TP ranks sharing one replicated KV head (or null)
   void forward_impl(const Batch& b, Activations& acts, bool keep, int upto, const TapFn* tap,
                     KVCache* cache, const std::vector<int64_t>* slots);
 };

@@ -21,6 +21,9 @@ struct Param {
   float* w = nullptr;        // weights (local shard)
   float* g = nullptr;        // gradient, or null when gradients are not allocated
   bool has_grad = false;     // set by backward when a gradient reached this parameter
+  // This rank's copy counts in global sums (gradient norms, checkpoints): false for the copies of
+  // a replicated parameter on all but one rank of the group that replicates it.
+  bool counted = true;
   int64_t numel() const { return numel_of(shape); }
 };
 
@@ -42,6 +45,7 @@ class ParamStore {
   size_t total_elements() const { return total_; }
   bool has_grads() const { return !grads_.empty(); }
   std::vector<float>& weight_arena() { return weights_; }
+  std::vector<float>& grad_arena() { return grads_; }
 
  private:
   std::vector<Param> params_;

@@ -47,19 +47,24 @@ void AdamW::set_step_counts(const std::vector<int64_t>& s) {
   steps_ = s;
 }
 
-double grad_norm(const ParamStore& params) {
+double grad_sumsq(const ParamStore& params) {
   double total = 0.0;
   for (const auto& p : params.all()) {
-    if (!p.has_grad || p.g == nullptr) continue;
+    if (!p.has_grad || p.g == nullptr || !p.counted) continue;
     double s = 0.0;
     for (int64_t j = 0; j < p.numel(); ++j) s += static_cast<double>(p.g[j]) * p.g[j];
     total += s;
   }
-  return std::sqrt(total);
+  return total;
+}
+double grad_norm(const ParamStore& params) {
+  return std::sqrt(grad_sumsq(params));
 }
 
 double clip_grad_norm(ParamStore& params, double max_norm) {
-  const double norm = grad_norm(params);
+  return clip_grad_norm(params, max_norm, grad_norm(params));
+}
+double clip_grad_norm(ParamStore& params, double max_norm, double norm) {
   const double coef = max_norm / (norm + 1e-6);
   if (coef < 1.0) {
     const float c = static_cast<float>(coef);

@@ -38,10 +38,15 @@ class AdamW {
   std::vector<int64_t> steps_;  // per parameter, as torch keeps state['step']
 };
 
-// Global L2 norm over parameters that have a gradient (fp64 accumulation, fixed order).
+// Global L2 norm over parameters that have a gradient (fp64 accumulation, fixed order); only the
+// copies with Param::counted enter, so that the sums of grad_sumsq over the model-parallel ranks
+// give the norm of the whole model.
+double grad_sumsq(const ParamStore& params);
 double grad_norm(const ParamStore& params);
 // Scale gradients so the global norm is at most max_norm (torch.nn.utils.clip_grad_norm_:
 // coef = max_norm / (norm + 1e-6), applied only when < 1). Returns the norm before clipping.
 double clip_grad_norm(ParamStore& params, double max_norm);
+// The same with the norm already known (the model-parallel norm).
+double clip_grad_norm(ParamStore& params, double max_norm, double norm);
 
 }  // namespace bupo

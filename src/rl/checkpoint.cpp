@@ -1,5 +1,7 @@
 #include "rl/checkpoint.hpp"
 
+#include "model/gather.hpp"
+
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -167,19 +169,40 @@ void load_checkpoint(const std::string& dir, Model& model, AdamW& opt, TrainStat
     uint64_t n = 0, total = 0;
     std::memcpy(&n, buf.data() + 8, 8);
     std::memcpy(&total, buf.data() + 16, 8);
-    const auto& params = model.params().all();
-    BUPO_CHECK(n == params.size() && total == model.params().total_elements(), path, ": holds ", n,
-               " parameters / ", total, " elements; the model has ", params.size(), " / ",
-               model.params().total_elements());
+    // The file holds the consolidated (single-rank) layout; a sharded model takes its slices.
+    const ParallelContext& pc = model.parallel();
+    const bool sharded = pc.tp_size() > 1 || pc.pp_size() > 1;
+    std::unique_ptr<Model> layout;
+    if (sharded) layout = std::make_unique<Model>(model.config(), ParallelContext::single());
+    const ParamStore& full = sharded ? layout->params() : model.params();
+    BUPO_CHECK(n == full.all().size() && total == full.total_elements(), path, ": holds ", n,
+               " parameters / ", total, " elements; the model has ", full.all().size(), " / ",
+               full.total_elements());
     const uint64_t need = 24 + 8 * n + 8 * total;
     BUPO_CHECK(buf.size() == need, path, ": ", buf.size(), " bytes; expected ", need);
     std::vector<int64_t> steps(n);
     std::memcpy(steps.data(), buf.data() + 24, 8 * n);
-    opt.exp_avg().resize(total);
-    opt.exp_avg_sq().resize(total);
-    std::memcpy(opt.exp_avg().data(), buf.data() + 24 + 8 * n, 4 * total);
-    std::memcpy(opt.exp_avg_sq().data(), buf.data() + 24 + 8 * n + 4 * total, 4 * total);
-    opt.set_step_counts(steps);
+    const auto* m_full = reinterpret_cast<const float*>(buf.data() + 24 + 8 * n);
+    const float* v_full = m_full + total;
+    if (!sharded) {
+      opt.exp_avg().assign(m_full, m_full + total);
+      opt.exp_avg_sq().assign(v_full, v_full + total);
+      opt.set_step_counts(steps);
+    } else {
+      const auto& local = model.params().all();
+      std::vector<int64_t> mine(local.size());
+      opt.exp_avg().assign(model.params().total_elements(), 0.0f);
+      opt.exp_avg_sq().assign(model.params().total_elements(), 0.0f);
+      for (size_t i = 0; i < local.size(); ++i) {
+        const Param* fp = full.find(local[i].name);
+        BUPO_CHECK(fp != nullptr, path, ": no state for '", local[i].name, "'");
+        copy_shard_from_full(local[i], m_full + fp->offset, opt.exp_avg().data() + local[i].offset);
+        copy_shard_from_full(local[i], v_full + fp->offset,
+                             opt.exp_avg_sq().data() + local[i].offset);
+        mine[i] = steps[static_cast<size_t>(fp - full.all().data())];
+      }
+      opt.set_step_counts(mine);
+    }
   }
   const std::string sp = (d / "state.json").string();
   const json j = read_json_file(sp);

@@ -62,6 +62,13 @@ std::vector<Field> fields(TrainConfig& c) {
       {"model.init.ffn", &c.model.init.ffn, 1, inf, {}, "FFN (intermediate) size"},
       {"model.init.tied", &c.model.init.tied, 0, 0, {}, "tie E_u to the embedding"},
       {"model.init.seed", &c.model.init.seed, 0, inf, {}, "initialisation seed"},
+      {"model.init.vocab_multiple",
+       &c.model.init.vocab_multiple,
+       1,
+       65536,
+       {},
+       "pad the vocabulary to a multiple of this (tensor parallelism needs tp | vocab); padded "
+       "ids are never sampled"},
       {"data.train",
        &c.data.train,
        0,
@@ -348,6 +355,44 @@ std::vector<Field> fields(TrainConfig& c) {
        inf,
        {},
        "response tokens (0: rollout.max_tokens)"},
+      {"parallel.tp", &c.parallel.tp, 1, 4096, {}, "tensor-parallel ranks (adjacent ranks)"},
+      {"parallel.pp", &c.parallel.pp, 1, 4096, {}, "pipeline stages"},
+      {"parallel.dp",
+       &c.parallel.dp,
+       0,
+       1 << 20,
+       {},
+       "data-parallel replicas (0: world size / (tp*pp)); tp*pp*dp = ranks"},
+      {"parallel.first_stage_layers",
+       &c.parallel.first_stage_layers,
+       0,
+       4096,
+       {},
+       "layers on the first pipeline stage (0: even split)"},
+      {"parallel.last_stage_layers",
+       &c.parallel.last_stage_layers,
+       0,
+       4096,
+       {},
+       "layers on the last pipeline stage (0: even split)"},
+      {"parallel.timeout_s",
+       &c.parallel.timeout_s,
+       0,
+       inf,
+       {},
+       "a collective or receive that takes longer ends the job, naming the rank (0: never)"},
+      {"parallel.grad_bucket_mb",
+       &c.parallel.grad_bucket_mb,
+       0.001,
+       inf,
+       {},
+       "data-parallel gradient all-reduce bucket size (MiB)"},
+      {"parallel.fault_inject",
+       &c.parallel.fault_inject,
+       0,
+       0,
+       {},
+       "fault injection for tests: die:RANK@STEP or hang:RANK@STEP"},
   };
 }
 
@@ -488,6 +533,17 @@ void validate(const TrainConfig& c, const std::string& where) {
     need(k <= c.validation.n, "validation.k value ", k, " exceeds validation.n = ", c.validation.n);
   need(c.validation.every == 0 || !c.validation.sets.empty(),
        "validation.every > 0 needs validation.sets");
+  if (!c.parallel.fault_inject.empty()) {
+    const auto& f = c.parallel.fault_inject;
+    const auto colon = f.find(':'), at = f.find('@');
+    const auto digits = [](const std::string& x) {
+      return !x.empty() && x.find_first_not_of("0123456789") == std::string::npos;
+    };
+    need(colon != std::string::npos && at != std::string::npos && at > colon &&
+             (f.substr(0, colon) == "die" || f.substr(0, colon) == "hang") &&
+             digits(f.substr(colon + 1, at - colon - 1)) && digits(f.substr(at + 1)),
+         "key 'parallel.fault_inject': '", f, "': expected die:RANK@STEP or hang:RANK@STEP");
+  }
 }
 
 std::string toml_value(const Field& f) {

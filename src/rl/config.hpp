@@ -15,6 +15,7 @@ struct TrainConfig {
     int64_t layers = 0, hidden = 128, heads = 4, kv_heads = 2, head_dim = 32, ffn = 384;
     bool tied = true;
     int64_t seed = 1;
+    int64_t vocab_multiple = 1;  // pad the vocabulary (for tensor parallelism), Megatron-style
   };
   struct Model {
     std::string path, tokenizer, template_name = "qwen3-nothink";
@@ -78,6 +79,12 @@ struct TrainConfig {
     std::vector<int64_t> k = {1};
     double temperature = 1.0, top_p = 1.0;
   } validation;
+
+  struct Parallel {  // tp × pp × dp must equal the number of ranks (dp = 0: the rest)
+    int64_t tp = 1, pp = 1, dp = 0, first_stage_layers = 0, last_stage_layers = 0;
+    double timeout_s = 600, grad_bucket_mb = 25;
+    std::string fault_inject;  // tests: "die:RANK@STEP" or "hang:RANK@STEP"
+  } parallel;
 
   std::string source;  // the file it came from ("" for defaults)
 

@@ -2,12 +2,14 @@
 
 #include <unistd.h>
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <limits>
@@ -20,8 +22,12 @@
 #include "core/threads.hpp"
 #include "gen/generate.hpp"
 #include "lens/entropy_analysis.hpp"
+#include "model/gather.hpp"
 #include "model/gguf_import.hpp"
 #include "optim/adamw.hpp"
+#include "parallel/grads.hpp"
+#include "parallel/mpi_comm.hpp"
+#include "parallel/topology.hpp"
 #include "rl/advantage.hpp"
 #include "rl/checkpoint.hpp"
 #include "rl/hapo.hpp"
@@ -117,11 +123,19 @@ std::vector<float> scatter_rows(const std::vector<float>& dX, const std::vector<
 
 }  // namespace
 
+bool holds_policy(const Model& model, PolicyPath path) {
+  return path.layer == 0 ? model.last_layer() == model.num_layers()
+                         : model.owns_layer(path.layer);
+}
+
 void policy_logprobs(Model& model, const std::vector<const Rollout*>& seqs, PolicyPath path,
                      std::vector<float>& logp, std::vector<float>* entropy) {
   const Packed p = pack(seqs);
   Activations acts;
   model.forward(p.b, acts, /*keep=*/false, path.layer == 0 ? -1 : path.layer);
+  logp.clear();
+  if (entropy) entropy->clear();
+  if (!holds_policy(model, path)) return;  // another pipeline stage holds π^l
   std::vector<float> X;
   gather_rows(hidden_of(acts, path), p.rows, model.hidden(), X);
   logp.resize(p.rows.size());
@@ -175,17 +189,20 @@ struct Trainer::Impl {
   std::vector<std::pair<std::string, double>> metrics;
   bool tty = false;
   double last_write_s = 0;
+  ParallelContext pc = ParallelContext::single();
+  std::vector<Rollout> last_rolls;
+  bool root() const { return pc.world->rank() == 0; }
   RewardKind reward_kind = RewardKind::ZeroOne;
   Aggregation agg = Aggregation::TokenMean;
   HSign sign = HSign::Code;
 
   void say(const std::string& s) {
-    if (opt.quiet) return;
+    if (opt.quiet || !root()) return;
     std::fprintf(stderr, "%s%s\n", tty ? "\r\033[K" : "", s.c_str());
     std::fflush(stderr);
   }
   void status(const std::string& s) {  // transient, TTY only
-    if (opt.quiet || !tty) return;
+    if (opt.quiet || !tty || !root()) return;
     std::fprintf(stderr, "\r\033[K%s", s.c_str());
     std::fflush(stderr);
   }
@@ -194,6 +211,50 @@ struct Trainer::Impl {
   void setup() {
     load_all();
     open_run();
+  }
+
+  // The layout tp × pp × dp from parallel.*; every check runs before any work starts.
+  void setup_parallel(const ModelConfig& mc) {
+    const auto& P = cfg.parallel;
+    const int world = MpiSession::active() && !opt.single_process ? world_size() : 1;
+    ParallelLayout lay;
+    lay.tp = static_cast<int>(P.tp);
+    lay.pp = static_cast<int>(P.pp);
+    BUPO_CHECK(P.dp > 0 || world % (lay.tp * lay.pp) == 0, cfg.source, ": parallel.tp × parallel.pp = ",
+               lay.tp * lay.pp, " does not divide the job's ", world, " ranks");
+    lay.dp = P.dp > 0 ? static_cast<int>(P.dp) : world / (lay.tp * lay.pp);
+    lay.first_stage_layers = static_cast<int>(P.first_stage_layers);
+    lay.last_stage_layers = static_cast<int>(P.last_stage_layers);
+    validate_layout(lay, world, mc, cfg.source);
+    const int64_t G = cfg.rollout.n, M = (cfg.trainer.mini_batch_prompts * G +
+                                          cfg.trainer.micro_batch_seqs - 1) /
+                                         cfg.trainer.micro_batch_seqs;
+    BUPO_CHECK(M % lay.dp == 0, cfg.source, ": a mini-batch has trainer.mini_batch_prompts × rollout.n / ",
+               "trainer.micro_batch_seqs = ", M, " micro-batch(es); parallel.dp = ", lay.dp,
+               " must divide that number (each data-parallel replica takes whole micro-batches)");
+    BUPO_CHECK(cfg.warmup.sft_steps == 0 || cfg.warmup.sft_batch % lay.dp == 0, cfg.source,
+               ": warmup.sft_batch = ", cfg.warmup.sft_batch, " is not a multiple of parallel.dp = ",
+               lay.dp);
+    pc = make_parallel_context(lay, static_cast<int>(mc.num_layers), cfg.source);
+    set_comm_timeout(P.timeout_s);
+    if (!P.fault_inject.empty()) {
+      const auto colon = P.fault_inject.find(':'), at = P.fault_inject.find('@');
+      fault_kind = P.fault_inject.substr(0, colon);
+      fault_rank = std::stoi(P.fault_inject.substr(colon + 1, at - colon - 1));
+      fault_step = std::stoll(P.fault_inject.substr(at + 1));
+    }
+  }
+  std::string fault_kind;
+  int fault_rank = -1;
+  int64_t fault_step = -1;
+
+  void maybe_inject_fault(int64_t s) {
+    if (fault_step != s || fault_rank != pc.world->world_rank_of(pc.world->rank())) return;
+    std::fprintf(stderr, "bupo: fault injection: %s %s at step %lld\n", rank_name(fault_rank).c_str(),
+                 fault_kind == "die" ? "dies" : "hangs", static_cast<long long>(s));
+    std::fflush(stderr);
+    if (fault_kind == "die") std::_Exit(1);
+    for (;;) pause();  // hang: alive, never answering
   }
 
   // tokenizer, model, data, optimizer
@@ -229,14 +290,18 @@ struct Trainer::Impl {
     BUPO_CHECK(!stop_ids.empty(), cfg.source, ": the tokenizer has no end-of-turn token (",
                "<|im_end|>, <|endoftext|>, <|eot_id|>); responses could never stop");
 
-    // model
+    // model: its shape first, then the parallel layout (checked before any work), then the shard
+    ModelConfig mc;
     if (!cfg.model.path.empty()) {
-      model = load_model(cfg.model.path, ParallelContext::single());
+      mc = is_gguf_path(cfg.model.path)
+               ? config_from_gguf(*GgufFile::open(cfg.model.path))
+               : ModelConfig::load((fs::path(cfg.model.path) / "config.json").string());
     } else {
       const auto& in = cfg.model.init;
       ModelConfig c;
       c.arch = in.arch == "llama" ? Arch::Llama : in.arch == "qwen2" ? Arch::Qwen2 : Arch::Qwen3;
-      c.vocab_size = tok->vocab_size();
+      const int64_t vm = in.vocab_multiple;
+      c.vocab_size = (tok->vocab_size() + vm - 1) / vm * vm;
       c.hidden_size = in.hidden;
       c.intermediate_size = in.ffn;
       c.num_layers = in.layers;
@@ -249,8 +314,14 @@ struct Trainer::Impl {
       c.qk_norm = c.arch == Arch::Qwen3;
       c.tie_word_embeddings = in.tied;
       c.validate(cfg.source + ": model.init");
-      model = std::make_unique<Model>(c, ParallelContext::single());
-      model->init_random(static_cast<uint64_t>(in.seed));
+      mc = c;
+    }
+    setup_parallel(mc);
+    if (!cfg.model.path.empty()) {
+      model = load_model(cfg.model.path, pc);
+    } else {
+      model = std::make_unique<Model>(mc, pc);
+      model->init_random(static_cast<uint64_t>(cfg.model.init.seed));
     }
     BUPO_CHECK(model->config().vocab_size >= tok->vocab_size(), cfg.source, ": the tokenizer has ",
                tok->vocab_size(), " tokens but the model's vocabulary only ",
@@ -282,32 +353,40 @@ struct Trainer::Impl {
   // the run folder: resume, diagnostics file, warm start, BuPO layer, reference model
   void open_run() {
     const int64_t L = model->num_layers();
-    fs::create_directories(out_dir);
+    if (root()) fs::create_directories(out_dir);
     std::string ck = opt.resume_from;
     if (ck.empty() && opt.resume) ck = latest_checkpoint(out_dir);
     BUPO_CHECK(!(opt.resume && ck.empty()), out_dir,
                ": --resume, but there is no complete checkpoint under ", out_dir, "/checkpoints");
     const bool resuming = !ck.empty();
-    if (!resuming && opt.overwrite) {  // a fresh run: stale checkpoints must never be resumed
+    if (!resuming && opt.overwrite && root()) {  // a fresh run: stale checkpoints are never resumed
       fs::remove_all(fs::path(out_dir) / "checkpoints");
       fs::remove_all(fs::path(out_dir) / "hf");
     }
+    pc.world->barrier();
     if (resuming) {
       load_checkpoint(ck, *model, *optim, st);
       sampler->set_state(st.sampler);
-      discard_checkpoints_after(out_dir, st.step);  // an abandoned continuation
+      pc.world->barrier();  // every rank has read it before rank 0 prunes
+      if (root()) discard_checkpoints_after(out_dir, st.step);  // an abandoned continuation
       say("resumed from " + ck + " (step " + std::to_string(st.step) + ")");
     }
-    log = std::make_unique<TrainLog>((fs::path(out_dir) / "diagnostics.h5").string(),
-                                     (fs::path(out_dir) / "metrics.jsonl").string(),
-                                     static_cast<int>(L), cfg.to_toml(), resuming, st.step,
-                                     opt.overwrite);
+    if (root())  // one writer: world rank 0
+      log = std::make_unique<TrainLog>((fs::path(out_dir) / "diagnostics.h5").string(),
+                                       (fs::path(out_dir) / "metrics.jsonl").string(),
+                                       static_cast<int>(L), cfg.to_toml(), resuming, st.step,
+                                       opt.overwrite);
+    if (pc.world->size() > 1) {
+      say("parallel layout: tp " + std::to_string(pc.tp_size()) + " x pp " +
+          std::to_string(pc.pp_size()) + " x dp " + std::to_string(pc.dp_size()) + " = " +
+          std::to_string(pc.world->size()) + " ranks (MPI); stage layers " + stage_list());
+    }
     if (!resuming) {
       if (cfg.warmup.sft_steps > 0) warm_start();
       if (cfg.bupo.auto_layer) pick_layer();
     }
     if (cfg.algorithm.kl_coef > 0) {  // the reference policy: the initial (post warm-start) model
-      ref = std::make_unique<Model>(model->config(), ParallelContext::single());
+      ref = std::make_unique<Model>(model->config(), pc);
       if (resuming || cfg.model.path.empty()) {
         BUPO_CHECK(
             !resuming || !cfg.model.path.empty(), cfg.source,
@@ -315,10 +394,19 @@ struct Trainer::Impl {
             "stored; start such runs from a checkpoint folder (model.path)");
         ref->params().weight_arena() = model->params().weight_arena();
       } else {
-        auto loaded = load_model(cfg.model.path, ParallelContext::single());
+        auto loaded = load_model(cfg.model.path, pc);
         ref->params().weight_arena() = loaded->params().weight_arena();
       }
     }
+  }
+
+  std::string stage_list() const {
+    std::string o;
+    const int L = model->num_layers();
+    for (int st_ = 0; st_ < pc.pp_size(); ++st_)
+      o += (st_ ? ", " : "") + std::to_string(pc.stage_lo(st_, L)) + ".." +
+           std::to_string(pc.stage_hi(st_, L));
+    return o;
   }
 
   std::unique_ptr<PromptSet> load_set(const std::string& spec, uint64_t seed, int64_t size,
@@ -341,8 +429,6 @@ struct Trainer::Impl {
     oc.weight_decay = 0.0;
     AdamW sft(model->params(), oc);
     Sampler s(train->size(), static_cast<uint64_t>(cfg.data.seed) ^ 0x5F7ull, true);
-    const Lens head = lens_for(*model, {0, LensMode::Raw});
-    const int64_t d = model->hidden();
     double loss = 0;
     for (int64_t it = 1; it <= cfg.warmup.sft_steps; ++it) {
       std::vector<Rollout> rs;
@@ -355,24 +441,28 @@ struct Trainer::Impl {
         r.ids.push_back(eos);
         rs.push_back(std::move(r));
       }
+      // mean next-token NLL of the answers over the whole batch; each DP replica one share
+      int64_t R_all = 0;
+      for (const auto& r : rs) R_all += r.resp_len();
       std::vector<const Rollout*> ptrs;
       for (const auto& r : rs) ptrs.push_back(&r);
-      const Packed pk = pack(ptrs);
-      Activations acts;
-      model->forward(pk.b, acts, true);
-      std::vector<float> X, lp(pk.rows.size()), dX;
-      gather_rows(acts.final_out.ptr(), pk.rows, d, X);
-      const int64_t R = static_cast<int64_t>(pk.rows.size());
-      head.forward(X.data(), R, pk.targets.data(), nullptr, lp.data());
-      loss = 0;
-      for (float v : lp) loss -= v / static_cast<double>(R);
-      std::vector<float> g(static_cast<size_t>(R), -1.0f / static_cast<float>(R));
-      dX.assign(X.size(), 0.0f);
+      const int64_t n = static_cast<int64_t>(ptrs.size()), R = pc.dp_size(), k = pc.dp_rank();
+      const std::vector<std::vector<const Rollout*>> micro = {
+          std::vector<const Rollout*>(ptrs.begin() + n * k / R, ptrs.begin() + n * (k + 1) / R)};
+      std::vector<double> lsum = {0.0};
+      std::vector<float> none;
       model->params().zero_grad();
-      head.backward(X.data(), R, pk.targets.data(), g.data(), nullptr, dX.data());
-      const std::vector<float> dY = scatter_rows(dX, pk.rows, d, pk.b.N());
-      model->backward_from_output(pk.b, acts, dY.data());
-      clip_grad_norm(model->params(), 1.0);
+      run_pipeline(micro, {0, LensMode::Raw}, false,
+                   [&](size_t, const std::vector<float>& lp, const std::vector<float>&,
+                       std::vector<float>& g_lp, std::vector<float>&) {
+                     for (size_t t = 0; t < lp.size(); ++t) {
+                       lsum[0] -= lp[t] / static_cast<double>(R_all);
+                       g_lp[t] = -1.0f / static_cast<float>(R_all);
+                     }
+                   });
+      reduce_loss_stats(lsum, none, {0, LensMode::Raw});
+      loss = lsum[0];
+      clip_grad_norm(model->params(), 1.0, finish_grads());
       sft.step();
       if (it % 25 == 0 || it == cfg.warmup.sft_steps)
         status("warm start " + std::to_string(it) + "/" + std::to_string(cfg.warmup.sft_steps) +
@@ -396,11 +486,19 @@ struct Trainer::Impl {
     g.seed = seed;
     g.stop_ids = stop_ids;
     g.stop_strings = cfg.rollout.stop;
+    g.vocab_limit = tok->vocab_size();
     return g;
   }
 
-  std::vector<Rollout> sample(const std::vector<Sampler::Draw>& draws, int64_t step, int64_t group0,
-                              const EntropyStats& stats) {
+  // Rollouts of `all_draws`: each data-parallel replica generates its contiguous share of the
+  // prompts (keys and seeds are global, so the responses do not depend on the layout) and the
+  // shares are gathered, so every rank ends with the same rollouts in draw order.
+  std::vector<Rollout> sample(const std::vector<Sampler::Draw>& all_draws, int64_t step,
+                              int64_t group0, const EntropyStats& stats) {
+    const int64_t nd = static_cast<int64_t>(all_draws.size()), R = pc.dp_size(), k = pc.dp_rank();
+    const int64_t b0 = nd * k / R, b1 = nd * (k + 1) / R;
+    const std::vector<Sampler::Draw> draws(all_draws.begin() + b0, all_draws.begin() + b1);
+    group0 += b0;
     std::vector<std::vector<int32_t>> prompts;
     GenerateOptions g = gen_options(
         mix64(static_cast<uint64_t>(cfg.trainer.seed) * 1000003ull + static_cast<uint64_t>(step)),
@@ -441,15 +539,98 @@ struct Trainer::Impl {
                              cfg.algorithm.overlong_factor);
       out.push_back(std::move(r));
     }
-    return out;
+    return gather_over_dp(std::move(out));
+  }
+
+  std::vector<Rollout> gather_over_dp(std::vector<Rollout> mine) {
+    if (pc.dp_size() == 1) return mine;
+    std::string b;
+    auto put = [&](const void* p, size_t n) { b.append(static_cast<const char*>(p), n); };
+    auto put_i = [&](int64_t v) { put(&v, 8); };
+    for (const auto& x : mine) {
+      for (int64_t v : {x.problem, x.group, x.sample, x.prompt_len, int64_t{x.truncated}}) put_i(v);
+      put(&x.reward, 8);
+      put(&x.score, 8);
+      put_i(static_cast<int64_t>(x.ids.size()));
+      put(x.ids.data(), x.ids.size() * 4);
+      put_i(static_cast<int64_t>(x.raw_entropy.size()));
+      put(x.raw_entropy.data(), x.raw_entropy.size() * 4);
+      put(x.temperature.data(), x.temperature.size() * 4);
+    }
+    std::vector<Rollout> all;
+    for (int src = 0; src < pc.dp_size(); ++src) {
+      std::string buf = src == pc.dp_rank() ? b : std::string();
+      int64_t n = static_cast<int64_t>(buf.size());
+      pc.dp->broadcast(&n, 8, src);
+      buf.resize(static_cast<size_t>(n));
+      if (n > 0) pc.dp->broadcast(buf.data(), buf.size(), src);
+      size_t o = 0;
+      auto get = [&](void* p, size_t k) {
+        std::memcpy(p, buf.data() + o, k);
+        o += k;
+      };
+      auto get_i = [&] {
+        int64_t v;
+        get(&v, 8);
+        return v;
+      };
+      while (o < buf.size()) {
+        Rollout x;
+        x.problem = get_i();
+        x.group = get_i();
+        x.sample = get_i();
+        x.prompt_len = get_i();
+        x.truncated = get_i() != 0;
+        get(&x.reward, 8);
+        get(&x.score, 8);
+        x.ids.resize(static_cast<size_t>(get_i()));
+        get(x.ids.data(), x.ids.size() * 4);
+        x.raw_entropy.resize(static_cast<size_t>(get_i()));
+        x.temperature.resize(x.raw_entropy.size());
+        get(x.raw_entropy.data(), x.raw_entropy.size() * 4);
+        get(x.temperature.data(), x.temperature.size() * 4);
+        all.push_back(std::move(x));
+      }
+    }
+    return all;
   }
 
   // ------------------------------------------------------------------ one step
   void add(const std::string& name, double v) { metrics.emplace_back(name, v); }
 
+  // This data-parallel replica's whole micro-batches of a mini-batch (contiguous blocks).
+  template <typename T>
+  std::vector<T> my_share(const std::vector<T>& all) const {
+    const int64_t M = static_cast<int64_t>(all.size()), R = pc.dp_size(), r = pc.dp_rank();
+    return std::vector<T>(all.begin() + M * r / R, all.begin() + M * (r + 1) / R);
+  }
+
+  // Per-step totals over all ranks of the communication in each group (bytes, calls).
+  std::array<CommStats, 3> comm_snapshot() const {
+    return {pc.tp->stats(), pc.pp->stats(), pc.dp->stats()};
+  }
+  void add_comm_metrics(const std::array<CommStats, 3>& before) {
+    const auto now = comm_snapshot();
+    std::vector<double> v;
+    for (size_t g = 0; g < 3; ++g) {
+      v.push_back(static_cast<double>(now[g].bytes() - before[g].bytes()));
+      v.push_back(static_cast<double>(now[g].calls() - before[g].calls()));
+      v.push_back(now[g].recv_wait_s - before[g].recv_wait_s);
+    }
+    pc.world->allreduce_sum(v.data(), v.size());
+    const char* names[3] = {"tp", "pp", "dp"};
+    for (size_t g = 0; g < 3; ++g) {
+      add(std::string("comm_") + names[g] + "_bytes", v[3 * g]);
+      add(std::string("comm_") + names[g] + "_calls", v[3 * g + 1]);
+    }
+    add("pp_recv_wait_s", v[3 * 1 + 2] / pc.world->size());  // per rank, mean
+  }
+
   bool step(int64_t s) {
     const auto t_step = Clock::now();
     metrics.clear();
+    maybe_inject_fault(s);
+    const auto comm0 = comm_snapshot();
     const bool phase1 = st.bupo_layer > 0 && s <= cfg.bupo.internal_steps;
     const PolicyPath path{phase1 ? static_cast<int>(st.bupo_layer) : 0,
                           lens_mode_from_string(cfg.bupo.lens)};
@@ -529,15 +710,16 @@ struct Trainer::Impl {
       minis.push_back(std::move(micros));
     }
 
-    // old log-probs (and the reference's)
+    // old log-probs (and the reference's): this replica's micro-batches, on the stage holding π
     status("step " + std::to_string(s) + ": old log-probs");
     t0 = Clock::now();
-    for (auto& micros : minis)
-      for (auto& mic : micros) {
+    for (auto& all_micros : minis)
+      for (auto& mic : my_share(all_micros)) {
         std::vector<float> lp;
         policy_logprobs(*model, mic, path, lp, nullptr);
         std::vector<float> rl;
         if (ref) policy_logprobs(*ref, mic, path, rl, nullptr);
+        if (lp.empty()) continue;  // another pipeline stage holds the policy
         size_t o = 0;
         for (const Rollout* r : mic) {
           auto* rw = const_cast<Rollout*>(r);
@@ -577,7 +759,8 @@ struct Trainer::Impl {
     t0 = Clock::now();
     double t_diag = 0;
     if (cfg.diagnostics.every > 0 && s % cfg.diagnostics.every == 0 && !rolls.empty()) {
-      log->write_entropy(s, entropy_summary(rolls));
+      const EntropySummary es = entropy_summary(rolls);  // every stage: its own layers
+      if (log) log->write_entropy(s, es);
       t_diag = seconds_since(t0);
     }
     t0 = Clock::now();
@@ -639,11 +822,15 @@ struct Trainer::Impl {
     add("time_diagnostics", t_diag);
     add("time_validation", t_val);
     add("time_log_write_prev", last_write_s);
+    add_comm_metrics(comm0);
     add("time_step", seconds_since(t_step));
     t0 = Clock::now();
-    log->write_step(s, metrics);
-    log->flush();
+    if (log) {
+      log->write_step(s, metrics);
+      log->flush();
+    }
     last_write_s = seconds_since(t0);
+    last_rolls = rolls;
 
     char line[512];
     std::snprintf(line, sizeof line,
@@ -666,6 +853,84 @@ struct Trainer::Impl {
     return true;
   }
 
+  // ------------------------------------------------------------------ the pipeline engine
+  // The forward and backward of one optimizer step over this replica's micro-batches, in 1F1B
+  // order on this rank's pipeline stage (Megatron's PipeDream-flush: warm-up forwards, then
+  // alternating one forward / one backward, then the remaining backwards). The stage that holds
+  // the policy evaluates the lens, asks `loss` for the per-token gradients and starts the
+  // backward there (in BuPO phase 1 the stage owning layer l); stages above it do nothing.
+  using LossFn = std::function<void(size_t micro, const std::vector<float>& lp,
+                                    const std::vector<float>& H, std::vector<float>& g_lp,
+                                    std::vector<float>& g_ent)>;
+  void run_pipeline(const std::vector<std::vector<const Rollout*>>& micros, PolicyPath path,
+                    bool entropy_grad, const LossFn& loss) {
+    const int L = model->num_layers();
+    const int loss_stage = pc.stage_of_layer(path.layer == 0 ? L : path.layer, L);
+    const int s = pc.pp_rank();
+    if (s > loss_stage) return;
+    const bool here = s == loss_stage;
+    const auto m = static_cast<int64_t>(micros.size());
+    const int64_t warm = std::min<int64_t>(loss_stage - s, m), d = model->hidden();
+    const Lens lens = lens_for(*model, path);
+    std::vector<Packed> pk(static_cast<size_t>(m));
+    std::vector<Activations> acts(static_cast<size_t>(m));
+    std::vector<std::vector<float>> dH(static_cast<size_t>(m));
+    auto F = [&](int64_t i) {
+      const auto u = static_cast<size_t>(i);
+      pk[u] = pack(micros[u]);
+      model->forward(pk[u].b, acts[u], /*keep=*/true, path.layer == 0 ? -1 : path.layer);
+      if (!here) return;
+      std::vector<float> X;
+      gather_rows(hidden_of(acts[u], path), pk[u].rows, d, X);
+      const int64_t R = static_cast<int64_t>(pk[u].rows.size());
+      std::vector<float> lp(static_cast<size_t>(R)), H(static_cast<size_t>(R));
+      lens.forward(X.data(), R, pk[u].targets.data(), H.data(), lp.data());
+      std::vector<float> g_lp(static_cast<size_t>(R), 0.0f), g_ent(static_cast<size_t>(R), 0.0f);
+      loss(u, lp, H, g_lp, g_ent);
+      std::vector<float> dX(X.size(), 0.0f);
+      lens.backward(X.data(), R, pk[u].targets.data(), g_lp.data(),
+                    entropy_grad ? g_ent.data() : nullptr, dX.data());
+      dH[u] = scatter_rows(dX, pk[u].rows, d, pk[u].b.N());
+    };
+    auto B = [&](int64_t i) {
+      const auto u = static_cast<size_t>(i);
+      const float* g = here ? dH[u].data() : nullptr;
+      if (path.layer == 0)
+        model->backward_from_output(pk[u].b, acts[u], g);
+      else
+        model->backward_from_layer(pk[u].b, acts[u], path.layer, g);
+      acts[u] = Activations{};
+      dH[u] = {};
+    };
+    for (int64_t i = 0; i < warm; ++i) F(i);
+    for (int64_t i = warm; i < m; ++i) {
+      F(i);
+      B(i - warm);
+    }
+    for (int64_t i = m - warm; i < m; ++i) B(i);
+  }
+
+  // Sums per-rank statistics of the stage that holds the policy over DP, then hands them to every
+  // pipeline stage. `mx` entries are maxima.
+  void reduce_loss_stats(std::vector<double>& v, std::vector<float>& mx, PolicyPath path) {
+    const int L = model->num_layers();
+    pc.dp->allreduce_sum(v.data(), v.size());
+    if (!mx.empty()) pc.dp->allreduce_max(mx.data(), mx.size());
+    if (pc.pp_size() > 1) {
+      const int root_stage = pc.stage_of_layer(path.layer == 0 ? L : path.layer, L);
+      pc.pp->broadcast(v.data(), v.size() * sizeof(double), root_stage);
+      if (!mx.empty()) pc.pp->broadcast(mx.data(), mx.size() * sizeof(float), root_stage);
+    }
+  }
+
+  // After the backward of an optimizer step: partial sums inside the model-parallel group, the
+  // data-parallel gradient sum, and the global gradient norm (identical on every rank).
+  double finish_grads() {
+    model->reduce_partial_grads();
+    allreduce_grads(model->params(), *pc.dp, cfg.parallel.grad_bucket_mb);
+    return model_parallel_grad_norm(*model);
+  }
+
   // ------------------------------------------------------------------ update of one mini-batch
   struct UpdateStats {
     double pg_loss = 0, kl = 0, entropy = 0, tok = 0, clipped = 0, clip_low = 0, clip_high = 0,
@@ -674,48 +939,50 @@ struct Trainer::Impl {
     double clip_frac() const { return tok ? clipped / tok : 0.0; }
   };
 
-  void update(const std::vector<std::vector<const Rollout*>>& micros, PolicyPath path,
+  void update(const std::vector<std::vector<const Rollout*>>& all_micros, PolicyPath path,
               UpdateStats& us, bool first) {
-    const int64_t d = model->hidden();
+    // aggregation weights over the whole mini-batch (every rank knows every rollout), so that the
+    // data-parallel sum of the replicas' gradients is the single-rank gradient
     std::vector<int64_t> lens, micro_of;
-    for (size_t u = 0; u < micros.size(); ++u)
-      for (const Rollout* r : micros[u]) {
+    std::vector<size_t> w_off;  // first weight of each micro-batch
+    for (size_t u = 0; u < all_micros.size(); ++u) {
+      w_off.push_back(lens.size());
+      for (const Rollout* r : all_micros[u]) {
         lens.push_back(r->resp_len());
         micro_of.push_back(static_cast<int64_t>(u));
       }
+    }
     const std::vector<double> w = cfg.algorithm.verl_microbatch_mean
                                       ? verl_microbatch_token_mean_weights(lens, micro_of)
                                       : aggregation_weights(agg, lens);
+    const auto M = static_cast<int64_t>(all_micros.size());
+    const auto u0 = static_cast<size_t>(M * pc.dp_rank() / pc.dp_size());
+    const auto micros = my_share(all_micros);
     const KlKind klk = kl_kind_from_string(cfg.algorithm.kl_estimator);
-    const Lens lens_obj = lens_for(*model, path);
     model->params().zero_grad();
-    double loss_total = 0, pg = 0, klv = 0, ent = 0;
-    size_t wi = 0;
+    // local sums: pg, kl, entropy, loss, tokens, clipped, clip_low, clip_high, dual, ratio, |adv|
+    enum { kPg, kKl, kEnt, kLoss, kTok, kClip, kClipLo, kClipHi, kDual, kRatio, kAdv, kN };
+    std::vector<double> v(kN, 0.0);
+    std::vector<float> maxdev = {0.0f};
     // fault injection for tests: BUPO_FAULT_NAN_STEPS=2,3 poisons those steps' gradients
     const std::set<int64_t> fault_steps = [] {
-      std::set<int64_t> s;
+      std::set<int64_t> fs_;
       if (const char* e = std::getenv("BUPO_FAULT_NAN_STEPS")) {
         std::stringstream ss(e);
         std::string x;
-        while (std::getline(ss, x, ',')) s.insert(std::stoll(x));
+        while (std::getline(ss, x, ',')) fs_.insert(std::stoll(x));
       }
-      return s;
+      return fs_;
     }();
     const bool inject_nan = fault_steps.count(cur_step) > 0;
-    for (const auto& mic : micros) {
-      const Packed pk = pack(mic);
-      Activations acts;
-      model->forward(pk.b, acts, /*keep=*/true, path.layer == 0 ? -1 : path.layer);
-      std::vector<float> X;
-      gather_rows(hidden_of(acts, path), pk.rows, d, X);
-      const int64_t R = static_cast<int64_t>(pk.rows.size());
-      std::vector<float> lp(static_cast<size_t>(R)), H(static_cast<size_t>(R));
-      lens_obj.forward(X.data(), R, pk.targets.data(), H.data(), lp.data());
+    auto loss = [&](size_t i, const std::vector<float>& lp, const std::vector<float>& H,
+                    std::vector<float>& g_lp, std::vector<float>& g_ent) {
+      const auto& mic = micros[i];
+      const auto R = static_cast<int64_t>(lp.size());
       std::vector<float> ht(static_cast<size_t>(R), 0.0f);
       if (cfg.hapo.redistribution || cfg.hapo.adaptive_clip)
         entropy_h(H.data(), R, cfg.hapo.pivot, sign, ht.data());  // micro-batch statistics (§2.1)
-      std::vector<float> g_lp(static_cast<size_t>(R)), g_ent(static_cast<size_t>(R), 0.0f);
-      size_t t = 0;
+      size_t t = 0, wi = w_off[u0 + i];
       for (const Rollout* r : mic) {
         for (int64_t j = 0; j < r->resp_len(); ++j, ++t, ++wi) {
           const double wt = w[wi];
@@ -732,56 +999,60 @@ struct Trainer::Impl {
           const TokenLoss tl = ppo_token_loss(lp[t], old, a, el, er, cfg.algorithm.dual_clip,
                                               cfg.algorithm.log_ratio_clamp);
           double g = wt * tl.dlogp, l = wt * tl.loss;
-          pg += wt * tl.loss;
+          v[kPg] += wt * tl.loss;
           if (ref) {
             double dk = 0;
             const double k = kl_value(klk, lp[t], r->ref_logp[static_cast<size_t>(j)], &dk);
             l += wt * cfg.algorithm.kl_coef * k;
             g += wt * cfg.algorithm.kl_coef * dk;
-            klv += wt * k;
+            v[kKl] += wt * k;
           }
           if (cfg.algorithm.entropy_coef != 0) {
             l -= wt * cfg.algorithm.entropy_coef * H[t];
             g_ent[t] = static_cast<float>(-wt * cfg.algorithm.entropy_coef);
           }
-          ent += wt * H[t];
-          loss_total += l;
+          v[kEnt] += wt * H[t];
+          v[kLoss] += l;
           g_lp[t] = static_cast<float>(g);
-          us.tok += 1;
-          us.clipped += tl.clipped;
-          us.clip_low += tl.clipped_low;
-          us.clip_high += tl.clipped_high;
-          us.dual += tl.dual_clipped;
-          us.ratio_sum += tl.ratio;
-          us.adv_abs += std::fabs(a);
-          if (first) us.first_maxdev = std::max(us.first_maxdev, std::fabs(tl.ratio - 1.0));
+          v[kTok] += 1;
+          v[kClip] += tl.clipped;
+          v[kClipLo] += tl.clipped_low;
+          v[kClipHi] += tl.clipped_high;
+          v[kDual] += tl.dual_clipped;
+          v[kRatio] += tl.ratio;
+          v[kAdv] += std::fabs(a);
+          if (first)
+            maxdev[0] = std::max(maxdev[0], static_cast<float>(std::fabs(tl.ratio - 1.0)));
         }
       }
-      if (inject_nan) g_lp[0] = std::numeric_limits<float>::quiet_NaN();
-      std::vector<float> dX(X.size(), 0.0f);
-      lens_obj.backward(X.data(), R, pk.targets.data(), g_lp.data(),
-                        cfg.algorithm.entropy_coef != 0 ? g_ent.data() : nullptr, dX.data());
-      const std::vector<float> dH = scatter_rows(dX, pk.rows, d, pk.b.N());
-      if (path.layer == 0)
-        model->backward_from_output(pk.b, acts, dH.data());
-      else
-        model->backward_from_layer(pk.b, acts, path.layer, dH.data());
-    }
+      if (inject_nan && !g_lp.empty()) g_lp[0] = std::numeric_limits<float>::quiet_NaN();
+    };
+    run_pipeline(micros, path, cfg.algorithm.entropy_coef != 0, loss);
+    reduce_loss_stats(v, maxdev, path);
+    us.tok += v[kTok];
+    us.clipped += v[kClip];
+    us.clip_low += v[kClipLo];
+    us.clip_high += v[kClipHi];
+    us.dual += v[kDual];
+    us.ratio_sum += v[kRatio];
+    us.adv_abs += v[kAdv];
+    if (first) us.first_maxdev = std::max(us.first_maxdev, static_cast<double>(maxdev[0]));
     // mini-batch loss terms are sums of weighted tokens: accumulate the per-mini-batch means
     ++us.minis;
-    us.pg_loss += (pg - us.pg_loss) / static_cast<double>(us.minis);
-    us.kl += (klv - us.kl) / static_cast<double>(us.minis);
+    us.pg_loss += (v[kPg] - us.pg_loss) / static_cast<double>(us.minis);
+    us.kl += (v[kKl] - us.kl) / static_cast<double>(us.minis);
     const double w_total = std::accumulate(w.begin(), w.end(), 0.0);
-    us.entropy += (ent / std::max(1e-12, w_total) - us.entropy) / static_cast<double>(us.minis);
+    us.entropy +=
+        (v[kEnt] / std::max(1e-12, w_total) - us.entropy) / static_cast<double>(us.minis);
 
-    const double gn = grad_norm(model->params());
-    if (!std::isfinite(loss_total) || !std::isfinite(gn)) {
+    const double gn = finish_grads();
+    if (!std::isfinite(v[kLoss]) || !std::isfinite(gn)) {
       model->params().zero_grad();
       ++us.nonfinite_skips;
       us.grad_norm_last = gn;
       return;
     }
-    if (cfg.optim.grad_clip > 0) clip_grad_norm(model->params(), cfg.optim.grad_clip);
+    if (cfg.optim.grad_clip > 0) clip_grad_norm(model->params(), cfg.optim.grad_clip, gn);
     ++st.optimizer_steps;
     const double lr =
         cfg.optim.warmup_steps > 0
@@ -863,12 +1134,21 @@ struct Trainer::Impl {
       std::vector<std::vector<int32_t>> prompts;
       GenerateOptions g = gen_options(mix64(static_cast<uint64_t>(cfg.trainer.seed) ^ 0xA11DA7Eull),
                                       cfg.validation.temperature, cfg.validation.top_p, max_tokens);
-      for (int64_t i = 0; i < P; ++i) prompts.push_back(set.at(i).prompt);
+      // each data-parallel replica a contiguous share; random keys are the global prompt indices
+      const int64_t p0 = P * pc.dp_rank() / pc.dp_size(), p1 = P * (pc.dp_rank() + 1) / pc.dp_size();
+      for (int64_t i = p0; i < p1; ++i) {
+        prompts.push_back(set.at(i).prompt);
+        g.prompt_keys.push_back(i);
+      }
       const auto gens = generate(*model, prompts, cfg.validation.n, g, tok.get());
-      std::vector<int64_t> correct(static_cast<size_t>(P), 0);
+      std::vector<double> correct_d(static_cast<size_t>(P), 0.0);
       for (const auto& gn : gens)
-        correct[static_cast<size_t>(gn.prompt)] +=
-            verify(gn.text, set.at(gn.prompt).ground_truth).correct;
+        correct_d[static_cast<size_t>(p0 + gn.prompt)] +=
+            verify(gn.text, set.at(p0 + gn.prompt).ground_truth).correct;
+      pc.dp->allreduce_sum(correct_d.data(), correct_d.size());
+      std::vector<int64_t> correct(static_cast<size_t>(P), 0);
+      for (int64_t i = 0; i < P; ++i)
+        correct[static_cast<size_t>(i)] = static_cast<int64_t>(correct_d[static_cast<size_t>(i)]);
       double avg = 0;
       std::vector<double> pass(cfg.validation.k.size(), 0.0);
       for (int64_t i = 0; i < P; ++i) {
@@ -883,7 +1163,7 @@ struct Trainer::Impl {
       std::string name = fs::path(cfg.validation.sets[vi]).stem().string();
       if (cfg.validation.sets[vi].rfind("builtin:", 0) == 0)
         name = cfg.validation.sets[vi].substr(8);
-      log->write_validation(s, name, avg, cfg.validation.k, pass);
+      if (log) log->write_validation(s, name, avg, cfg.validation.k, pass);
       char buf[200];
       std::snprintf(buf, sizeof buf, "validation %s (%lld prompts x %lld): avg@%lld %.4f",
                     name.c_str(), static_cast<long long>(P),
@@ -906,8 +1186,10 @@ struct Trainer::Impl {
 
   void pick_layer() {
     const LayerChoice c = baseline_layer_choice();
-    log->write_layer_selection(c.ffn_dh, c.attn_dh, c.chosen, c.tokens);
-    log->flush();
+    if (log) {
+      log->write_layer_selection(c.ffn_dh, c.attn_dh, c.chosen, c.tokens);
+      log->flush();
+    }
     std::string dh;
     for (size_t l = 0; l < c.ffn_dh.size(); ++l) {
       char b[48];
@@ -924,11 +1206,31 @@ struct Trainer::Impl {
     say("BuPO layer: pi^" + std::to_string(c.chosen) + " (last layer with mean dH_FFN > 0)");
   }
 
+  // Checkpoints hold the consolidated (single-rank) model and optimizer state, written by world
+  // rank 0, so a run resumes under any layout.
   void checkpoint() {
     st.sampler = sampler->state();
     const auto t0 = Clock::now();
-    const std::string dir = save_checkpoint(out_dir, *model, *optim, st, cfg.to_toml(), tok_json,
-                                            cfg.trainer.keep_checkpoints);
+    std::string dir;
+    if (pc.world->size() == 1) {
+      dir = save_checkpoint(out_dir, *model, *optim, st, cfg.to_toml(), tok_json,
+                            cfg.trainer.keep_checkpoints);
+    } else {
+      std::vector<int64_t> steps(model->params().all().size()), full_steps;
+      for (size_t i = 0; i < steps.size(); ++i) steps[i] = optim->step_count(i);
+      std::vector<std::vector<float>> moments;
+      auto full = gather_model(*model, {&optim->exp_avg(), &optim->exp_avg_sq()}, &moments, &steps,
+                               &full_steps);
+      if (full) {
+        AdamW fo(full->params(), optim->config());
+        fo.exp_avg() = std::move(moments[0]);
+        fo.exp_avg_sq() = std::move(moments[1]);
+        fo.set_step_counts(full_steps);
+        dir = save_checkpoint(out_dir, *full, fo, st, cfg.to_toml(), tok_json,
+                              cfg.trainer.keep_checkpoints);
+      }
+      pc.world->barrier();  // the checkpoint is complete before any rank goes on or exits
+    }
     say("checkpoint " + dir + " (" + std::to_string(seconds_since(t0)).substr(0, 5) + " s)");
   }
 
@@ -944,6 +1246,9 @@ struct Trainer::Impl {
       st.step = cur_step;
       const bool periodic =
           cfg.trainer.checkpoint_every > 0 && st.step % cfg.trainer.checkpoint_every == 0;
+      float sig = static_cast<float>(g_signal.load());  // every rank stops after the same step
+      pc.world->allreduce_max(&sig, 1);
+      if (sig != 0) g_signal.store(static_cast<int>(sig));
       if (preemption_requested()) {
         checkpoint();
         say("preempted by signal " + std::to_string(g_signal.load()) + ": stopped after step " +
@@ -954,8 +1259,11 @@ struct Trainer::Impl {
     }
     if (st.step == cfg.trainer.steps && cfg.trainer.export_hf) {
       const std::string hf = (fs::path(out_dir) / "hf").string();
-      model->save(hf, DType::F32);
-      std::ofstream(fs::path(hf) / "tokenizer.json") << tok_json;
+      std::unique_ptr<Model> full = pc.world->size() > 1 ? gather_model(*model, {}, nullptr, nullptr, nullptr) : nullptr;
+      if (root()) {
+        (full ? *full : *model).save(hf, DType::F32);
+        std::ofstream(fs::path(hf) / "tokenizer.json") << tok_json;
+      }
       say("final model (Hugging Face format): " + hf);
     }
     return 0;
@@ -969,6 +1277,7 @@ LayerChoice pick_layer_command(const TrainConfig& cfg, const std::string& out_h5
   im.load_all();
   if (cfg.warmup.sft_steps > 0) im.warm_start();
   const LayerChoice c = im.baseline_layer_choice();
+  if (!im.root()) return c;
   h5::File f = h5::File::create(out_h5, overwrite);
   f.set_attr("/", "program_version", std::string(kVersion));
   f.set_attr("/", "config", cfg.to_toml());
@@ -988,6 +1297,17 @@ int Trainer::run() {
 }
 Model& Trainer::model() {
   return *impl_->model;
+}
+std::unique_ptr<Model> Trainer::gathered_model() {
+  if (impl_->pc.world->size() == 1) {
+    auto m = std::make_unique<Model>(impl_->model->config(), ParallelContext::single());
+    m->params().weight_arena() = impl_->model->params().weight_arena();
+    return m;
+  }
+  return gather_model(*impl_->model, {}, nullptr, nullptr, nullptr);
+}
+const std::vector<Rollout>& Trainer::last_rollouts() const {
+  return impl_->last_rolls;
 }
 const std::vector<std::pair<std::string, double>>& Trainer::last_metrics() const {
   return impl_->metrics;

@@ -31,6 +31,7 @@ struct TrainOptions {
   bool overwrite = false;       // replace an existing run in out_dir
   bool quiet = false;           // no progress output
   int64_t stop_after_step = 0;  // stop (with a checkpoint) after this step; 0: trainer.steps
+  bool single_process = false;  // ignore the MPI job: run on this process alone (tests)
 };
 
 // One sampled response and everything the update needs about it.
@@ -52,6 +53,9 @@ struct PolicyPath {
 
 // Per-token log-probs and entropies of the response tokens of `seqs` under `path` (forward only).
 // The micro-batch composition decides the packing; results are concatenated in sequence order.
+// Under pipeline parallelism every stage calls it; the results are on the stage that holds the
+// policy (holds_policy), empty elsewhere.
+bool holds_policy(const Model& model, PolicyPath path);
 void policy_logprobs(Model& model, const std::vector<const Rollout*>& seqs, PolicyPath path,
                      std::vector<float>& logp, std::vector<float>* entropy);
 
@@ -75,7 +79,10 @@ class Trainer {
   int run();  // 0: finished; kExitPreempted: stopped by a signal after a checkpoint
 
   // exposed for tests
-  Model& model();
+  Model& model();  // this rank's shard
+  // Collective over the job: the whole model on world rank 0, nullptr elsewhere.
+  std::unique_ptr<Model> gathered_model();
+  const std::vector<Rollout>& last_rollouts() const;  // the last step's (identical on all ranks)
   const std::vector<std::pair<std::string, double>>& last_metrics() const;
 
  private:

@@ -1,0 +1,23 @@
+// Gradient reductions of a parallel optimizer step (after every micro-batch's backward):
+//   1. partial gradients inside the model-parallel group (Model::reduce_partial_grads),
+//   2. data parallelism: the gradients summed over the DP replicas with bucketed all-reduces
+//      (PyTorch DDP / Megatron style buckets, in reverse parameter order — the order the backward
+//      produces them — skipping parameters no replica touched, e.g. the layers above the BuPO
+//      layer in phase 1),
+//   3. the global gradient norm over TP × PP (each parameter counted once, Param::counted).
+// Losses are normalised by the global token count, so the DP sum is the single-rank gradient.
+#pragma once
+#include "model/model.hpp"
+
+namespace bupo {
+
+struct GradReduceStats {
+  int64_t buckets = 0;
+  int64_t bytes = 0;
+};
+
+GradReduceStats allreduce_grads(ParamStore& params, Comm& dp, double bucket_mb);
+// sqrt of the sum over the model-parallel ranks of this rank's counted gradient squares.
+double model_parallel_grad_norm(Model& m);
+
+}  // namespace bupo
