@@ -25,6 +25,32 @@ void mpi_check(int rc, const char* call) {
   fail("MPI: ", call, " failed on ", rank_name(world_rank()), ": ",
        std::string(msg, static_cast<size_t>(len)));
 }
+// Completes a request by polling with a growing sleep: spinning for the first 50 µs keeps the
+// latency of a dedicated core, sleeping afterwards leaves an oversubscribed core (laptop, CI, a
+// pipeline stage waiting out its bubble) to the ranks that compute.
+int env_int(const char* name, int dflt) {
+  const char* e = std::getenv(name);
+  return e ? std::atoi(e) : dflt;
+}
+void wait_for(MPI_Request& req, MPI_Status* st, const char* call) {
+  static const double spin_s = env_int("BUPO_COMM_SPIN_US", 50) * 1e-6;
+  static const int max_sleep_us = env_int("BUPO_COMM_MAX_SLEEP_US", 500);
+  int done = 0;
+  const double t0 = MPI_Wtime();
+  int sleep_us = 5;
+  for (;;) {
+    const int rc = MPI_Test(&req, &done, st);
+    if (rc != MPI_SUCCESS) mpi_check(rc, call);
+    if (done) return;
+    if (MPI_Wtime() - t0 < spin_s) continue;
+    if (max_sleep_us <= 0) {
+      std::this_thread::yield();
+      continue;
+    }
+    std::this_thread::sleep_for(std::chrono::microseconds(sleep_us));
+    sleep_us = std::min(sleep_us * 2, max_sleep_us);
+  }
+}
 int count_of(size_t n) {
   BUPO_CHECK(n <= static_cast<size_t>(INT_MAX), "MPI: message of ", n, " elements exceeds INT_MAX");
   return static_cast<int>(n);
@@ -45,10 +71,14 @@ class Watchdog {
     static Watchdog w;
     return w;
   }
-  void enter(std::string what) {
+  // The description is formatted only when the timeout fires (the operation is still inside).
+  void enter(const Comm* c, CommOp op, size_t bytes, int peer) {
     std::lock_guard<std::mutex> lk(mu_);
     if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
-    what_ = std::move(what);
+    comm_ = c;
+    op_ = op;
+    bytes_ = bytes;
+    peer_ = peer;
     since_ = std::chrono::steady_clock::now();
     active_ = true;
   }
@@ -82,7 +112,7 @@ class Watchdog {
       std::fprintf(stderr,
                    "bupo: %s: %s did not complete within %.3g s (parallel.timeout_s): a peer rank "
                    "died or hangs; ending the job\n",
-                   rank_name(g_world_rank).c_str(), what_.c_str(), t);
+                   rank_name(g_world_rank).c_str(), describe().c_str(), t);
       std::fflush(stderr);
       std::_Exit(kExitCommTimeout);
     }
@@ -91,8 +121,25 @@ class Watchdog {
   std::condition_variable cv_;
   std::thread thread_;
   bool active_ = false, stop_ = false;
-  std::string what_;
+  const Comm* comm_ = nullptr;
+  CommOp op_ = CommOp::Barrier;
+  size_t bytes_ = 0;
+  int peer_ = -1;
   std::chrono::steady_clock::time_point since_;
+  std::string describe() const {
+    std::string w = comm_op_name(op_);
+    w += " of " + std::to_string(bytes_) + " B on group '" + comm_->name() + "' (world ranks";
+    for (int r = 0; r < comm_->size(); ++r) {
+      w += r ? "," : " ";
+      w += std::to_string(comm_->world_rank_of(r));
+    }
+    w += ")";
+    if (peer_ >= 0) {
+      w += op_ == CommOp::Recv ? " from " : " to ";
+      w += rank_name(comm_->world_rank_of(peer_));
+    }
+    return w;
+  }
 };
 }  // namespace
 
@@ -124,13 +171,7 @@ double comm_timeout() {
 }
 
 CommGuard::CommGuard(const Comm& c, CommOp op, size_t bytes, int peer) {
-  std::string what = std::string(comm_op_name(op)) + " of " + std::to_string(bytes) +
-                     " B on group '" + c.name() + "' (world ranks";
-  for (int r = 0; r < c.size(); ++r) what += (r ? "," : " ") + std::to_string(c.world_rank_of(r));
-  what += ")";
-  if (peer >= 0)
-    what += std::string(op == CommOp::Recv ? " from " : " to ") + rank_name(c.world_rank_of(peer));
-  Watchdog::get().enter(std::move(what));
+  Watchdog::get().enter(&c, op, bytes, peer);
 }
 CommGuard::~CommGuard() {
   Watchdog::get().leave();
@@ -202,37 +243,49 @@ MpiComm::~MpiComm() {
 void MpiComm::allreduce_sum(float* buf, size_t n) {
   count(CommOp::AllReduce, n * sizeof(float));
   CommGuard g(*this, CommOp::AllReduce, n * sizeof(float));
-  mpi_check(MPI_Allreduce(MPI_IN_PLACE, buf, count_of(n), MPI_FLOAT, MPI_SUM, comm_),
-            "MPI_Allreduce(sum)");
+  MPI_Request r;
+  mpi_check(MPI_Iallreduce(MPI_IN_PLACE, buf, count_of(n), MPI_FLOAT, MPI_SUM, comm_, &r),
+            "MPI_Iallreduce(sum)");
+  wait_for(r, MPI_STATUS_IGNORE, "MPI_Iallreduce(sum)");
 }
 void MpiComm::allreduce_max(float* buf, size_t n) {
   count(CommOp::AllReduce, n * sizeof(float));
   CommGuard g(*this, CommOp::AllReduce, n * sizeof(float));
-  mpi_check(MPI_Allreduce(MPI_IN_PLACE, buf, count_of(n), MPI_FLOAT, MPI_MAX, comm_),
-            "MPI_Allreduce(max)");
+  MPI_Request r;
+  mpi_check(MPI_Iallreduce(MPI_IN_PLACE, buf, count_of(n), MPI_FLOAT, MPI_MAX, comm_, &r),
+            "MPI_Iallreduce(max)");
+  wait_for(r, MPI_STATUS_IGNORE, "MPI_Iallreduce(max)");
 }
 void MpiComm::allreduce_sum(double* buf, size_t n) {
   count(CommOp::AllReduce, n * sizeof(double));
   CommGuard g(*this, CommOp::AllReduce, n * sizeof(double));
-  mpi_check(MPI_Allreduce(MPI_IN_PLACE, buf, count_of(n), MPI_DOUBLE, MPI_SUM, comm_),
-            "MPI_Allreduce(sum)");
+  MPI_Request r;
+  mpi_check(MPI_Iallreduce(MPI_IN_PLACE, buf, count_of(n), MPI_DOUBLE, MPI_SUM, comm_, &r),
+            "MPI_Iallreduce(sum)");
+  wait_for(r, MPI_STATUS_IGNORE, "MPI_Iallreduce(sum)");
 }
 void MpiComm::broadcast(void* buf, size_t bytes, int root) {
   count(CommOp::Broadcast, bytes);
   CommGuard g(*this, CommOp::Broadcast, bytes);
-  mpi_check(MPI_Bcast(buf, count_of(bytes), MPI_BYTE, root, comm_), "MPI_Bcast");
+  MPI_Request r;
+  mpi_check(MPI_Ibcast(buf, count_of(bytes), MPI_BYTE, root, comm_, &r), "MPI_Ibcast");
+  wait_for(r, MPI_STATUS_IGNORE, "MPI_Ibcast");
 }
 void MpiComm::allgather(const float* in, float* out, size_t n) {
   count(CommOp::AllGather, n * sizeof(float));
   CommGuard g(*this, CommOp::AllGather, n * sizeof(float));
-  mpi_check(MPI_Allgather(in, count_of(n), MPI_FLOAT, out, count_of(n), MPI_FLOAT, comm_),
-            "MPI_Allgather");
+  MPI_Request r;
+  mpi_check(MPI_Iallgather(in, count_of(n), MPI_FLOAT, out, count_of(n), MPI_FLOAT, comm_, &r),
+            "MPI_Iallgather");
+  wait_for(r, MPI_STATUS_IGNORE, "MPI_Iallgather");
 }
 void MpiComm::reduce_scatter_sum(const float* in, float* out, size_t n) {
   count(CommOp::ReduceScatter, n * static_cast<size_t>(size_) * sizeof(float));
   CommGuard g(*this, CommOp::ReduceScatter, n * static_cast<size_t>(size_) * sizeof(float));
-  mpi_check(MPI_Reduce_scatter_block(in, out, count_of(n), MPI_FLOAT, MPI_SUM, comm_),
-            "MPI_Reduce_scatter_block");
+  MPI_Request r;
+  mpi_check(MPI_Ireduce_scatter_block(in, out, count_of(n), MPI_FLOAT, MPI_SUM, comm_, &r),
+            "MPI_Ireduce_scatter_block");
+  wait_for(r, MPI_STATUS_IGNORE, "MPI_Ireduce_scatter_block");
 }
 void MpiComm::reap_sends() {
   while (!sends_.empty()) {
@@ -256,7 +309,9 @@ void MpiComm::recv(float* buf, size_t n, int peer) {
   CommGuard g(*this, CommOp::Recv, n * sizeof(float), peer);
   MPI_Status st;
   const double t0 = MPI_Wtime();
-  mpi_check(MPI_Recv(buf, count_of(n), MPI_FLOAT, peer, 0, comm_, &st), "MPI_Recv");
+  MPI_Request r;
+  mpi_check(MPI_Irecv(buf, count_of(n), MPI_FLOAT, peer, 0, comm_, &r), "MPI_Irecv");
+  wait_for(r, &st, "MPI_Irecv");
   add_wait(MPI_Wtime() - t0);
   int got = 0;
   MPI_Get_count(&st, MPI_FLOAT, &got);
@@ -267,14 +322,16 @@ void MpiComm::recv(float* buf, size_t n, int peer) {
 void MpiComm::wait_sends() {
   if (sends_.empty()) return;
   CommGuard g(*this, CommOp::Send, 0);
-  for (auto& p : sends_) mpi_check(MPI_Wait(&p.req, MPI_STATUS_IGNORE), "MPI_Wait(send)");
+  for (auto& p : sends_) wait_for(p.req, MPI_STATUS_IGNORE, "MPI_Isend");
   sends_.clear();
 }
 void MpiComm::barrier() {
   count(CommOp::Barrier, 0);
   wait_sends();
   CommGuard g(*this, CommOp::Barrier, 0);
-  mpi_check(MPI_Barrier(comm_), "MPI_Barrier");
+  MPI_Request r;
+  mpi_check(MPI_Ibarrier(comm_, &r), "MPI_Ibarrier");
+  wait_for(r, MPI_STATUS_IGNORE, "MPI_Ibarrier");
 }
 std::shared_ptr<Comm> MpiComm::split(int color, int key) {
   MPI_Comm c = MPI_COMM_NULL;

@@ -7,6 +7,8 @@
 #include "gen/text_rows.hpp"
 #include "lens/entropy_analysis.hpp"
 #include "model/gguf_import.hpp"
+#include "parallel/mpi_comm.hpp"
+#include "parallel/topology.hpp"
 
 namespace bupo::cli {
 
@@ -45,6 +47,8 @@ Runner add_entropy(CLI::App& app) {
   struct Opts {
     std::string model, data, out, lens = "raw", tokenizer;
     int64_t batch_tokens = 4096, chunk = 0;
+    int tp = 1, pp = 1;
+    double timeout_s = 600;
     bool overwrite = false;
     TextRowOptions rows;
   };
@@ -79,8 +83,26 @@ Runner add_entropy(CLI::App& app) {
   sub->add_option("--lens-chunk", o->chunk, "rows per lens chunk (0: automatic)")
       ->check(CLI::NonNegativeNumber);
   sub->add_flag("--overwrite", o->overwrite, "replace an existing output file");
+  sub->add_option("--tp", o->tp, "tensor-parallel ranks (under mpirun/srun)")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--pp", o->pp, "pipeline stages (under mpirun/srun); the rest of the ranks are "
+                                 "data-parallel replicas")
+      ->check(CLI::PositiveNumber);
+  sub->add_option("--timeout", o->timeout_s,
+                  "seconds a collective may take before the job ends, naming the rank");
   return [o]() {
-    auto model = load_model(o->model, ParallelContext::single());
+    ParallelLayout lay;
+    lay.tp = o->tp;
+    lay.pp = o->pp;
+    const int world = MpiSession::active() ? world_size() : 1;
+    BUPO_CHECK(world % (lay.tp * lay.pp) == 0, "bupo entropy: --tp ", lay.tp, " × --pp ", lay.pp,
+               " does not divide the job's ", world, " ranks");
+    lay.dp = world / (lay.tp * lay.pp);
+    const ModelConfig mc = model_config_of(o->model);
+    validate_layout(lay, world, mc, "bupo entropy");
+    set_comm_timeout(o->timeout_s);
+    auto model = load_model(
+        o->model, make_parallel_context(lay, static_cast<int>(mc.num_layers), "bupo entropy"));
     std::optional<Tokenizer> tok;
     find_tokenizer(o->model, o->tokenizer, tok);
     const auto recs = read_entropy_rows(o->data, *model, tok ? &*tok : nullptr, o->rows);
@@ -99,8 +121,9 @@ Runner add_entropy(CLI::App& app) {
                                  (long long)total);
                   if (tty && done == total) std::fprintf(stderr, "\n");
                 });
-    std::printf("wrote %s (L=%lld, lens=%s)\n", o->out.c_str(), (long long)model->num_layers(),
-                o->lens.c_str());
+    if (model->parallel().world->rank() == 0)
+      std::printf("wrote %s (L=%lld, lens=%s)\n", o->out.c_str(),
+                  (long long)model->num_layers(), o->lens.c_str());
     return 0;
   };
 }

@@ -1,5 +1,7 @@
 #include "lens/entropy_analysis.hpp"
 
+#include <optional>
+
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
@@ -184,7 +186,11 @@ void run_entropy(Model& model, const std::vector<TokenRecord>& recs, const std::
     BUPO_CHECK(static_cast<int64_t>(r.ids.size()) <= maxpos, data_path, ":", r.line,
                ": field 'ids' has ", r.ids.size(),
                " tokens, more than the model's max_position_embeddings (", maxpos, ")");
-  EntropyWriter w(out_path, overwrite, model, model_path, data_path, opt.lens);
+  // one writer (world rank 0); every rank computes (pipeline stages their own layers, TP ranks
+  // their vocabulary shard; data-parallel replicas repeat the work)
+  std::optional<EntropyWriter> w;
+  if (model.parallel().world->rank() == 0)
+    w.emplace(out_path, overwrite, model, model_path, data_path, opt.lens);
   const int64_t n = static_cast<int64_t>(recs.size());
   // Fault injection for crash-consistency tests: SIGKILL ourselves after this many flushed batches.
   const char* fault = std::getenv("BUPO_FAULT_KILL_AFTER_BATCHES");
@@ -200,12 +206,13 @@ void run_entropy(Model& model, const std::vector<TokenRecord>& recs, const std::
       ++j;
     }
     const std::vector<TokenRecord> batch(recs.begin() + i, recs.begin() + j);
-    w.append(compute_entropy_rows(model, batch, i, opt));
+    const EntropyRows rows = compute_entropy_rows(model, batch, i, opt);
+    if (w) w->append(rows);
     if (++batches == kill_after) std::raise(SIGKILL);
     i = j;
     if (progress) progress(i, n);
   }
-  w.finish(n);
+  if (w) w->finish(n);
 }
 
 }  // namespace bupo

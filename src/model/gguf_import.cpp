@@ -14,6 +14,14 @@ constexpr const char* kLlama3Regex =
     R"((?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+)";
 }  // namespace
 
+ModelConfig model_config_of(const std::string& path) {
+  if (is_gguf_path(path)) return config_from_gguf(*GgufFile::open(path));
+  const std::filesystem::path cfg = std::filesystem::path(path) / "config.json";
+  BUPO_CHECK(std::filesystem::exists(cfg), path,
+             ": no config.json (expected a Hugging Face model directory or a .gguf file)");
+  return ModelConfig::load(cfg.string());
+}
+
 bool is_gguf_path(const std::string& path) {
   return path.size() > 5 && path.substr(path.size() - 5) == ".gguf" &&
          std::filesystem::is_regular_file(path);

@@ -26,6 +26,9 @@ Tokenizer load_tokenizer(const std::string& path);
 
 // A model from a Hugging Face directory or a .gguf file.
 std::unique_ptr<Model> load_model(const std::string& path, ParallelContext pc);
+// The model's shape only (config.json, or the GGUF metadata): for checking a parallel layout
+// before any weights are read.
+ModelConfig model_config_of(const std::string& path);
 bool is_gguf_path(const std::string& path);
 
 // Undo convert_hf_to_gguf's permute() of q_proj/k_proj rows: within each head, GGUF interleaves

@@ -293,9 +293,7 @@ struct Trainer::Impl {
     // model: its shape first, then the parallel layout (checked before any work), then the shard
     ModelConfig mc;
     if (!cfg.model.path.empty()) {
-      mc = is_gguf_path(cfg.model.path)
-               ? config_from_gguf(*GgufFile::open(cfg.model.path))
-               : ModelConfig::load((fs::path(cfg.model.path) / "config.json").string());
+      mc = model_config_of(cfg.model.path);
     } else {
       const auto& in = cfg.model.init;
       ModelConfig c;

@@ -2,12 +2,14 @@
 // tested against the CPU op). Exits with 77 (ctest: skipped) when no GPU is visible.
 #include <gtest/gtest.h>
 
+#include <chrono>
 #include <cstdio>
 
 #include "../test_util.hpp"
 #include "kernels/cpu/linear.hpp"
 #include "kernels/cpu/rmsnorm.hpp"
 #include "kernels/cuda/cuda_ops.hpp"
+#include "kernels/cuda/nccl_comm.hpp"
 
 namespace bupo {
 namespace {
@@ -50,6 +52,31 @@ TEST(CudaOps, LinearForwardMatchesCpu) {
   cuda::linear_forward(dy.p, dx.p, dW.p, N, in, out);
   cuda::synchronize();
   EXPECT_LE(test::rel_err(dy.host().data(), y.data(), N * out), 1e-5);
+}
+
+// NCCL single-GPU sanity: a communicator of one over the SelfComm bootstrap, every collective
+// on device buffers, the counters, and the bandwidth of a 64 MiB all-reduce (printed).
+TEST(NcclComm, SingleGpuCollectivesAndCounters) {
+  cuda::NcclComm c(std::make_shared<SelfComm>(), "gpu", 30.0);
+  const auto x = test::randn(1 << 10, 3);
+  DeviceBuffer a(x), out(static_cast<int64_t>(x.size()));
+  c.allreduce_sum(a.p, x.size());
+  EXPECT_EQ(a.host(), x);
+  c.allgather(a.p, out.p, x.size());
+  EXPECT_EQ(out.host(), x);
+  c.reduce_scatter_sum(a.p, out.p, x.size());
+  EXPECT_EQ(out.host(), x);
+  c.broadcast(a.p, x.size() * 4, 0);
+  EXPECT_EQ(a.host(), x);
+  EXPECT_EQ(c.stats().calls(), 4u);
+  const size_t big = 16u << 20;  // floats: 64 MiB
+  DeviceBuffer b(static_cast<int64_t>(big));
+  c.allreduce_sum(b.p, big);
+  const auto t0 = std::chrono::steady_clock::now();
+  for (int i = 0; i < 10; ++i) c.allreduce_sum(b.p, big);
+  const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::printf("NCCL all-reduce, 1 GPU, 64 MiB: %.1f GB/s algorithm bandwidth\n",
+              10.0 * big * 4 / s / 1e9);
 }
 
 }  // namespace

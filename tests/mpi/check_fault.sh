@@ -1,0 +1,53 @@
+#!/usr/bin/env bash
+# Fault handling under mpirun (ctest: mpi.fault_*): a rank that hangs or dies must end the whole
+# job within a bounded time, with a message naming a rank and its host — never a silent hang.
+#   check_fault.sh MPIRUN BUPO KIND    (KIND: hang | die)
+set -uo pipefail
+mpirun=$1 bupo=$2 kind=$3
+shift 3
+dir=$(mktemp -d)
+trap 'rm -rf "$dir"' EXIT
+cfg="$dir/tiny.toml"
+cat > "$cfg" <<TOML
+[model]
+template = "plain"
+init = { arch = "qwen3", layers = 2, hidden = 32, heads = 2, kv_heads = 1, head_dim = 16, ffn = 64, vocab_multiple = 8 }
+[data]
+train = "builtin:arithmetic"
+arithmetic = { digits = 1, ops = "+", size = 50 }
+[rollout]
+n = 2
+max_tokens = 4
+[trainer]
+steps = 4
+prompts_per_step = 2
+mini_batch_prompts = 2
+micro_batch_seqs = 2
+checkpoint_every = 0
+out_dir = "$dir/run"
+[parallel]
+pp = 2
+timeout_s = 5
+fault_inject = "$kind:1@2"
+TOML
+start=$(date +%s)
+timeout 120 "$mpirun" "$@" -np 2 "$bupo" train -c "$cfg" --overwrite >"$dir/out" 2>&1
+rc=$?
+elapsed=$(( $(date +%s) - start ))
+cat "$dir/out"
+echo "check_fault: $kind: exit $rc after ${elapsed}s"
+[ "$rc" -ne 0 ] || { echo "FAIL: the job exited 0"; exit 1; }
+[ "$rc" -ne 124 ] || { echo "FAIL: the job hung until the test's own timeout"; exit 1; }
+grep -q "fault injection: rank 1 (host" "$dir/out" || { echo "FAIL: the injected fault was not announced"; exit 1; }
+if [ "$kind" = hang ]; then
+  # the watchdog of the waiting rank names itself, its host, the operation and the peer
+  grep -Eq "bupo: rank 0 \(host [^)]+\): recv of [0-9]+ B on group 'pp' \(world ranks 0,1\) from rank 1 \(host [^)]+\) did not complete within 5 s" "$dir/out" ||
+    { echo "FAIL: no watchdog message naming the rank and host"; exit 1; }
+  [ "$elapsed" -le 60 ] || { echo "FAIL: took ${elapsed}s for a 5 s timeout"; exit 1; }
+else
+  # mpirun names the process that died
+  grep -Eiq "rank 1|exited on signal|non-zero status" "$dir/out" ||
+    { echo "FAIL: the launcher did not name the dead rank"; exit 1; }
+fi
+[ -s "$dir/run/metrics.jsonl" ] || { echo "FAIL: step 1's metrics were lost"; exit 1; }
+echo "check_fault: $kind: OK"
