@@ -615,6 +615,8 @@ struct Trainer::Impl {
       v.push_back(static_cast<double>(now[g].calls() - before[g].calls()));
       v.push_back(now[g].recv_wait_s - before[g].recv_wait_s);
     }
+    v.push_back(pipe_wall);
+    v.push_back(pipe_wait);
     pc.world->allreduce_sum(v.data(), v.size());
     const char* names[3] = {"tp", "pp", "dp"};
     for (size_t g = 0; g < 3; ++g) {
@@ -622,6 +624,14 @@ struct Trainer::Impl {
       add(std::string("comm_") + names[g] + "_calls", v[3 * g + 1]);
     }
     add("pp_recv_wait_s", v[3 * 1 + 2] / pc.world->size());  // per rank, mean
+    if (pc.pp_size() > 1) {
+      // the measured pipeline bubble of the update: idle (receive-wait) time over the wall time
+      // of the pipelined passes, over all ranks of the stages taking part; and the 1F1B bound
+      // (p-1)/(m+p-1) for p = those stages and m = micro-batches per replica and mini-batch
+      add("pp_bubble_measured", v[10] > 0 ? v[10] / v[9] : 0.0);
+      const double p = pipe_stages, m = static_cast<double>(pipe_micros);
+      add("pp_bubble_1f1b", m > 0 ? (p - 1) / (m + p - 1) : 0.0);
+    }
   }
 
   bool step(int64_t s) {
@@ -629,6 +639,9 @@ struct Trainer::Impl {
     metrics.clear();
     maybe_inject_fault(s);
     const auto comm0 = comm_snapshot();
+    pipe_wall = pipe_wait = 0;
+    pipe_stages = 0;
+    pipe_micros = 0;
     const bool phase1 = st.bupo_layer > 0 && s <= cfg.bupo.internal_steps;
     const PolicyPath path{phase1 ? static_cast<int>(st.bupo_layer) : 0,
                           lens_mode_from_string(cfg.bupo.lens)};
@@ -867,6 +880,8 @@ struct Trainer::Impl {
     const int s = pc.pp_rank();
     if (s > loss_stage) return;
     const bool here = s == loss_stage;
+    const auto t_start = Clock::now();
+    const double wait0 = pc.pp->stats().recv_wait_s;
     const auto m = static_cast<int64_t>(micros.size());
     const int64_t warm = std::min<int64_t>(loss_stage - s, m), d = model->hidden();
     const Lens lens = lens_for(*model, path);
@@ -906,7 +921,17 @@ struct Trainer::Impl {
       B(i - warm);
     }
     for (int64_t i = m - warm; i < m; ++i) B(i);
+    if (pc.pp_size() > 1) {
+      if (auto* mc = dynamic_cast<MpiComm*>(pc.pp.get())) mc->wait_sends();
+      pipe_wall += seconds_since(t_start);
+      pipe_wait += pc.pp->stats().recv_wait_s - wait0;
+      pipe_stages = std::max(pipe_stages, loss_stage + 1);
+      pipe_micros = std::max<int64_t>(pipe_micros, m);
+    }
   }
+  double pipe_wall = 0, pipe_wait = 0;  // this step's pipelined passes on this rank
+  int pipe_stages = 0;
+  int64_t pipe_micros = 0;
 
   // Sums per-rank statistics of the stage that holds the policy over DP, then hands them to every
   // pipeline stage. `mx` entries are maxima.

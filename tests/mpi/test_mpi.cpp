@@ -95,7 +95,14 @@ TEST(TensorParallelModel, ForwardAndBackwardMatchOneRank) {
     const Batch b = test::tiny_batch();
     Activations a1, a2;
     single->forward(b, a1, true);
+    const CommCount ar0 = c->stats()[CommOp::AllReduce];
     tp.forward(b, a2, true);
+    // Megatron's count: one all-reduce of N·d activations after the vocab-parallel embedding and
+    // after each row-parallel layer (o_proj, down_proj): (1 + 2L) per forward, nothing else
+    const int64_t L = tp.num_layers(), Nd = b.N() * tp.hidden();
+    EXPECT_EQ(c->stats()[CommOp::AllReduce].calls - ar0.calls, static_cast<uint64_t>(1 + 2 * L));
+    EXPECT_EQ(c->stats()[CommOp::AllReduce].bytes - ar0.bytes,
+              static_cast<uint64_t>((1 + 2 * L) * Nd * 4));
     EXPECT_LE(test::rel_err(a2.final_out.ptr(), a1.final_out.ptr(), a1.final_out.numel()), 1e-5)
         << arch_name(arch);
 
@@ -111,7 +118,12 @@ TEST(TensorParallelModel, ForwardAndBackwardMatchOneRank) {
         a2.final_out.ptr(), N, tgt.data(), g.data(), nullptr, dy2.data());
     EXPECT_LE(test::rel_err(dy2.data(), dy1.data(), N * d), 1e-5);
     single->backward_from_output(b, a1, dy1.data());
+    const CommCount ab0 = c->stats()[CommOp::AllReduce];
     tp.backward_from_output(b, a2, dy2.data());
+    // backward: the conjugate all-reduces of the column-parallel inputs (QKV, gate/up): 2L
+    EXPECT_EQ(c->stats()[CommOp::AllReduce].calls - ab0.calls, static_cast<uint64_t>(2 * L));
+    EXPECT_EQ(c->stats()[CommOp::AllReduce].bytes - ab0.bytes,
+              static_cast<uint64_t>(2 * L * Nd * 4));
     for (auto& p : tp.params().all()) {
       const Param* q = single->params().find(p.name);
       ASSERT_NE(q, nullptr);
