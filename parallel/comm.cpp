@@ -53,7 +53,7 @@ ParallelContext ParallelContext::single() {
   return pc;
 }
 
-int ParallelContext::stage_lo(int s, int L) const {
+int ParallelContext::stage_lo(int s, int /*L*/) const {
   if (stage_begin.empty()) return 1;
   return stage_begin.at(static_cast<size_t>(s));
 }
