@@ -8,14 +8,22 @@ namespace bupo {
 
 const char* comm_op_name(CommOp op) {
   switch (op) {
-    case CommOp::AllReduce: return "all_reduce";
-    case CommOp::AllGather: return "all_gather";
-    case CommOp::ReduceScatter: return "reduce_scatter";
-    case CommOp::Broadcast: return "broadcast";
-    case CommOp::Send: return "send";
-    case CommOp::Recv: return "recv";
-    case CommOp::Barrier: return "barrier";
-    case CommOp::kCount: break;
+    case CommOp::AllReduce:
+      return "all_reduce";
+    case CommOp::AllGather:
+      return "all_gather";
+    case CommOp::ReduceScatter:
+      return "reduce_scatter";
+    case CommOp::Broadcast:
+      return "broadcast";
+    case CommOp::Send:
+      return "send";
+    case CommOp::Recv:
+      return "recv";
+    case CommOp::Barrier:
+      return "barrier";
+    case CommOp::kCount:
+      break;
   }
   return "?";
 }

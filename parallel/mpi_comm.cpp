@@ -240,29 +240,21 @@ MpiComm::~MpiComm() {
   }
   MPI_Comm_free(&comm_);
 }
-void MpiComm::allreduce_sum(float* buf, size_t n) {
-  count(CommOp::AllReduce, n * sizeof(float));
-  CommGuard g(*this, CommOp::AllReduce, n * sizeof(float));
+void MpiComm::allreduce(void* buf, size_t n, MPI_Datatype type, size_t elem, MPI_Op op) {
+  count(CommOp::AllReduce, n * elem);
+  CommGuard g(*this, CommOp::AllReduce, n * elem);
   MPI_Request r;
-  mpi_check(MPI_Iallreduce(MPI_IN_PLACE, buf, count_of(n), MPI_FLOAT, MPI_SUM, comm_, &r),
-            "MPI_Iallreduce(sum)");
-  wait_for(r, MPI_STATUS_IGNORE, "MPI_Iallreduce(sum)");
+  mpi_check(MPI_Iallreduce(MPI_IN_PLACE, buf, count_of(n), type, op, comm_, &r), "MPI_Iallreduce");
+  wait_for(r, MPI_STATUS_IGNORE, "MPI_Iallreduce");
+}
+void MpiComm::allreduce_sum(float* buf, size_t n) {
+  allreduce(buf, n, MPI_FLOAT, sizeof(float), MPI_SUM);
 }
 void MpiComm::allreduce_max(float* buf, size_t n) {
-  count(CommOp::AllReduce, n * sizeof(float));
-  CommGuard g(*this, CommOp::AllReduce, n * sizeof(float));
-  MPI_Request r;
-  mpi_check(MPI_Iallreduce(MPI_IN_PLACE, buf, count_of(n), MPI_FLOAT, MPI_MAX, comm_, &r),
-            "MPI_Iallreduce(max)");
-  wait_for(r, MPI_STATUS_IGNORE, "MPI_Iallreduce(max)");
+  allreduce(buf, n, MPI_FLOAT, sizeof(float), MPI_MAX);
 }
 void MpiComm::allreduce_sum(double* buf, size_t n) {
-  count(CommOp::AllReduce, n * sizeof(double));
-  CommGuard g(*this, CommOp::AllReduce, n * sizeof(double));
-  MPI_Request r;
-  mpi_check(MPI_Iallreduce(MPI_IN_PLACE, buf, count_of(n), MPI_DOUBLE, MPI_SUM, comm_, &r),
-            "MPI_Iallreduce(sum)");
-  wait_for(r, MPI_STATUS_IGNORE, "MPI_Iallreduce(sum)");
+  allreduce(buf, n, MPI_DOUBLE, sizeof(double), MPI_SUM);
 }
 void MpiComm::broadcast(void* buf, size_t bytes, int root) {
   count(CommOp::Broadcast, bytes);
@@ -315,8 +307,8 @@ void MpiComm::recv(float* buf, size_t n, int peer) {
   add_wait(MPI_Wtime() - t0);
   int got = 0;
   MPI_Get_count(&st, MPI_FLOAT, &got);
-  BUPO_CHECK(static_cast<size_t>(got) == n, "pipeline: ", rank_name(world_rank()),
-             " expected ", n, " floats from ", rank_name(world_rank_of(peer)), ", got ", got,
+  BUPO_CHECK(static_cast<size_t>(got) == n, "pipeline: ", rank_name(world_rank()), " expected ", n,
+             " floats from ", rank_name(world_rank_of(peer)), ", got ", got,
              " (the stages disagree about the micro-batch)");
 }
 void MpiComm::wait_sends() {

@@ -82,6 +82,7 @@ class MpiComm final : public Comm {
   std::vector<int> world_ranks_;
   std::deque<Pending> sends_;
   void reap_sends();
+  void allreduce(void* buf, size_t n, MPI_Datatype type, size_t elem, MPI_Op op);
 };
 
 }  // namespace bupo

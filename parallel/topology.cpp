@@ -39,8 +39,8 @@ std::vector<int> stage_layer_counts(const ParallelLayout& lay, int L, const std:
   const int mid = last - first + 1;
   BUPO_CHECK(rest >= mid && (mid > 0 || rest == 0), source,
              ": parallel.first_stage_layers = ", lay.first_stage_layers,
-             " and parallel.last_stage_layers = ", lay.last_stage_layers, " leave ", rest,
-             " of ", L, " layers for ", mid, " other stage(s); every stage needs at least one");
+             " and parallel.last_stage_layers = ", lay.last_stage_layers, " leave ", rest, " of ",
+             L, " layers for ", mid, " other stage(s); every stage needs at least one");
   for (int s = first; s <= last; ++s)  // even split, the remainder on the earlier middle stages
     n[static_cast<size_t>(s)] = rest / mid + (s - first < rest % mid ? 1 : 0);
   return n;
@@ -51,9 +51,10 @@ void validate_layout(const ParallelLayout& lay, int world_size, const ModelConfi
   BUPO_CHECK(lay.tp >= 1 && lay.pp >= 1 && lay.dp >= 1, source,
              ": parallel.tp, parallel.pp and parallel.dp must be >= 1 (got ", lay.tp, ", ", lay.pp,
              ", ", lay.dp, ")");
-  BUPO_CHECK(lay.world() == world_size, source, ": parallel.tp × parallel.pp × parallel.dp = ",
-             lay.tp, " × ", lay.pp, " × ", lay.dp, " = ", lay.world(),
-             " but the job has ", world_size, " rank(s) (mpirun -np / srun -n)");
+  BUPO_CHECK(lay.world() == world_size, source,
+             ": parallel.tp × parallel.pp × parallel.dp = ", lay.tp, " × ", lay.pp, " × ", lay.dp,
+             " = ", lay.world(), " but the job has ", world_size,
+             " rank(s) (mpirun -np / srun -n)");
   const int64_t tp = lay.tp;
   BUPO_CHECK(m.num_heads % tp == 0, source, ": parallel.tp = ", tp,
              " does not divide num_attention_heads = ", m.num_heads);

@@ -110,8 +110,8 @@ std::unique_ptr<Model> gather_model(Model& m, const std::vector<const std::vecto
       const std::string name = r.str();
       const int64_t iv = r.i64();
       Param* fp = fs.find(name);
-      BUPO_CHECK(fp != nullptr, "gather_model: ", rank_name(w.world_rank_of(src)), " sent unknown parameter '",
-                 name, "'");
+      BUPO_CHECK(fp != nullptr, "gather_model: ", rank_name(w.world_rank_of(src)),
+                 " sent unknown parameter '", name, "'");
       Param shard = *fp;  // the sender's geometry
       const int64_t n = r.i64();
       shard.shard_dim = static_cast<int>(r.i64());

@@ -8,6 +8,7 @@
 
 #include "core/error.hpp"
 #include "io/safetensors.hpp"
+#include "model/gather.hpp"
 #include "kernels/cpu/attention.hpp"
 #include "kernels/cpu/rmsnorm.hpp"
 #include "kernels/cpu/swiglu.hpp"
@@ -169,8 +170,7 @@ void Model::reduce_partial_grads() {
     ppc.allreduce_max(flags.data(), flags.size());
     for (size_t i = 0; i < sh.size(); ++i) {
       if (flags[i] == 0.0f) continue;
-      if (!sh[i]->has_grad) std::fill(sh[i]->g, sh[i]->g + sh[i]->numel(), 0.0f);
-      sh[i]->has_grad = true;
+      sh[i]->has_grad = true;  // (its gradient is zero on the stages that did not use it)
       ppc.allreduce_sum(sh[i]->g, static_cast<size_t>(sh[i]->numel()));
     }
   }
@@ -234,14 +234,7 @@ void Model::load_weights(const std::string& path) {
     }
     full.resize(static_cast<size_t>(numel_of(p.full_shape)));
     f.read_f32(t, full.data());
-    if (p.shard_dim == 0) {
-      const int64_t cols = p.shape.size() == 2 ? p.shape[1] : 1;
-      std::copy_n(full.data() + p.shard_offset * cols, p.numel(), p.w);
-    } else {
-      const int64_t rows = p.shape[0], cl = p.shape[1], cf = p.full_shape[1];
-      for (int64_t i = 0; i < rows; ++i)
-        std::copy_n(full.data() + i * cf + p.shard_offset, cl, p.w + i * cl);
-    }
+    copy_shard_from_full(p, full.data(), p.w);
   }
 }
 

@@ -870,13 +870,17 @@ struct Trainer::Impl {
   // alternating one forward / one backward, then the remaining backwards). The stage that holds
   // the policy evaluates the lens, asks `loss` for the per-token gradients and starts the
   // backward there (in BuPO phase 1 the stage owning layer l); stages above it do nothing.
+  // The pipeline stage that holds the policy of `path` (the one owning layer l, or the last).
+  int stage_of_policy(PolicyPath path) const {
+    const int L = model->num_layers();
+    return pc.stage_of_layer(path.layer == 0 ? L : path.layer, L);
+  }
   using LossFn = std::function<void(size_t micro, const std::vector<float>& lp,
                                     const std::vector<float>& H, std::vector<float>& g_lp,
                                     std::vector<float>& g_ent)>;
   void run_pipeline(const std::vector<std::vector<const Rollout*>>& micros, PolicyPath path,
                     bool entropy_grad, const LossFn& loss) {
-    const int L = model->num_layers();
-    const int loss_stage = pc.stage_of_layer(path.layer == 0 ? L : path.layer, L);
+    const int loss_stage = stage_of_policy(path);
     const int s = pc.pp_rank();
     if (s > loss_stage) return;
     const bool here = s == loss_stage;
@@ -936,13 +940,11 @@ struct Trainer::Impl {
   // Sums per-rank statistics of the stage that holds the policy over DP, then hands them to every
   // pipeline stage. `mx` entries are maxima.
   void reduce_loss_stats(std::vector<double>& v, std::vector<float>& mx, PolicyPath path) {
-    const int L = model->num_layers();
     pc.dp->allreduce_sum(v.data(), v.size());
     if (!mx.empty()) pc.dp->allreduce_max(mx.data(), mx.size());
     if (pc.pp_size() > 1) {
-      const int root_stage = pc.stage_of_layer(path.layer == 0 ? L : path.layer, L);
-      pc.pp->broadcast(v.data(), v.size() * sizeof(double), root_stage);
-      if (!mx.empty()) pc.pp->broadcast(mx.data(), mx.size() * sizeof(float), root_stage);
+      pc.pp->broadcast(v.data(), v.size() * sizeof(double), stage_of_policy(path));
+      if (!mx.empty()) pc.pp->broadcast(mx.data(), mx.size() * sizeof(float), stage_of_policy(path));
     }
   }
 

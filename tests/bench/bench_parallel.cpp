@@ -1,6 +1,6 @@
-// Collective bandwidth of the MPI backend (run under mpirun, e.g. `mpirun -np 2 bupo_bench_parallel`).
-// Every rank runs the same fixed number of iterations (adaptive iteration counts would let ranks
-// disagree and deadlock); rank 0 reports. Counters, as in nccl-tests:
+// Collective bandwidth of the MPI backend (run under mpirun, e.g. `mpirun -np 2
+// bupo_bench_parallel`). Every rank runs the same fixed number of iterations (adaptive iteration
+// counts would let ranks disagree and deadlock); rank 0 reports. Counters, as in nccl-tests:
 //   algbw = bytes / time;   busbw = algbw · (2(n-1)/n for all-reduce, (n-1)/n for all-gather and
 //   reduce-scatter, 1 for send/recv);   bound = this machine's single-thread memcpy bandwidth of
 //   the same size (on one host every transfer is at least one memory copy), ratio = busbw / bound.
@@ -75,10 +75,26 @@ void BM_SendRecv(benchmark::State& state) {
 }
 
 constexpr int64_t kIters = 20;
-BENCHMARK(BM_AllReduce)->RangeMultiplier(8)->Range(4 << 10, 64 << 20)->Iterations(kIters)->UseRealTime();
-BENCHMARK(BM_AllGather)->RangeMultiplier(8)->Range(4 << 10, 64 << 20)->Iterations(kIters)->UseRealTime();
-BENCHMARK(BM_ReduceScatter)->RangeMultiplier(8)->Range(4 << 10, 64 << 20)->Iterations(kIters)->UseRealTime();
-BENCHMARK(BM_SendRecv)->RangeMultiplier(8)->Range(4 << 10, 64 << 20)->Iterations(kIters)->UseRealTime();
+BENCHMARK(BM_AllReduce)
+    ->RangeMultiplier(8)
+    ->Range(4 << 10, 64 << 20)
+    ->Iterations(kIters)
+    ->UseRealTime();
+BENCHMARK(BM_AllGather)
+    ->RangeMultiplier(8)
+    ->Range(4 << 10, 64 << 20)
+    ->Iterations(kIters)
+    ->UseRealTime();
+BENCHMARK(BM_ReduceScatter)
+    ->RangeMultiplier(8)
+    ->Range(4 << 10, 64 << 20)
+    ->Iterations(kIters)
+    ->UseRealTime();
+BENCHMARK(BM_SendRecv)
+    ->RangeMultiplier(8)
+    ->Range(4 << 10, 64 << 20)
+    ->Iterations(kIters)
+    ->UseRealTime();
 
 class NullReporter : public benchmark::BenchmarkReporter {
  public:

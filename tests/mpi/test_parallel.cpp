@@ -115,8 +115,8 @@ TEST(ParallelEquivalence, BuPOPhase1AndPhase2StepsMatchOneRank) {
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   ASSERT_EQ(lay.world(), world) << "BUPO_TEST_LAYOUT does not match -np";
-  const std::string tag = std::to_string(lay.tp) + "x" + std::to_string(lay.pp) + "x" +
-                          std::to_string(lay.dp);
+  const std::string tag =
+      std::to_string(lay.tp) + "x" + std::to_string(lay.pp) + "x" + std::to_string(lay.dp);
   const std::string one = run_dir("one_" + tag), par = run_dir(tag);
   TrainOptions o;
   o.quiet = true;
@@ -137,11 +137,10 @@ TEST(ParallelEquivalence, BuPOPhase1AndPhase2StepsMatchOneRank) {
   idle_barrier();
 
   // the same run on the layout
-  Trainer t(parse_train_config(kCfg, "equivalence.toml",
-                               {"trainer.out_dir=\"" + par + "\"",
-                                "parallel.tp=" + std::to_string(lay.tp),
-                                "parallel.pp=" + std::to_string(lay.pp),
-                                "parallel.dp=" + std::to_string(lay.dp)}),
+  Trainer t(parse_train_config(
+                kCfg, "equivalence.toml",
+                {"trainer.out_dir=\"" + par + "\"", "parallel.tp=" + std::to_string(lay.tp),
+                 "parallel.pp=" + std::to_string(lay.pp), "parallel.dp=" + std::to_string(lay.dp)}),
             o);
   EXPECT_EQ(t.run(), 0);
   auto got_model = t.gathered_model();
@@ -194,16 +193,3 @@ TEST(ParallelEquivalence, BuPOPhase1AndPhase2StepsMatchOneRank) {
 }
 
 }  // namespace
-
-int main(int argc, char** argv) {
-  MpiSession mpi(&argc, &argv);
-  ::testing::InitGoogleTest(&argc, argv);
-  int rank = 0;
-  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
-  if (rank != 0)
-    delete ::testing::UnitTest::GetInstance()->listeners().Release(
-        ::testing::UnitTest::GetInstance()->listeners().default_result_printer());
-  int failed = RUN_ALL_TESTS();
-  MPI_Allreduce(MPI_IN_PLACE, &failed, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
-  return failed;
-}

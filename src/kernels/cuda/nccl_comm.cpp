@@ -16,7 +16,9 @@ double since(Clock::time_point t0) {
 }  // namespace
 
 NcclComm::NcclComm(std::shared_ptr<Comm> bootstrap, std::string name, double timeout_s)
-    : boot_(std::move(bootstrap)), rank_(boot_->rank()), size_(boot_->size()),
+    : boot_(std::move(bootstrap)),
+      rank_(boot_->rank()),
+      size_(boot_->size()),
       timeout_s_(timeout_s) {
   name_ = std::move(name);
   for (int r = 0; r < size_; ++r) world_ranks_.push_back(boot_->world_rank_of(r));
@@ -53,7 +55,8 @@ NcclComm::~NcclComm() {
 void NcclComm::abort_with(const std::string& why, CommOp op, size_t bytes, int peer) {
   std::string what = std::string(comm_op_name(op)) + " of " + std::to_string(bytes) +
                      " B on NCCL group '" + name_ + "' (world ranks";
-  for (int r = 0; r < size_; ++r) what += (r ? "," : " ") + std::to_string(world_ranks_[static_cast<size_t>(r)]);
+  for (int r = 0; r < size_; ++r)
+    what += (r ? "," : " ") + std::to_string(world_ranks_[static_cast<size_t>(r)]);
   what += ")";
   if (peer >= 0) what += (op == CommOp::Recv ? " from " : " to ") + rank_name(world_rank_of(peer));
   if (comm_) ncclCommAbort(comm_);  // unblocks every kernel of this communicator
@@ -70,7 +73,8 @@ void NcclComm::finish(ncclResult_t rc, cudaStream_t stream, CommOp op, size_t by
       const ncclResult_t q = ncclCommGetAsyncError(comm_, &st);
       if (q != ncclSuccess) st = q;
     }
-    if (st != ncclSuccess && st != ncclInProgress) abort_with(ncclGetErrorString(st), op, bytes, peer);
+    if (st != ncclSuccess && st != ncclInProgress)
+      abort_with(ncclGetErrorString(st), op, bytes, peer);
     if (st == ncclSuccess) {
       if (stream == nullptr) return;
       const cudaError_t e = cudaStreamQuery(stream);
@@ -135,8 +139,10 @@ void NcclComm::send(const float* buf, size_t n, int peer) {
   CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&s.buf), n * 4, send_));
   CUDA_CHECK(cudaMemcpyAsync(s.buf, buf, n * 4, cudaMemcpyDeviceToDevice, send_));
   ncclResult_t rc = ncclSend(s.buf, n, ncclFloat32, peer, comm_, send_);
-  if (rc == ncclInProgress) finish(rc, nullptr, CommOp::Send, n * 4, peer);  // enqueued only
-  else if (rc != ncclSuccess) abort_with(ncclGetErrorString(rc), CommOp::Send, n * 4, peer);
+  if (rc == ncclInProgress)
+    finish(rc, nullptr, CommOp::Send, n * 4, peer);  // enqueued only
+  else if (rc != ncclSuccess)
+    abort_with(ncclGetErrorString(rc), CommOp::Send, n * 4, peer);
   CUDA_CHECK(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming));
   CUDA_CHECK(cudaEventRecord(s.done, send_));
   staged_.push_back(s);
