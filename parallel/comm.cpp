@@ -2,6 +2,7 @@
 
 #include <algorithm>
 
+#include "backend/backend.hpp"
 #include "core/error.hpp"
 
 namespace bupo {
@@ -58,6 +59,19 @@ ParallelContext ParallelContext::single() {
   pc.pp = std::make_shared<SelfComm>();
   pc.dp = std::make_shared<SelfComm>();
   pc.world = std::make_shared<SelfComm>();
+  pc.dev = {pc.tp, pc.pp, pc.dp};
+  return pc;
+}
+
+ParallelContext ParallelContext::with_device_comms(Backend& be, double timeout_s) const {
+  ParallelContext pc = *this;
+  if (be.comm_memory() == CommMemory::Host) {
+    pc.dev = {tp, pp, dp};
+    return pc;
+  }
+  pc.dev.tp = be.device_comm(tp, timeout_s);
+  pc.dev.pp = be.device_comm(pp, timeout_s);
+  pc.dev.dp = be.device_comm(dp, timeout_s);
   return pc;
 }
 

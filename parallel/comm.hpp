@@ -20,6 +20,8 @@
 
 namespace bupo {
 
+class Backend;
+
 enum class CommOp : int {
   AllReduce = 0,
   AllGather,
@@ -104,12 +106,24 @@ class SelfComm final : public Comm {
 // out as in Megatron-LM: world rank = tp_rank + tp·(dp_rank + dp·pp_rank) — TP neighbours are
 // adjacent, then DP, then PP. On one process every group has size 1 and the single-rank path is
 // the parallel path.
+//
+// Which communicator for which memory: `tp, pp, dp, world` move host data (MPI, or SelfComm on one
+// process) — metrics, rollouts, flags, checkpoint gathers. `dev` holds the same groups for tensors
+// in the model's backend memory (activations, gradients, lens statistics): the host groups
+// themselves on the CPU backend, NCCL communicators on CUDA (Backend::device_comm,
+// with_device_comms below). Counting tools sum both when they differ.
 struct ParallelContext {
   std::shared_ptr<Comm> tp, pp, dp, world;
+  struct DeviceGroups {
+    std::shared_ptr<Comm> tp, pp, dp;
+  } dev;
   // Pipeline stage s owns layers stage_begin[s] .. stage_begin[s+1]-1 (1-based); empty: every
   // layer on the one stage.
   std::vector<int> stage_begin;
   static ParallelContext single();
+  // This context with `dev` made for a backend's memory (collective over every group).
+  ParallelContext with_device_comms(Backend& be, double timeout_s) const;
+  bool device_groups_are_host() const { return dev.tp == tp && dev.pp == pp && dev.dp == dp; }
   int tp_rank() const { return tp->rank(); }
   int tp_size() const { return tp->size(); }
   int pp_rank() const { return pp->rank(); }

@@ -1,42 +1,51 @@
 #include "parallel/grads.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "optim/adamw.hpp"
 
 namespace bupo {
 
-GradReduceStats allreduce_grads(ParamStore& params, Comm& dp, double bucket_mb) {
+GradReduceStats allreduce_grads(ParamStore& params, Comm& dp_host, Comm& dp_dev, double bucket_mb) {
   GradReduceStats st;
-  if (dp.size() == 1) return st;
+  if (dp_host.size() == 1) return st;
+  Backend& be = params.backend();
   auto& ps = params.all();
   // every replica must agree on which parameters take part (a replica may have had no tokens)
   std::vector<float> flags(ps.size());
   for (size_t i = 0; i < ps.size(); ++i) flags[i] = ps[i].has_grad ? 1.0f : 0.0f;
-  dp.allreduce_max(flags.data(), flags.size());
-  const auto cap = static_cast<size_t>(std::max(1.0, bucket_mb * 1048576.0 / sizeof(float)));
-  std::vector<float> bucket;
+  dp_host.allreduce_max(flags.data(), flags.size());
+  const auto cap = static_cast<int64_t>(std::max(1.0, bucket_mb * 1048576.0 / sizeof(float)));
+  int64_t largest = 0;
+  for (const Param& p : ps) largest = std::max(largest, p.numel());
+  // one bucket buffer in the backend's scratch: a bucket closes once it holds >= cap floats
+  ArenaScope scope(be.scratch());
+  const Tensor bucket = be.scratch().alloc_f32(
+      {std::min<int64_t>(cap + largest, static_cast<int64_t>(params.total_elements()))});
+  int64_t used = 0;
   std::vector<Param*> members;
   auto flush = [&] {
     if (members.empty()) return;
-    dp.allreduce_sum(bucket.data(), bucket.size());
-    size_t o = 0;
+    dp_dev.allreduce_sum(bucket.f32(), static_cast<size_t>(used));
+    int64_t o = 0;
     for (Param* p : members) {
-      std::copy_n(bucket.data() + o, p->numel(), p->g);
-      o += static_cast<size_t>(p->numel());
+      be.copy(p->grad(), bucket.flat(o, p->numel()).view(Dims(p->shape)));
+      o += p->numel();
     }
     st.buckets += 1;
-    st.bytes += static_cast<int64_t>(bucket.size() * sizeof(float));
-    bucket.clear();
+    st.bytes += used * static_cast<int64_t>(sizeof(float));
+    used = 0;
     members.clear();
   };
   for (size_t k = ps.size(); k-- > 0;) {
     Param& p = ps[k];
     if (flags[k] == 0.0f) continue;
     p.has_grad = true;  // (zero on a replica that saw no tokens)
-    bucket.insert(bucket.end(), p.g, p.g + p.numel());
+    be.copy(bucket.flat(used, p.numel()).view(Dims(p.shape)), p.grad());
+    used += p.numel();
     members.push_back(&p);
-    if (bucket.size() >= cap) flush();
+    if (used >= cap) flush();
   }
   flush();
   return st;

@@ -16,7 +16,9 @@ struct GradReduceStats {
   int64_t bytes = 0;
 };
 
-GradReduceStats allreduce_grads(ParamStore& params, Comm& dp, double bucket_mb);
+// dp_host agrees on the participating parameters (host flags); dp_dev sums the gradient buckets
+// (device memory: the same group's communicator for the backend's memory).
+GradReduceStats allreduce_grads(ParamStore& params, Comm& dp_host, Comm& dp_dev, double bucket_mb);
 // sqrt of the sum over the model-parallel ranks of this rank's counted gradient squares.
 double model_parallel_grad_norm(Model& m);
 

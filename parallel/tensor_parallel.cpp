@@ -1,35 +1,32 @@
 #include "parallel/tensor_parallel.hpp"
 
-#include "kernels/cpu/embedding.hpp"
-#include "kernels/cpu/linear.hpp"
-
 namespace bupo {
 
-void ColumnParallelLinear::forward(float* y, const float* x, int64_t N) const {
-  cpu::linear_forward(y, x, weight->w, bias ? bias->w : nullptr, N, in(), out_local());
+void ColumnParallelLinear::forward(const Tensor& y, const Tensor& x) const {
+  weight->backend->linear_forward(y, x, weight->weight(), bias ? bias->weight() : Tensor{});
 }
-void ColumnParallelLinear::backward(float* dx, const float* dy, const float* x, int64_t N) const {
-  cpu::linear_backward(dx, weight->g, bias ? bias->g : nullptr, dy, x, weight->w, N, in(),
-                       out_local(), /*accumulate_dx=*/true);
+void ColumnParallelLinear::backward(const Tensor& dx, const Tensor& dy, const Tensor& x) const {
+  weight->backend->linear_backward(dx, weight->grad(), bias ? bias->grad() : Tensor{}, dy, x,
+                                   weight->weight(), /*accumulate_dx=*/true);
   weight->has_grad = true;
   if (bias) bias->has_grad = true;
 }
 
-void RowParallelLinear::forward(Comm& tp, float* y, const float* x, int64_t N) const {
-  cpu::linear_forward(y, x, weight->w, nullptr, N, in_local(), out());
-  reduce_from_tp_region(tp, y, N * out());
+void RowParallelLinear::forward(Comm& tp, const Tensor& y, const Tensor& x) const {
+  weight->backend->linear_forward(y, x, weight->weight(), Tensor{});
+  reduce_from_tp_region(tp, y);
 }
-void RowParallelLinear::backward(float* dx, const float* dy, const float* x, int64_t N) const {
-  cpu::linear_backward(dx, weight->g, nullptr, dy, x, weight->w, N, in_local(), out());
+void RowParallelLinear::backward(const Tensor& dx, const Tensor& dy, const Tensor& x) const {
+  weight->backend->linear_backward(dx, weight->grad(), Tensor{}, dy, x, weight->weight());
   weight->has_grad = true;
 }
 
-void VocabParallelEmbedding::forward(Comm& tp, float* y, const int32_t* ids, int64_t N) const {
-  cpu::embedding_forward(y, ids, weight->w, N, dim(), vocab_start(), rows());
-  reduce_from_tp_region(tp, y, N * dim());
+void VocabParallelEmbedding::forward(Comm& tp, const Tensor& y, const Tensor& ids) const {
+  weight->backend->embedding_forward(y, ids, weight->weight(), vocab_start());
+  reduce_from_tp_region(tp, y);
 }
-void VocabParallelEmbedding::backward(const float* dy, const int32_t* ids, int64_t N) const {
-  cpu::embedding_backward(weight->g, ids, dy, N, dim(), vocab_start(), rows());
+void VocabParallelEmbedding::backward(const Tensor& dy, const Tensor& ids) const {
+  weight->backend->embedding_backward(weight->grad(), ids, dy, vocab_start());
   weight->has_grad = true;
 }
 

@@ -96,6 +96,7 @@ ParallelContext make_parallel_context(const ParallelLayout& lay, int L, const st
   pc.dp = group(me.tp + lay.tp * me.pp, me.dp, "dp");
   pc.pp = group(me.tp + lay.tp * me.dp, me.pp, "pp");
   pc.world = std::make_shared<MpiComm>(MPI_COMM_WORLD, "world");
+  pc.dev = {pc.tp, pc.pp, pc.dp};  // host memory; with_device_comms() for a device backend
   return pc;
 }
 

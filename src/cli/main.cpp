@@ -9,8 +9,14 @@
 #include "core/error.hpp"
 #include "core/threads.hpp"
 #include "parallel/mpi_comm.hpp"
+#if BUPO_WITH_CUDA
+#include "backend/cuda/cuda_backend.hpp"
+#endif
 
 int main(int argc, char** argv) {
+#if BUPO_WITH_CUDA
+  bupo_register_cuda_backend();  // model.device = "cuda" / --device cuda
+#endif
   CLI::App app{
       "bupo: reinforcement learning of language models that sees inside them.\n"
       "Layers are numbered as in the BuPO paper: H^0 is the embedding output, layer l = 1..L\n"
@@ -41,8 +47,8 @@ int main(int argc, char** argv) {
   std::unique_ptr<bupo::MpiSession> mpi;
   auto report = [&](const char* kind, const char* what, int code) {
     if (bupo::world_size() > 1) {
-      std::fprintf(stderr, "bupo: %s on %s: %s\n", kind, bupo::rank_name(bupo::world_rank()).c_str(),
-                   what);
+      std::fprintf(stderr, "bupo: %s on %s: %s\n", kind,
+                   bupo::rank_name(bupo::world_rank()).c_str(), what);
       bupo::MpiSession::abort_job(code);
     }
     std::fprintf(stderr, "bupo: %s: %s\n", kind, what);

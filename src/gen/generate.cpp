@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
-#include <numeric>
 
 #include "core/error.hpp"
 #include "lens/lens.hpp"
@@ -16,6 +15,34 @@ uint64_t mix(uint64_t z) {
   z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
   return z ^ (z >> 31);
 }
+
+// The per-step buffers of sampling, for up to `S` sequences, carved once per generate() call.
+struct SamplingBuffers {
+  Tensor last;              // (S, d): the last row of each sequence after the final norm
+  Tensor rows;              // (S) I32: which rows those are
+  Tensor logits;            // (S, V)
+  Tensor shard, gathered;   // (S, V/tp), (tp, S, V/tp) under tensor parallelism
+  Tensor raw_entropy;       // (S)
+  Tensor temperature;       // (S)
+  Tensor uniform;           // (S) F64
+  Tensor token;             // (S) I32
+  Tensor logprob, entropy;  // (S)
+  SamplingBuffers(Arena& a, int64_t S, int64_t d, int64_t V, int64_t tp) {
+    last = a.alloc_f32({S, d});
+    rows = a.alloc(DType::I32, {S});
+    logits = a.alloc_f32({S, V});
+    if (tp > 1) {
+      shard = a.alloc_f32({S, V / tp});
+      gathered = a.alloc_f32({tp * S * (V / tp)});
+    }
+    raw_entropy = a.alloc_f32({S});
+    temperature = a.alloc_f32({S});
+    uniform = a.alloc(DType::F64, {S});
+    token = a.alloc(DType::I32, {S});
+    logprob = a.alloc_f32({S});
+    entropy = a.alloc_f32({S});
+  }
+};
 }  // namespace
 
 double sampling_uniform(uint64_t seed, int64_t prompt, int64_t sample, int64_t position) {
@@ -24,96 +51,6 @@ double sampling_uniform(uint64_t seed, int64_t prompt, int64_t sample, int64_t p
   h = mix(h ^ static_cast<uint64_t>(sample));
   h = mix(h ^ static_cast<uint64_t>(position));
   return static_cast<double>(h >> 11) * (1.0 / 9007199254740992.0);
-}
-
-float entropy_of_logits(const float* z, int64_t V) {
-  const float m = *std::max_element(z, z + V);
-  double S = 0.0, T = 0.0;
-  for (int64_t j = 0; j < V; ++j) {
-    const double w = static_cast<double>(z[j]) - m, e = std::exp(w);
-    S += e;
-    T += e * w;
-  }
-  return static_cast<float>(std::max(0.0, std::log(S) - T / S));
-}
-
-int32_t sample_token(const float* z, int64_t V, float temperature, float top_p, int64_t top_k,
-                     double u, float* logprob, float* entropy) {
-  if (temperature <= 0.0f) {  // greedy; report the T = 1 distribution
-    const auto best = static_cast<int32_t>(std::max_element(z, z + V) - z);
-    const float m = z[best];
-    double S = 0.0, T = 0.0;
-    for (int64_t j = 0; j < V; ++j) {
-      const double w = static_cast<double>(z[j]) - m, e = std::exp(w);
-      S += e;
-      T += e * w;
-    }
-    *logprob = static_cast<float>(-std::log(S));
-    *entropy = static_cast<float>(std::max(0.0, std::log(S) - T / S));
-    return best;
-  }
-  // tempered log-softmax in double
-  const double inv_t = 1.0 / temperature;
-  const float m = *std::max_element(z, z + V);
-  std::vector<double> p(static_cast<size_t>(V));
-  double S = 0.0, T = 0.0;
-  for (int64_t j = 0; j < V; ++j) {
-    const double w = (static_cast<double>(z[j]) - m) * inv_t;
-    p[static_cast<size_t>(j)] = std::exp(w);
-    S += p[static_cast<size_t>(j)];
-    T += p[static_cast<size_t>(j)] * w;
-  }
-  const double logS = std::log(S);
-  *entropy = static_cast<float>(std::max(0.0, logS - T / S));
-  int32_t tok = -1;
-  if (top_k <= 0 && top_p >= 1.0f) {
-    double target = u * S, c = 0.0;  // inverse CDF in token-id order
-    for (int64_t j = 0; j < V; ++j) {
-      c += p[static_cast<size_t>(j)];
-      if (c > target) {
-        tok = static_cast<int32_t>(j);
-        break;
-      }
-    }
-    if (tok < 0) tok = static_cast<int32_t>(V - 1);
-  } else {
-    std::vector<int32_t> idx(static_cast<size_t>(V));
-    std::iota(idx.begin(), idx.end(), 0);
-    auto by_p = [&](int32_t a, int32_t b) {
-      return p[static_cast<size_t>(a)] > p[static_cast<size_t>(b)] ||
-             (p[static_cast<size_t>(a)] == p[static_cast<size_t>(b)] && a < b);
-    };
-    size_t keep = idx.size();
-    if (top_k > 0 && static_cast<size_t>(top_k) < idx.size()) {
-      std::partial_sort(idx.begin(), idx.begin() + top_k, idx.end(), by_p);
-      keep = static_cast<size_t>(top_k);
-    } else {
-      std::sort(idx.begin(), idx.end(), by_p);
-    }
-    if (top_p < 1.0f) {  // smallest prefix with mass >= top_p (at least one token)
-      double c = 0.0;
-      for (size_t i = 0; i < keep; ++i) {
-        c += p[static_cast<size_t>(idx[i])] / S;
-        if (c >= top_p) {
-          keep = i + 1;
-          break;
-        }
-      }
-    }
-    double mass = 0.0;
-    for (size_t i = 0; i < keep; ++i) mass += p[static_cast<size_t>(idx[i])];
-    double target = u * mass, c = 0.0;
-    tok = idx[keep - 1];
-    for (size_t i = 0; i < keep; ++i) {
-      c += p[static_cast<size_t>(idx[i])];
-      if (c > target) {
-        tok = idx[i];
-        break;
-      }
-    }
-  }
-  *logprob = static_cast<float>((static_cast<double>(z[tok]) - m) * inv_t - logS);
-  return tok;
 }
 
 std::vector<int32_t> default_stop_ids(const Tokenizer& tok) {
@@ -128,6 +65,7 @@ std::vector<Generation> generate(Model& model, const std::vector<std::vector<int
                                  const Tokenizer* tok) {
   BUPO_CHECK(n_samples >= 1, "generate: n must be >= 1");
   BUPO_CHECK(opt.stop_strings.empty() || tok != nullptr, "generate: stop strings need a tokenizer");
+  Backend& be = model.backend();
   const int64_t V = model.config().vocab_size, d = model.hidden();
   const int64_t P = static_cast<int64_t>(prompts.size()), slots = P * n_samples;
   int64_t max_prompt = 0;
@@ -148,8 +86,9 @@ std::vector<Generation> generate(Model& model, const std::vector<std::vector<int
   auto key = [&](int64_t prompt) {
     return opt.prompt_keys.empty() ? prompt : opt.prompt_keys[static_cast<size_t>(prompt)];
   };
-  KVCache cache = model.make_cache(slots, max_len);
   std::vector<Generation> out(static_cast<size_t>(slots));
+  if (slots == 0) return out;
+  KVCache cache = model.make_cache(slots, max_len);
   std::vector<int64_t> len(static_cast<size_t>(slots));
   std::vector<std::unique_ptr<StreamDecoder>> dec;
   for (int64_t s = 0; s < slots; ++s) {
@@ -159,63 +98,81 @@ std::vector<Generation> generate(Model& model, const std::vector<std::vector<int
         static_cast<int64_t>(prompts[static_cast<size_t>(s / n_samples)].size());
     if (tok) dec.push_back(std::make_unique<StreamDecoder>(*tok));
   }
-  Lens head{&model.unembedding(), nullptr, LensMode::Raw};
-  std::vector<float> logits;
+  const Lens head{&model.unembedding(), nullptr, LensMode::Raw};
   Activations acts;
+  const ParallelContext& pc = model.parallel();
+  const int64_t tp = pc.tp_size(), Vl = V / tp;
+  Arena plan = Arena::measuring();
+  SamplingBuffers(plan, slots, d, V, tp);
+  ArenaLease mem = be.activations().lease(plan.high_water());
+  const SamplingBuffers buf(*mem, slots, d, V, tp);
+  // host side of one step, sized for every slot once
+  constexpr int64_t kF = 5;  // token, log-prob, entropy, temperature, raw entropy
+  std::vector<float> res(static_cast<size_t>(slots * kF)), raw_h(static_cast<size_t>(slots)),
+      temp_h(static_cast<size_t>(slots)), lp_h(static_cast<size_t>(slots)),
+      ent_h(static_cast<size_t>(slots));
+  std::vector<double> uni_h(static_cast<size_t>(slots));
+  std::vector<int32_t> rows_h(static_cast<size_t>(slots)), tok_h(static_cast<size_t>(slots));
 
   // Sample the next token of every listed slot from the last row of each of its sequences. Under
   // pipeline parallelism the last stage samples and broadcasts (token, log-prob, entropy,
   // temperature, raw entropy) to the other stages; under tensor parallelism the last rows'
   // vocabulary shards are gathered for sampling (top-p needs the whole distribution).
-  const ParallelContext& pc = model.parallel();
-  const int64_t tp = pc.tp_size(), Vl = V / tp;
-  std::vector<float> shard;
   auto step = [&](const std::vector<int64_t>& ss, const Batch& b) {
     model.forward_cached(b, acts, cache, ss);
     const int64_t S = static_cast<int64_t>(ss.size());
-    constexpr int64_t kF = 5;
-    std::vector<float> res(static_cast<size_t>(S * kF));
     if (pc.last_stage()) {
-      std::vector<float> last(static_cast<size_t>(S * d));
       for (int64_t i = 0; i < S; ++i)
-        std::copy_n(acts.final_out.ptr() + (b.cu_seqlens[static_cast<size_t>(i) + 1] - 1) * d, d,
-                    last.data() + i * d);
-      logits.resize(static_cast<size_t>(S * V));
+        rows_h[static_cast<size_t>(i)] =
+            static_cast<int32_t>(b.cu_seqlens[static_cast<size_t>(i) + 1] - 1);
+      const Tensor rows = buf.rows.rows(0, S), last = buf.last.rows(0, S);
+      const Tensor logits = buf.logits.rows(0, S);
+      be.upload(rows, rows_h.data());
+      be.gather_rows(last, acts.final_out, rows);
       if (tp == 1) {
-        head.logits(last.data(), S, logits.data());
+        head.logits(last, logits);
       } else {
-        shard.resize(static_cast<size_t>(S * Vl));
-        std::vector<float> all(static_cast<size_t>(S * V));
-        head.logits(last.data(), S, shard.data());
-        pc.tp->allgather(shard.data(), all.data(), shard.size());
+        const Tensor shard = buf.shard.rows(0, S);
+        head.logits(last, shard);
+        pc.dev.tp->allgather(shard.f32(), buf.gathered.f32(), static_cast<size_t>(S * Vl));
         for (int64_t t = 0; t < tp; ++t)
           for (int64_t i = 0; i < S; ++i)
-            std::copy_n(all.data() + (t * S + i) * Vl, Vl, logits.data() + i * V + t * Vl);
+            be.copy(logits.flat(i * V + t * Vl, Vl), buf.gathered.flat((t * S + i) * Vl, Vl));
       }
       // a padded vocabulary's filler ids sit at the end: sample among the real ones only
       const int64_t Veff = opt.vocab_limit > 0 ? std::min(opt.vocab_limit, V) : V;
+      be.row_entropy(buf.raw_entropy.rows(0, S), logits, Veff);
+      be.download(raw_h.data(), buf.raw_entropy.rows(0, S));
       for (int64_t i = 0; i < S; ++i) {
         const int64_t s = ss[static_cast<size_t>(i)];
         const Generation& g = out[static_cast<size_t>(s)];
-        const float* z = logits.data() + i * V;
         const int64_t pos = len[static_cast<size_t>(s)];
         float temp = opt.temperature;
-        const float raw_entropy = entropy_of_logits(z, Veff);
         if (opt.temperature_hook)
-          temp = opt.temperature_hook({key(g.prompt), g.sample, pos, raw_entropy});
-        float lp = 0, ent = 0;
-        const int32_t t =
-            sample_token(z, Veff, temp, opt.top_p, opt.top_k,
-                         sampling_uniform(opt.seed, key(g.prompt), g.sample, pos), &lp, &ent);
+          temp =
+              opt.temperature_hook({key(g.prompt), g.sample, pos, raw_h[static_cast<size_t>(i)]});
+        temp_h[static_cast<size_t>(i)] = temp;
+        uni_h[static_cast<size_t>(i)] = sampling_uniform(opt.seed, key(g.prompt), g.sample, pos);
+      }
+      be.upload(buf.temperature.rows(0, S), temp_h.data());
+      be.upload(buf.uniform.rows(0, S), uni_h.data());
+      be.sample(buf.token.rows(0, S), buf.logprob.rows(0, S), buf.entropy.rows(0, S), logits, Veff,
+                buf.temperature.rows(0, S), buf.uniform.rows(0, S), opt.top_p, opt.top_k);
+      be.download(tok_h.data(), buf.token.rows(0, S));
+      be.download(lp_h.data(), buf.logprob.rows(0, S));
+      be.download(ent_h.data(), buf.entropy.rows(0, S));
+      for (int64_t i = 0; i < S; ++i) {
         float* r = res.data() + i * kF;
-        r[0] = static_cast<float>(t);  // exact: token ids are < 2^24
-        r[1] = lp;
-        r[2] = ent;
-        r[3] = temp;
-        r[4] = raw_entropy;
+        const auto u = static_cast<size_t>(i);
+        r[0] = static_cast<float>(tok_h[u]);  // exact: token ids are < 2^24
+        r[1] = lp_h[u];
+        r[2] = ent_h[u];
+        r[3] = temp_h[u];
+        r[4] = raw_h[u];
       }
     }
-    if (pc.pp_size() > 1) pc.pp->broadcast(res.data(), res.size() * sizeof(float), pc.pp_size() - 1);
+    if (pc.pp_size() > 1)
+      pc.pp->broadcast(res.data(), static_cast<size_t>(S * kF) * sizeof(float), pc.pp_size() - 1);
     for (int64_t i = 0; i < S; ++i) {
       const int64_t s = ss[static_cast<size_t>(i)];
       Generation& g = out[static_cast<size_t>(s)];
@@ -239,7 +196,6 @@ std::vector<Generation> generate(Model& model, const std::vector<std::vector<int
         g.finish_reason = "length";
     }
   };
-
   // prefill, packed up to max_batch_tokens
   for (int64_t s0 = 0; s0 < slots;) {
     std::vector<int64_t> ss;

@@ -1,7 +1,9 @@
 // Batched generation with a KV cache: prefill of every (prompt, sample) slot, then decode steps
-// for the active slots. Sampling with temperature, top-k, top-p, and a per-token temperature hook
-// (HAPO's adaptive temperature, papers.md §2.2). Randomness is counter-based, keyed by
-// (seed, prompt, sample, position): a response does not depend on batch size or order.
+// for the active slots, on the model's backend (the cache, logits and sampling buffers are carved
+// once per call from the backend's pools; a decode step allocates nothing). Sampling with
+// temperature, top-k, top-p, and a per-token temperature hook (HAPO's adaptive temperature,
+// papers.md §2.2). Randomness is counter-based, keyed by (seed, prompt, sample, position): a
+// response does not depend on batch size or order.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -42,19 +44,15 @@ struct Generation {
   std::vector<float> logprobs;      // log π_T(token): the tempered distribution before top-k/top-p
   std::vector<float> entropies;     // entropy of that distribution (nats)
   std::vector<float> temperatures;  // temperature used for each token
-  std::vector<float> raw_entropies; // entropy of the untempered distribution (T = 1, full policy)
-  std::string finish_reason;        // "eos", "stop" or "length"
-  std::string text;                 // decoded, when a tokenizer is given
+  std::vector<float> raw_entropies;  // entropy of the untempered distribution (T = 1, full policy)
+  std::string finish_reason;         // "eos", "stop" or "length"
+  std::string text;                  // decoded, when a tokenizer is given
 };
 
-// One uniform number in [0, 1) for (seed, prompt, sample, position).
+// One uniform number in [0, 1) for (seed, prompt, sample, position). Sampling itself is a backend
+// op (Backend::sample; the CPU reference is backend/cpu/sampling.hpp) fed with these numbers, so a
+// rollout is the same on every device up to the rounding of its logits.
 double sampling_uniform(uint64_t seed, int64_t prompt, int64_t sample, int64_t position);
-
-// Sample one token from logits z (V) — exposed for tests. Returns the token; writes its log-prob
-// and the entropy of the tempered distribution, and the untempered entropy (for hooks) first.
-int32_t sample_token(const float* z, int64_t V, float temperature, float top_p, int64_t top_k,
-                     double u, float* logprob, float* entropy);
-float entropy_of_logits(const float* z, int64_t V);
 
 // prompts × n_samples generations, prompt-major order. tok may be null (no text, no stop strings).
 std::vector<Generation> generate(Model& model, const std::vector<std::vector<int32_t>>& prompts,

@@ -10,7 +10,7 @@
 #include <variant>
 #include <vector>
 
-#include "core/tensor.hpp"
+#include "core/shape.hpp"
 
 namespace bupo {
 

@@ -8,7 +8,7 @@
 #include <string>
 #include <vector>
 
-#include "core/tensor.hpp"
+#include "core/shape.hpp"
 #include "io/dtype.hpp"
 
 namespace bupo {

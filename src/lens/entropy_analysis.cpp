@@ -56,16 +56,21 @@ EntropyRows compute_entropy_rows(Model& model, const std::vector<TokenRecord>& r
             &model.final_norm(),
             opt.lens,
             static_cast<float>(model.config().rms_norm_eps),
-            model.parallel().tp.get(),
+            model.parallel().dev.tp.get(),
             opt.lens_chunk_rows};
-  std::vector<float> xs(sz(d)), ent(sz(1)), lp(sz(1));
+  Backend& be = model.backend();
+  // the gathered rows (R, d) in the backend's memory, and which rows they are
+  std::vector<int32_t> src32(src.begin(), src.end());
+  ArenaLease mem = be.activations().lease(static_cast<size_t>(R * (d + 1)) * 4 + 2 * Arena::kAlign);
+  const Tensor xs = mem->alloc_f32({R, d});
+  const Tensor rows = mem->alloc(DType::I32, {R});
+  be.upload(rows, src32.data());
+  std::vector<float> ent(sz(1)), lp(sz(1));
   // Evaluate the lens on the gathered rows of x and scatter into column `col` of (R, cols).
-  auto eval = [&](const Lens& ln, const float* x, std::vector<float>& E, std::vector<float>& LP,
+  auto eval = [&](const Lens& ln, const Tensor& x, std::vector<float>& E, std::vector<float>& LP,
                   int64_t col, int64_t cols) {
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < R; ++r)
-      std::copy_n(x + src[static_cast<size_t>(r)] * d, d, xs.data() + r * d);
-    ln.forward(xs.data(), R, out.token_id.data(), ent.data(), lp.data());
+    be.gather_rows(xs, x, rows);
+    ln.forward(xs, out.token_id.data(), ent.data(), lp.data());
     for (int64_t r = 0; r < R; ++r) {
       E[static_cast<size_t>(r * cols + col)] = ent[static_cast<size_t>(r)];
       LP[static_cast<size_t>(r * cols + col)] = lp[static_cast<size_t>(r)];
@@ -86,7 +91,7 @@ EntropyRows compute_entropy_rows(Model& model, const std::vector<TokenRecord>& r
                          opt.lens_chunk_rows};
   Comm& pp = *model.parallel().pp;
   if (model.parallel().last_stage())
-    eval(output_lens, acts.final_out.ptr(), out.output, out.lp_output, 0, 1);
+    eval(output_lens, acts.final_out, out.output, out.lp_output, 0, 1);
   if (pp.size() > 1) {  // every stage filled its own layers' columns: one packed sum over PP
     std::vector<std::vector<float>*> cols = {&out.layer,      &out.lp_layer,    &out.attn_in,
                                              &out.attn_out,   &out.ffn_in,      &out.ffn_out,

@@ -1,13 +1,8 @@
 #include "lens/lens.hpp"
 
 #include <algorithm>
-#include <cmath>
-#include <limits>
-#include <vector>
 
 #include "core/error.hpp"
-#include "kernels/cpu/linear.hpp"
-#include "kernels/cpu/rmsnorm.hpp"
 
 namespace bupo {
 
@@ -30,143 +25,135 @@ int64_t Lens::chunk_for(int64_t n) const {
 
 namespace {
 
-struct ChunkStats {      // per row of a chunk, after the TP reductions
-  std::vector<float> m;  // row max of z
-  std::vector<float>
-      packed;  // 3 per row: S = Σe^{z−m}, T = Σe^{z−m}(z−m), z_t − m (0 if no target)
+// One chunk's buffers in the backend's scratch, in carve order (planning uses the same list).
+struct ChunkBuffers {
+  Tensor xn, rstd;    // (rows, d), (rows): the normed rows, when mode == Normed
+  Tensor m, m_local;  // (rows): row maxima (global after the TP reduction), this shard's
+  Tensor packed;      // (rows, 3)
+  Tensor dxin;        // (rows, d): backward only
+  ChunkBuffers(Arena& a, int64_t rows, int64_t d, bool normed, bool vocab_parallel, bool backward) {
+    if (normed) {
+      xn = a.alloc_f32({rows, d});
+      rstd = a.alloc_f32({rows});
+    }
+    m = a.alloc_f32({rows});
+    if (vocab_parallel) m_local = a.alloc_f32({rows});
+    packed = a.alloc_f32({rows, 3});
+    if (backward) dxin = a.alloc_f32({rows, d});
+  }
 };
 
-// Prepare lens inputs for a chunk: the normed rows when mode == Normed, otherwise x itself.
-const float* lens_input(const Lens& L, const float* x, int64_t rows, int64_t d,
-                        std::vector<float>& xn, std::vector<float>& rstd) {
-  if (L.mode == LensMode::Raw) return x;
-  xn.resize(static_cast<size_t>(rows * d));
-  rstd.resize(static_cast<size_t>(rows));
-  cpu::rmsnorm_forward(xn.data(), rstd.data(), x, L.norm->w, rows, d, L.eps);
-  return xn.data();
-}
+struct Chunk {
+  const Lens& L;
+  Backend& be;
+  int64_t r0, rows;
+  ChunkBuffers buf;
+  Tensor xr, xin, tg;  // this chunk's rows, the lens input (xr or its norm), targets on device
 
-// z (rows, Vl) = xin E_uᵀ, then the reductions. targets (rows) global ids or null.
-void chunk_stats(const Lens& L, const float* xin, int64_t rows, const int32_t* targets,
-                 std::vector<float>& z, ChunkStats& st) {
-  const int64_t Vl = L.unembed->shape[0], d = L.unembed->shape[1], v0 = L.unembed->shard_offset;
-  if (targets != nullptr) {
+  Chunk(const Lens& lens, const Tensor& x, const int32_t* targets, int64_t row0, int64_t n,
+        bool backward)
+      : L(lens),
+        be(lens.backend()),
+        r0(row0),
+        rows(n),
+        buf(be.scratch(), n, lens.unembed->shape[1], lens.mode == LensMode::Normed,
+            lens.tp && lens.tp->size() > 1, backward) {
     const int64_t V = L.unembed->full_shape[0];
-    for (int64_t r = 0; r < rows; ++r)
-      BUPO_CHECK(targets[r] >= 0 && targets[r] < V, "lens: target id ", targets[r],
-                 " outside the vocabulary [0, ", V, ")");
-  }
-  z.resize(static_cast<size_t>(rows * Vl));
-  cpu::gemm_nt(rows, Vl, d, 1.0f, xin, d, L.unembed->w, d, 0.0f, z.data(), Vl);
-  st.m.assign(static_cast<size_t>(rows), -std::numeric_limits<float>::infinity());
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* zr = z.data() + r * Vl;
-    float m = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < Vl; ++j) m = std::max(m, zr[j]);
-    st.m[static_cast<size_t>(r)] = m;
-  }
-  if (L.tp && L.tp->size() > 1) L.tp->allreduce_max(st.m.data(), st.m.size());
-  st.packed.assign(static_cast<size_t>(3 * rows), 0.0f);
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    const float* zr = z.data() + r * Vl;
-    const float m = st.m[static_cast<size_t>(r)];
-    double S = 0.0, T = 0.0;
-    for (int64_t j = 0; j < Vl; ++j) {
-      const float w = zr[j] - m;
-      const float e = std::exp(w);
-      S += e;
-      T += static_cast<double>(e) * w;
+    if (targets != nullptr)
+      for (int64_t r = r0; r < r0 + rows; ++r)
+        BUPO_CHECK(targets[r] >= 0 && targets[r] < V, "lens: target id ", targets[r],
+                   " outside the vocabulary [0, ", V, ")");
+    xr = x.rows(r0, rows);
+    xin = xr;
+    if (L.mode == LensMode::Normed) {
+      be.rmsnorm_forward(buf.xn, buf.rstd, xr, L.norm->weight(), L.eps);
+      xin = buf.xn;
     }
-    st.packed[3 * r] = static_cast<float>(S);
-    st.packed[3 * r + 1] = static_cast<float>(T);
-    if (targets) {
-      const int64_t t = static_cast<int64_t>(targets[r]) - v0;
-      if (t >= 0 && t < Vl) st.packed[3 * r + 2] = zr[t] - m;
-    }
+    if (targets != nullptr) tg = staged_input(be, targets + r0, {rows});
   }
-  if (L.tp && L.tp->size() > 1) L.tp->allreduce_sum(st.packed.data(), st.packed.size());
-}
+
+  // m, packed of the whole vocabulary: this shard's statistics, then (TP) one max and one packed
+  // sum all-reduce.
+  void stats() {
+    const Param& E = *L.unembed;
+    be.lens_stats(buf.m, buf.packed, xin, E.weight(), tg, E.shard_offset);
+    if (L.tp == nullptr || L.tp->size() == 1) return;
+    be.copy(buf.m_local, buf.m);
+    L.tp->allreduce_max(buf.m.f32(), static_cast<size_t>(rows));
+    be.lens_rescale(buf.packed, buf.m_local, buf.m, tg, E.shard_offset, E.shape[0]);
+    L.tp->allreduce_sum(buf.packed.f32(), static_cast<size_t>(3 * rows));
+  }
+};
 
 }  // namespace
 
-void Lens::forward(const float* x, int64_t n, const int32_t* targets, float* entropy,
-                   float* logprob) const {
+void Lens::forward(const Tensor& x, const int32_t* targets, float* entropy, float* logprob) const {
   BUPO_CHECK(unembed != nullptr && (mode == LensMode::Raw || norm != nullptr),
              "lens: not configured");
   BUPO_CHECK(logprob == nullptr || targets != nullptr, "lens: log-probs need target ids");
-  const int64_t d = unembed->shape[1], C = chunk_for(n);
-  std::vector<float> z, xn, rstd;
-  ChunkStats st;
+  Backend& be = backend();
+  const int64_t n = x.rows(), C = chunk_for(n);
   for (int64_t r0 = 0; r0 < n; r0 += C) {
-    const int64_t rows = std::min(C, n - r0);
-    const float* xin = lens_input(*this, x + r0 * d, rows, d, xn, rstd);
-    chunk_stats(*this, xin, rows, targets ? targets + r0 : nullptr, z, st);
-    for (int64_t r = 0; r < rows; ++r) {
-      const float S = st.packed[3 * r], T = st.packed[3 * r + 1];
-      const float logS = std::log(S);
-      if (entropy) entropy[r0 + r] = std::max(0.0f, logS - T / S);  // H = log S − Σp(z−m)
-      if (logprob) logprob[r0 + r] = st.packed[3 * r + 2] - logS;
-    }
+    ArenaScope scope(be.scratch());
+    Chunk c(*this, x, targets, r0, std::min(C, n - r0), false);
+    c.stats();
+    const Tensor ent = entropy ? staged_output(be, entropy + r0, {c.rows}) : Tensor{};
+    const Tensor lp = logprob ? staged_output(be, logprob + r0, {c.rows}) : Tensor{};
+    be.lens_outputs(ent, lp, c.buf.packed);
+    if (entropy) fetch_output(be, ent, entropy + r0);
+    if (logprob) fetch_output(be, lp, logprob + r0);
   }
 }
 
-void Lens::backward(const float* x, int64_t n, const int32_t* targets, const float* g_logprob,
-                    const float* g_entropy, float* dx) const {
+void Lens::backward(const Tensor& x, const int32_t* targets, const float* g_logprob,
+                    const float* g_entropy, const Tensor& dx) const {
   BUPO_CHECK(unembed != nullptr && unembed->g != nullptr,
              "lens backward: E_u has no gradient buffer");
   BUPO_CHECK(g_logprob == nullptr || targets != nullptr,
              "lens backward: log-probs need target ids");
-  const int64_t Vl = unembed->shape[0], d = unembed->shape[1], v0 = unembed->shard_offset,
-                C = chunk_for(n);
-  std::vector<float> z, xn, rstd, dxin;
-  ChunkStats st;
+  BUPO_CHECK(mode == LensMode::Raw || norm->g != nullptr,
+             "lens backward: final norm has no gradient buffer");
+  Backend& be = backend();
+  const int64_t n = x.rows(), C = chunk_for(n);
   for (int64_t r0 = 0; r0 < n; r0 += C) {
-    const int64_t rows = std::min(C, n - r0);
-    const float* xr = x + r0 * d;
-    const float* xin = lens_input(*this, xr, rows, d, xn, rstd);
-    chunk_stats(*this, xin, rows, targets ? targets + r0 : nullptr, z, st);
-    // z ← dL/dz = g_lp (δ_jt − p_j) − g_ent · p_j (log p_j + H)
-#pragma omp parallel for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
-      float* zr = z.data() + r * Vl;
-      const float m = st.m[static_cast<size_t>(r)], S = st.packed[3 * r], T = st.packed[3 * r + 1];
-      const float logS = std::log(S), H = logS - T / S;
-      const float glp = g_logprob ? g_logprob[r0 + r] : 0.0f;
-      const float gent = g_entropy ? g_entropy[r0 + r] : 0.0f;
-      for (int64_t j = 0; j < Vl; ++j) {
-        const float w = zr[j] - m;
-        const float p = std::exp(w) / S;
-        zr[j] = -glp * p - gent * p * (w - logS + H);
-      }
-      if (g_logprob) {
-        const int64_t t = static_cast<int64_t>(targets[r0 + r]) - v0;
-        if (t >= 0 && t < Vl) zr[t] += glp;
-      }
-    }
-    // dE_u (Vl, d) += dzᵀ xin ; dxin (rows, d) = dz E_u  (partial over vocab shards)
-    cpu::gemm_tn(Vl, d, rows, 1.0f, z.data(), Vl, xin, d, 1.0f, unembed->g, d);
+    ArenaScope scope(be.scratch());
+    Chunk c(*this, x, targets, r0, std::min(C, n - r0), true);
+    c.stats();
+    const Tensor gl = g_logprob ? staged_input(be, g_logprob + r0, {c.rows}) : Tensor{};
+    const Tensor ge = g_entropy ? staged_input(be, g_entropy + r0, {c.rows}) : Tensor{};
+    be.lens_backward(c.buf.dxin, unembed->grad(), c.xin, unembed->weight(), c.buf.m, c.buf.packed,
+                     c.tg, unembed->shard_offset, gl, ge);
     unembed->has_grad = true;
-    dxin.assign(static_cast<size_t>(rows * d), 0.0f);
-    cpu::gemm_nn(rows, d, Vl, 1.0f, z.data(), Vl, unembed->w, d, 0.0f, dxin.data(), d);
-    if (tp && tp->size() > 1) tp->allreduce_sum(dxin.data(), dxin.size());
+    if (tp && tp->size() > 1)
+      tp->allreduce_sum(c.buf.dxin.f32(), static_cast<size_t>(c.buf.dxin.numel()));
+    const Tensor dxr = dx.rows(r0, c.rows);
     if (mode == LensMode::Raw) {
-      for (int64_t i = 0; i < rows * d; ++i) dx[r0 * d + i] += dxin[static_cast<size_t>(i)];
+      be.add(dxr, dxr, c.buf.dxin);
     } else {
-      BUPO_CHECK(norm->g != nullptr, "lens backward: final norm has no gradient buffer");
-      cpu::rmsnorm_backward(dx + r0 * d, norm->g, dxin.data(), xr, norm->w, rstd.data(), rows, d,
-                            /*accumulate_dx=*/true);
+      be.rmsnorm_backward(dxr, norm->grad(), c.buf.dxin, c.xr, norm->weight(), c.buf.rstd,
+                          /*accumulate_dx=*/true);
       norm->has_grad = true;
     }
   }
 }
 
-void Lens::logits(const float* x, int64_t n, float* out) const {
-  const int64_t Vl = unembed->shape[0], d = unembed->shape[1];
-  std::vector<float> xn, rstd;
-  const float* xin = lens_input(*this, x, n, d, xn, rstd);
-  cpu::gemm_nt(n, Vl, d, 1.0f, xin, d, unembed->w, d, 0.0f, out, Vl);
+void Lens::logits(const Tensor& x, const Tensor& out) const {
+  Backend& be = backend();
+  const int64_t Vl = unembed->shape[0], d = unembed->shape[1], n = x.rows();
+  ArenaScope scope(be.scratch());
+  Tensor xin = x;
+  if (mode == LensMode::Normed) {
+    xin = be.scratch().alloc_f32({n, d});
+    be.rmsnorm_forward(xin, be.scratch().alloc_f32({n}), x, norm->weight(), eps);
+  }
+  be.gemm(false, true, n, Vl, d, 1.0f, xin, d, unembed->weight(), d, 0.0f, out, Vl);
+}
+
+size_t Lens::scratch_bytes(int64_t n) const {
+  Arena measure = Arena::measuring();
+  ChunkBuffers(measure, chunk_for(n), unembed->shape[1], mode == LensMode::Normed,
+               tp && tp->size() > 1, true);
+  return measure.high_water() + 6 * Arena::kAlign;  // + staged targets/outputs on devices
 }
 
 }  // namespace bupo

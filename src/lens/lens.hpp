@@ -4,11 +4,16 @@
 // a target token, and the backward of  Σ_r g_lp[r]·logp[r] + g_ent[r]·H[r]  into h, E_u and the
 // norm gain.
 //
-// Rows are processed in chunks: logits (chunk, V_local) are formed, reduced and discarded, and
-// recomputed in the backward — full-vocabulary logits for all rows never exist. Under tensor
-// parallelism E_u is vocab-sharded and each chunk needs exactly one all-reduce of the row maxima
-// and one packed all-reduce of [Σe^{z−m}, Σe^{z−m}(z−m), z_target−m] (Megatron's vocab-parallel
-// cross entropy, extended with the entropy).
+// Rows are processed in chunks by the backend's lens ops: logits (chunk, V_local) are reduced and
+// discarded, and recomputed in the backward — full-vocabulary logits for all rows never exist.
+// Under tensor parallelism E_u is vocab-sharded and each chunk needs exactly one all-reduce of the
+// row maxima and one packed all-reduce of [Σe^{z−m}, Σe^{z−m}(z−m), z_target−m] (Megatron's
+// vocab-parallel cross entropy, extended with the entropy): each shard reduces against its own
+// maximum, then rescales to the global one before the sum.
+//
+// The hidden rows and their gradient are tensors in the parameters' backend memory; targets,
+// outputs and the per-row loss gradients are host arrays (n values: what the trainer's loss and
+// the diagnostics work with).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -27,18 +32,20 @@ struct Lens {
   Param* norm = nullptr;     // final RMSNorm gain, used when mode == Normed
   LensMode mode = LensMode::Raw;
   float eps = 1e-6f;
-  Comm* tp = nullptr;      // vocab-parallel group (size 1 on one process)
+  Comm* tp = nullptr;      // vocab-parallel group for device memory (size 1 on one process)
   int64_t chunk_rows = 0;  // rows per chunk; 0 = choose from the vocabulary size
 
   int64_t chunk_for(int64_t n) const;
   // x (n, d). targets (n) global token ids, or null. entropy / logprob (n) may each be null.
-  void forward(const float* x, int64_t n, const int32_t* targets, float* entropy,
-               float* logprob) const;
+  void forward(const Tensor& x, const int32_t* targets, float* entropy, float* logprob) const;
   // Accumulates dx (n, d) (+=), E_u.g and norm.g; g_logprob / g_entropy (n) may each be null.
-  void backward(const float* x, int64_t n, const int32_t* targets, const float* g_logprob,
-                const float* g_entropy, float* dx) const;
-  // Full logits (n, V_local) of the local shard: for tests and small analyses only.
-  void logits(const float* x, int64_t n, float* out) const;
+  void backward(const Tensor& x, const int32_t* targets, const float* g_logprob,
+                const float* g_entropy, const Tensor& dx) const;
+  // Full logits out (n, V_local) of the local shard: for sampling, tests and small analyses.
+  void logits(const Tensor& x, const Tensor& out) const;
+  // Scratch bytes a forward + backward over n rows needs (besides the backend's op workspace).
+  size_t scratch_bytes(int64_t n) const;
+  Backend& backend() const { return *unembed->backend; }
 };
 
 }  // namespace bupo

@@ -7,7 +7,7 @@
 #include <string>
 
 #include "io/json_util.hpp"
-#include "kernels/cpu/rope.hpp"
+#include "model/rope_frequencies.hpp"
 
 namespace bupo {
 
@@ -26,9 +26,9 @@ struct ModelConfig {
   int64_t max_position_embeddings = 0;
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
-  cpu::RopeScaling rope_scaling;  // factor 0: plain theta
-  bool qkv_bias = false;          // Qwen2 always; Llama when attention_bias
-  bool qk_norm = false;           // Qwen3
+  RopeScaling rope_scaling;  // factor 0: plain theta
+  bool qkv_bias = false;     // Qwen2 always; Llama when attention_bias
+  bool qk_norm = false;      // Qwen3
   bool tie_word_embeddings = false;
   std::string torch_dtype = "float32";
 

@@ -74,6 +74,7 @@ std::unique_ptr<Model> gather_model(Model& m, const std::vector<const std::vecto
   // name, int, numel, shard_dim, shard_offset, ndim, dims, weights, arenas...
   Blob b;
   if (pc.dp_rank() == 0) {
+    const std::vector<float> weights = m.params().weights_to_host();
     const auto& ps = m.params().all();
     for (size_t i = 0; i < ps.size(); ++i) {
       const Param& p = ps[i];
@@ -85,7 +86,7 @@ std::unique_ptr<Model> gather_model(Model& m, const std::vector<const std::vecto
       b.put_i64(p.shard_offset);
       b.put_i64(static_cast<int64_t>(p.shape.size()));
       for (int64_t dsz : p.shape) b.put_i64(dsz);
-      b.v.insert(b.v.end(), p.w, p.w + p.numel());
+      b.v.insert(b.v.end(), weights.data() + p.offset, weights.data() + p.offset + p.numel());
       for (const auto* a : arenas)
         b.v.insert(b.v.end(), a->data() + p.offset, a->data() + p.offset + p.numel());
     }
@@ -98,7 +99,7 @@ std::unique_ptr<Model> gather_model(Model& m, const std::vector<const std::vecto
     w.barrier();
     return nullptr;
   }
-  auto full = std::make_unique<Model>(m.config(), ParallelContext::single());
+  auto full = std::make_unique<Model>(m.config(), ParallelContext::single(), cpu_backend());
   ParamStore& fs = full->params();
   if (full_arenas)
     full_arenas->assign(arenas.size(), std::vector<float>(fs.total_elements(), 0.0f));

@@ -13,7 +13,8 @@ namespace bupo {
 void copy_shard_from_full(const Param& p, const float* full, float* dst);
 void copy_shard_to_full(const Param& p, const float* src, float* full);
 
-// Collective over the world: the single-rank model on world rank 0 (nullptr elsewhere), assembled
+// Collective over the world: the single-rank model on world rank 0 (nullptr elsewhere; on the CPU
+// backend, whatever the source model's backend is), assembled
 // from the counted copies of the first data-parallel replica. `arenas` (laid out like the weight
 // arena, e.g. AdamW's moments) and per-parameter integers `ints` are gathered alongside into
 // `full_arenas` / `full_ints` (root only). Memory: the full model on rank 0.

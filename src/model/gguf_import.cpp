@@ -97,6 +97,7 @@ void load_gguf_weights(Model& m, const GgufFile& f) {
       if (rest == a) return "blk." + layer + "." + b;
     return "";
   };
+  std::vector<float> host;
   for (auto& p : m.params().all()) {
     const std::string g = gguf_name(p.name);
     const GgufTensorInfo* t = g.empty() ? nullptr : f.find_tensor(g);
@@ -104,13 +105,16 @@ void load_gguf_weights(Model& m, const GgufFile& f) {
     BUPO_CHECK(t->torch_shape() == p.full_shape, f.path(), ": tensor '", g, "': shape ",
                shape_str(t->torch_shape()), " disagrees with the metadata (expected ",
                shape_str(p.full_shape), ")");
-    f.dequantize(*t, p.w);
+    host.resize(static_cast<size_t>(p.numel()));
+    float* w = host.data();
+    f.dequantize(*t, w);
     if (p.name.ends_with("q_proj.weight"))
-      unpermute_qk_rows(p.w, c.num_heads, c.head_dim, c.hidden_size);
+      unpermute_qk_rows(w, c.num_heads, c.head_dim, c.hidden_size);
     if (p.name.ends_with("k_proj.weight"))
-      unpermute_qk_rows(p.w, c.num_kv_heads, c.head_dim, c.hidden_size);
-    if (p.name.ends_with("q_proj.bias")) unpermute_qk_rows(p.w, c.num_heads, c.head_dim, 1);
-    if (p.name.ends_with("k_proj.bias")) unpermute_qk_rows(p.w, c.num_kv_heads, c.head_dim, 1);
+      unpermute_qk_rows(w, c.num_kv_heads, c.head_dim, c.hidden_size);
+    if (p.name.ends_with("q_proj.bias")) unpermute_qk_rows(w, c.num_heads, c.head_dim, 1);
+    if (p.name.ends_with("k_proj.bias")) unpermute_qk_rows(w, c.num_kv_heads, c.head_dim, 1);
+    m.backend().upload(p.weight(), w);
   }
 }
 
@@ -227,10 +231,10 @@ Tokenizer load_tokenizer(const std::string& path) {
   return Tokenizer::from_file(path);
 }
 
-std::unique_ptr<Model> load_model(const std::string& path, ParallelContext pc) {
-  if (!is_gguf_path(path)) return Model::load(path, std::move(pc));
+std::unique_ptr<Model> load_model(const std::string& path, ParallelContext pc, Backend& be) {
+  if (!is_gguf_path(path)) return Model::load(path, std::move(pc), be);
   auto f = GgufFile::open(path);
-  auto m = std::make_unique<Model>(config_from_gguf(*f), std::move(pc));
+  auto m = std::make_unique<Model>(config_from_gguf(*f), std::move(pc), be);
   load_gguf_weights(*m, *f);
   return m;
 }

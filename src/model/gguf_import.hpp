@@ -25,7 +25,8 @@ class Tokenizer;
 Tokenizer load_tokenizer(const std::string& path);
 
 // A model from a Hugging Face directory or a .gguf file.
-std::unique_ptr<Model> load_model(const std::string& path, ParallelContext pc);
+std::unique_ptr<Model> load_model(const std::string& path, ParallelContext pc,
+                                  Backend& be = cpu_backend());
 // The model's shape only (config.json, or the GGUF metadata): for checking a parallel layout
 // before any weights are read.
 ModelConfig model_config_of(const std::string& path);

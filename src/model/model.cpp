@@ -9,9 +9,7 @@
 #include "core/error.hpp"
 #include "io/safetensors.hpp"
 #include "model/gather.hpp"
-#include "kernels/cpu/attention.hpp"
-#include "kernels/cpu/rmsnorm.hpp"
-#include "kernels/cpu/swiglu.hpp"
+#include "model/rope_frequencies.hpp"
 
 namespace bupo {
 namespace fs = std::filesystem;
@@ -29,8 +27,29 @@ Batch Batch::from_sequences(const std::vector<std::vector<int32_t>>& seqs) {
   return b;
 }
 
+int64_t Batch::max_len() const {
+  int64_t m = 0;
+  for (size_t i = 0; i + 1 < cu_seqlens.size(); ++i)
+    m = std::max(m, cu_seqlens[i + 1] - cu_seqlens[i]);
+  return m;
+}
+
 // ---------------------------------------------------------------------------- construction
-Model::Model(const ModelConfig& cfg, ParallelContext pc) : cfg_(cfg), pc_(std::move(pc)) {
+Model::Model(const ModelConfig& cfg, ParallelContext pc, Backend& be)
+    : cfg_(cfg), pc_(std::move(pc)), be_(&be), params_(be) {
+  if (be.comm_memory() == CommMemory::Host)
+    pc_.dev = {pc_.tp, pc_.pp, pc_.dp};  // one memory: the host groups move the tensors too
+  else
+    BUPO_CHECK(!pc_.device_groups_are_host() || pc_.world->size() == 1, "model on backend '",
+               be.name(), "': the parallel context has no communicators for device memory ",
+               "(ParallelContext::with_device_comms)");
+  // A backend that lacks an op the model runs is refused before any work, naming what is missing.
+  std::string missing;
+  for (size_t i = 0; i < kNumOps; ++i)
+    if (!be.supports(static_cast<Op>(i), DType::F32))
+      missing += std::string(missing.empty() ? "" : ", ") + op_name(static_cast<Op>(i));
+  BUPO_CHECK(missing.empty(), "backend '", be.name(), "' cannot run this model: it does not ",
+             "implement ", missing, " (no fallback to another device)");
   const int64_t tp = pc_.tp_size(), r = pc_.tp_rank();
   const int64_t d = cfg_.hidden_size, D = cfg_.head_dim, V = cfg_.vocab_size,
                 ff = cfg_.intermediate_size;
@@ -48,7 +67,8 @@ Model::Model(const ModelConfig& cfg, ParallelContext pc) : cfg_(cfg), pc_(std::m
   // replicated on the tp/Hkv ranks whose query heads share it (Megatron's GQA layout).
   const int64_t kv_rep = Hkv < tp ? tp / Hkv : 1;
   const int64_t Hl = H / tp, Hkvl = Hkv < tp ? 1 : Hkv / tp, ffl = ff / tp, Vl = V / tp;
-  if (kv_rep > 1) kv_rep_ = pc_.tp->split(static_cast<int>(r / kv_rep), static_cast<int>(r));
+  if (kv_rep > 1)  // (device memory: the replicated KV gradients are summed there)
+    kv_rep_ = pc_.dev.tp->split(static_cast<int>(r / kv_rep), static_cast<int>(r));
   const int64_t kv_off = (Hkv < tp ? r / kv_rep : r * Hkvl) * D;
 
   // Declare parameters in HF order; column-parallel: rows split (dim 0), row-parallel: dim 1.
@@ -131,15 +151,21 @@ Model::Model(const ModelConfig& cfg, ParallelContext pc) : cfg_(cfg), pc_(std::m
     if (kv && r % kv_rep != 0) p.counted = false;
     if (shared && !pc_.first_stage()) p.counted = false;
   }
-  inv_freq_ = cpu::rope_inv_freq(D, cfg_.rope_theta, cfg_.rope_scaling);
+  Hl_ = Hl;
+  Hkvl_ = Hkvl;
+  ffl_ = ffl;
+  const std::vector<float> inv = rope_inv_freq(D, cfg_.rope_theta, cfg_.rope_scaling);
+  inv_freq_block_ = be.allocate(MemRole::Params, inv.size() * sizeof(float));
+  inv_freq_ = inv_freq_block_.view(DType::F32, {static_cast<int64_t>(inv.size())});
+  be.upload(inv_freq_, inv.data());
   for (auto& p : params_.all())  // RMSNorm gains start at one
     if (p.name.ends_with("norm.weight") || p.name.ends_with("layernorm.weight"))
-      std::fill(p.w, p.w + p.numel(), 1.0f);
+      be.fill(p.weight(), 1.0f);
 }
 
 const LayerParams& Model::layer(int l) const {
-  BUPO_CHECK(owns_layer(l), "layer ", l, " lives on another pipeline stage (this stage owns ",
-             lo_, "..", hi_, ")");
+  BUPO_CHECK(owns_layer(l), "layer ", l, " lives on another pipeline stage (this stage owns ", lo_,
+             "..", hi_, ")");
   return layers_.at(static_cast<size_t>(l - 1));
 }
 
@@ -150,16 +176,16 @@ bool Model::is_pp_shared(const Param& p) const {
 void Model::reduce_partial_grads() {
   // q_norm / k_norm gains are replicated across TP but see only the local heads' gradients;
   // replicated KV projections see only the local query heads' gradients.
-  Comm& tpc = *pc_.tp;
+  Comm& tpc = *pc_.dev.tp;
   for (int l = lo_; l <= hi_ && tpc.size() > 1; ++l) {
     const LayerParams& lp = layers_[static_cast<size_t>(l - 1)];
     for (Param* p : {lp.q_norm, lp.k_norm})
-      if (p && p->has_grad) tpc.allreduce_sum(p->g, static_cast<size_t>(p->numel()));
+      if (p && p->has_grad) tpc.allreduce_sum(p->g, static_cast<size_t>(p->numel()));  // device
     if (kv_rep_)
       for (Param* p : {lp.k.weight, lp.k.bias, lp.v.weight, lp.v.bias})
         if (p && p->has_grad) kv_rep_->allreduce_sum(p->g, static_cast<size_t>(p->numel()));
   }
-  // The PP-shared parameters: summed over the stages that used them, in one packed all-reduce.
+  // The PP-shared parameters: summed over the stages that used them (which ones: host flags).
   Comm& ppc = *pc_.pp;
   if (ppc.size() > 1) {
     std::vector<Param*> sh = {embed_.weight};
@@ -171,93 +197,122 @@ void Model::reduce_partial_grads() {
     for (size_t i = 0; i < sh.size(); ++i) {
       if (flags[i] == 0.0f) continue;
       sh[i]->has_grad = true;  // (its gradient is zero on the stages that did not use it)
-      ppc.allreduce_sum(sh[i]->g, static_cast<size_t>(sh[i]->numel()));
+      pc_.dev.pp->allreduce_sum(sh[i]->g, static_cast<size_t>(sh[i]->numel()));
     }
   }
 }
 
-void Model::init_random(uint64_t seed, float stddev) {
-  // splitmix64 + Box-Muller: the same weights on every platform and for every TP layout (each
-  // element's value depends only on (seed, tensor name, global index)).
-  auto mix = [](uint64_t z) {
-    z += 0x9e3779b97f4a7c15ull;
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-  };
-  for (auto& p : params_.all()) {
-    if (p.name.ends_with("norm.weight") || p.name.ends_with("layernorm.weight")) continue;
-    uint64_t h = seed;
-    for (char c : p.name) h = mix(h ^ static_cast<unsigned char>(c));
-    const int64_t cols = p.shape.size() == 2 ? p.shape[1] : 1;
-    const int64_t full_cols = p.full_shape.size() == 2 ? p.full_shape[1] : 1;
-    for (int64_t i = 0; i < p.numel(); ++i) {
-      int64_t rr = i / cols, cc = i % cols;
-      if (p.shard_dim == 0) rr += p.shard_offset;
-      if (p.shard_dim == 1) cc += p.shard_offset;
-      const uint64_t gi = static_cast<uint64_t>(rr * full_cols + cc);
-      const uint64_t a = mix(h ^ (2 * gi)), b = mix(h ^ (2 * gi + 1));
-      const double u1 = (static_cast<double>(a >> 11) + 1.0) / 9007199254740993.0;
-      const double u2 = static_cast<double>(b >> 11) / 9007199254740992.0;
-      p.w[i] = static_cast<float>(stddev * std::sqrt(-2.0 * std::log(u1)) *
-                                  std::cos(2.0 * std::numbers::pi * u2));
-    }
+// ---------------------------------------------------------------------------- memory plan
+void Model::carve_activations(Arena& a, Activations& acts, int64_t N, int64_t S,
+                              int nlayers) const {
+  const int64_t d = cfg_.hidden_size, D = cfg_.head_dim, half = D / 2;
+  const bool device_index = !be_->host_accessible();
+  auto f32 = [&](Tensor& t, Dims s) { t = a.alloc_f32(s); };
+  if (device_index) {  // host backends read the Batch's own arrays
+    acts.ids = a.alloc(DType::I32, {N});
+    acts.pos = a.alloc(DType::I32, {N});
+    acts.seq_starts = a.alloc(DType::I32, {S + 1});
   }
-}
-
-// ---------------------------------------------------------------------------- checkpoints
-std::unique_ptr<Model> Model::load(const std::string& dir, ParallelContext pc) {
-  const fs::path cfg_path = fs::path(dir) / "config.json";
-  BUPO_CHECK(fs::exists(cfg_path), dir,
-             ": no config.json (expected a Hugging Face model directory)");
-  auto m = std::make_unique<Model>(ModelConfig::load(cfg_path.string()), std::move(pc));
-  m->load_weights(dir);
-  return m;
-}
-
-void Model::load_weights(const std::string& path) {
-  const CheckpointReader ck = CheckpointReader::open(path);
-  std::vector<float> full;
-  for (auto& p : params_.all()) {
-    BUPO_CHECK(ck.contains(p.name), path, ": missing tensor '", p.name,
-               "' (required by config.json: ", arch_name(cfg_.arch), ", ", cfg_.num_layers,
-               " layers", cfg_.tie_word_embeddings ? ", tied embeddings" : ", untied embeddings",
-               ")");
-    const TensorInfo& t = ck.info(p.name);
-    const SafetensorsFile& f = ck.file_of(p.name);
-    BUPO_CHECK(t.shape == p.full_shape, f.path(), ": tensor '", p.name, "': shape ",
-               shape_str(t.shape), " disagrees with config.json (expected ",
-               shape_str(p.full_shape), ")");
-    if (p.shard_dim < 0 || p.shape == p.full_shape) {
-      f.read_f32(t, p.w);
-      continue;
+  f32(acts.rope_cos, {N, half});
+  f32(acts.rope_sin, {N, half});
+  f32(acts.resid, {acts.keep ? nlayers + 1 : 2, N, d});
+  acts.layers.resize(static_cast<size_t>(acts.keep ? nlayers : std::min(nlayers, 1)));
+  for (LayerActs& l : acts.layers) {
+    f32(l.ln1, {N, d});
+    f32(l.rstd1, {N});
+    if (cfg_.qk_norm) {
+      f32(l.q_pre, {N, Hl_ * D});
+      f32(l.rstd_q, {N * Hl_});
+      f32(l.k_pre, {N, Hkvl_ * D});
+      f32(l.rstd_k, {N * Hkvl_});
     }
-    full.resize(static_cast<size_t>(numel_of(p.full_shape)));
-    f.read_f32(t, full.data());
-    copy_shard_from_full(p, full.data(), p.w);
+    f32(l.q, {N, Hl_ * D});
+    f32(l.k, {N, Hkvl_ * D});
+    f32(l.v, {N, Hkvl_ * D});
+    f32(l.att, {N, Hl_ * D});
+    f32(l.lse, {N, Hl_});
+    f32(l.attn_out, {N, d});
+    f32(l.h_mid, {N, d});
+    f32(l.ln2, {N, d});
+    f32(l.rstd2, {N});
+    f32(l.g, {N, ffl_});
+    f32(l.u, {N, ffl_});
+    f32(l.act, {N, ffl_});
+    f32(l.ffn_out, {N, d});
   }
+  f32(acts.final_out, {N, d});
+  f32(acts.rstd_f, {N});
+  if (acts.keep) f32(acts.d_policy, {N, d});
 }
 
-void Model::save(const std::string& dir, DType dtype, uint64_t max_shard_bytes) const {
-  BUPO_CHECK(pc_.tp_size() == 1, "Model::save: gather TP shards first (tp=", pc_.tp_size(), ")");
-  fs::create_directories(dir);
-  std::vector<NamedTensor> ts;
-  for (const auto& p : params_.all()) ts.push_back({p.name, p.shape, p.w});
-  save_checkpoint_weights(dir, ts, dtype, max_shard_bytes);
-  ModelConfig c = cfg_;
-  c.torch_dtype = dtype == DType::BF16 ? "bfloat16" : dtype == DType::F16 ? "float16" : "float32";
-  std::ofstream out(fs::path(dir) / "config.json");
-  out << c.to_json().dump(2) << "\n";
-  BUPO_CHECK(out.good(), dir, "/config.json: write failed");
+size_t Model::plan_activations(int64_t N, int64_t S, bool keep, int upto) const {
+  if (upto < 0) upto = num_layers();
+  Arena measure = Arena::measuring();
+  Activations a;
+  a.keep = keep;
+  carve_activations(measure, a, N, S, std::max(0, std::min(hi_, upto) - (lo_ - 1)));
+  return measure.high_water();
+}
+
+namespace {
+// The backward's temporaries, in carve order.
+struct BackwardScratch {
+  Tensor dh, d_ln;           // (N, d)
+  Tensor d_act, dg, du;      // (N, ffl)
+  Tensor d_att, dq, dq_pre;  // (N, Hl·D)
+  Tensor dk, dv, dk_pre;     // (N, Hkvl·D)
+  BackwardScratch(Arena& a, int64_t N, int64_t d, int64_t ffl, int64_t q, int64_t kv) {
+    dh = a.alloc_f32({N, d});
+    d_ln = a.alloc_f32({N, d});
+    d_act = a.alloc_f32({N, ffl});
+    dg = a.alloc_f32({N, ffl});
+    du = a.alloc_f32({N, ffl});
+    d_att = a.alloc_f32({N, q});
+    dq = a.alloc_f32({N, q});
+    dq_pre = a.alloc_f32({N, q});
+    dk = a.alloc_f32({N, kv});
+    dv = a.alloc_f32({N, kv});
+    dk_pre = a.alloc_f32({N, kv});
+  }
+};
+}  // namespace
+
+size_t Model::plan_backward_scratch(int64_t N) const {
+  Arena measure = Arena::measuring();
+  measure.alloc_f32({N, cfg_.hidden_size});  // backward_from_output's dL/dH^L
+  BackwardScratch(measure, N, cfg_.hidden_size, ffl_, Hl_ * cfg_.head_dim, Hkvl_ * cfg_.head_dim);
+  return measure.high_water();
+}
+
+size_t Model::plan_kv_cache(int64_t slots, int64_t max_len) const {
+  Arena measure = Arena::measuring();
+  const int64_t width = Hkvl_ * cfg_.head_dim;
+  for (int l = lo_; l <= hi_; ++l) {
+    measure.alloc_f32({slots * max_len, width});
+    measure.alloc_f32({slots * max_len, width});
+  }
+  return measure.high_water();
+}
+
+void Model::reserve(const MemoryPlan& p) {
+  const size_t acts = plan_activations(p.max_tokens, p.max_sequences, p.train);
+  be_->activations().reserve(acts, static_cast<size_t>(std::max<int64_t>(1, p.in_flight)));
+  WorkspaceNeed need;
+  need.max_seq_len = p.max_seq_len;
+  need.max_keys = p.max_seq_len;
+  need.lens_rows = p.lens_rows;
+  need.lens_vocab = unembedding().shape[0];
+  need.hidden = cfg_.hidden_size;
+  const size_t scratch = (p.train ? plan_backward_scratch(p.max_tokens) : 0) +
+                         be_->workspace_bytes(need) + static_cast<size_t>(p.extra_scratch);
+  be_->scratch().reserve(std::max(be_->scratch().capacity(), scratch));
+}
+
+void Model::reserve_kv_cache(int64_t slots, int64_t max_len) {
+  be_->kv_caches().reserve(plan_kv_cache(slots, max_len), 1);
 }
 
 // ---------------------------------------------------------------------------- forward
-namespace {
-void ensure(Tensor& t, Shape s) {
-  if (t.shape != s) t.resize(std::move(s));
-}
-}  // namespace
-
 void Model::forward(const Batch& b, Activations& acts, bool keep, int upto, const TapFn* tap) {
   forward_impl(b, acts, keep, upto, tap, nullptr, nullptr);
 }
@@ -280,25 +335,56 @@ KVCache Model::make_cache(int64_t slots, int64_t max_len) const {
   KVCache c;
   c.slots = slots;
   c.max_len = max_len;
-  c.width = std::max<int64_t>(1, cfg_.num_kv_heads / pc_.tp_size()) * cfg_.head_dim;
+  c.width = Hkvl_ * cfg_.head_dim;
+  c.mem = be_->kv_caches().lease(plan_kv_cache(slots, max_len));
   c.k.resize(static_cast<size_t>(cfg_.num_layers));
-  for (int l = lo_; l <= hi_; ++l)  // this stage's layers only
-    c.k[static_cast<size_t>(l - 1)].assign(static_cast<size_t>(slots * max_len * c.width), 0.0f);
-  c.v = c.k;
+  c.v.resize(static_cast<size_t>(cfg_.num_layers));
+  for (int l = lo_; l <= hi_; ++l) {  // this stage's layers only
+    c.k[static_cast<size_t>(l - 1)] = c.mem->alloc_f32({slots * max_len, c.width});
+    c.v[static_cast<size_t>(l - 1)] = c.mem->alloc_f32({slots * max_len, c.width});
+  }
   return c;
+}
+
+// Host backends read the Batch's arrays in place; device backends get I32 copies in the arena.
+void Model::bind_batch(const Batch& b, Activations& acts) const {
+  const int64_t N = b.N();
+  if (be_->host_accessible()) {
+    acts.ids = Tensor::host(b.ids.data(), {N});
+    acts.pos = Tensor::host(b.pos.data(), {N});
+    return;
+  }
+  be_->upload(acts.ids, b.ids.data());
+  be_->upload(acts.pos, b.pos.data());
+  std::vector<int32_t> cu(b.cu_seqlens.begin(), b.cu_seqlens.end());
+  be_->upload(acts.seq_starts, cu.data());
+}
+
+SeqIndex Model::seq_index(const Batch& b, const Activations& acts,
+                          const std::vector<int64_t>* slots) const {
+  SeqIndex s;
+  s.cu = b.cu_seqlens.data();
+  s.S = b.S();
+  s.max_len = b.max_len();
+  s.pos = b.pos.data();
+  s.pos_dev = acts.pos;
+  s.cu_dev = acts.seq_starts;
+  if (slots) s.slots = slots->data();
+  return s;
 }
 
 void Model::forward_impl(const Batch& b, Activations& acts, bool keep, int upto, const TapFn* tap,
                          KVCache* cache, const std::vector<int64_t>* slots) {
+  Backend& be = *be_;
   const int L = num_layers();
   if (upto < 0) upto = L;
   BUPO_CHECK(upto <= L, "forward: upto=", upto, " exceeds the number of layers ", L);
-  const int64_t N = b.N(), d = cfg_.hidden_size, D = cfg_.head_dim, tp = pc_.tp_size();
-  const int64_t Hl = cfg_.num_heads / tp, Hkvl = std::max<int64_t>(1, cfg_.num_kv_heads / tp),
-                ffl = cfg_.intermediate_size / tp;
+  const int64_t N = b.N(), d = cfg_.hidden_size, D = cfg_.head_dim;
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
   BUPO_CHECK(b.pos.size() == b.ids.size(), "forward: ids and pos differ in length");
-  Comm& tpc = *pc_.tp;
+  BUPO_CHECK(b.cu_seqlens.size() >= 2 && b.cu_seqlens.front() == 0 && b.cu_seqlens.back() == N,
+             "forward: cu_seqlens must start at 0 and end at N=", N);
+  Comm& tpc = *pc_.dev.tp;
 
   // Pipeline: this stage runs layers lo_..min(hi_, upto) on H^{lo_-1} (the embedding on the
   // first stage, received from the previous stage otherwise) and sends H^{hi_} on when later
@@ -310,114 +396,83 @@ void Model::forward_impl(const Batch& b, Activations& acts, bool keep, int upto,
   acts.base = lo_ - 1;
   acts.top = top;
   if (lo_ > 1 && lo_ > upto) return;
-  acts.layers.resize(keep ? static_cast<size_t>(std::max(0, top - acts.base)) : 1);
-  ensure(acts.resid, {keep ? top - acts.base + 1 : 2, N, d});
-  acts.rope.build(b.pos.data(), N, inv_freq_);
+  if (!acts.mem) acts.mem = be.activations().lease(plan_activations(N, b.S(), keep, upto));
+  acts.mem->reset();
+  carve_activations(*acts.mem, acts, N, b.S(), std::max(0, top - acts.base));
+  bind_batch(b, acts);
+  const SeqIndex seqs = seq_index(b, acts, slots);
+  be.rope_tables(acts.rope_cos, acts.rope_sin, acts.pos, inv_freq_);
 
-  Comm& ppc = *pc_.pp;
+  Comm& ppc = *pc_.dev.pp;
   if (lo_ == 1) {
-    embed_.forward(tpc, acts.h(0), b.ids.data(), N);
-    if (tap) (*tap)(LayerTaps{0, nullptr, nullptr, nullptr, nullptr, nullptr, acts.h(0)});
+    embed_.forward(tpc, acts.h(0), acts.ids);
+    if (tap) (*tap)(LayerTaps{0, {}, {}, {}, {}, {}, acts.h(0)});
   } else {
-    ppc.recv(acts.h(lo_ - 1), static_cast<size_t>(N * d), ppc.rank() - 1);
+    ppc.recv(acts.h(lo_ - 1).f32(), static_cast<size_t>(N * d), ppc.rank() - 1);
   }
 
-  const cpu::AttnShape ashape{N, Hl, Hkvl, D};
+  const AttnShape ashape{N, Hl_, Hkvl_, D};
   for (int l = lo_; l <= top; ++l) {
     const LayerParams& lp = layers_[static_cast<size_t>(l - 1)];
     LayerActs& a = acts.layer(l);
-    const float* x = acts.h(l - 1);
-    float* y = acts.h(l);
-    ensure(a.ln1, {N, d});
-    ensure(a.rstd1, {N});
-    ensure(a.q, {N, Hl * D});
-    ensure(a.k, {N, Hkvl * D});
-    ensure(a.v, {N, Hkvl * D});
-    ensure(a.att, {N, Hl * D});
-    ensure(a.lse, {N, Hl});
-    ensure(a.attn_out, {N, d});
-    ensure(a.h_mid, {N, d});
-    ensure(a.ln2, {N, d});
-    ensure(a.rstd2, {N});
-    ensure(a.g, {N, ffl});
-    ensure(a.u, {N, ffl});
-    ensure(a.act, {N, ffl});
-    ensure(a.ffn_out, {N, d});
+    const Tensor x = acts.h(l - 1), y = acts.h(l);
 
     // attention block: A^l = o_proj(SDPA(RoPE(norm(q)), RoPE(norm(k)), v)) of LN_in(H^{l-1})
-    cpu::rmsnorm_forward(a.ln1.ptr(), a.rstd1.ptr(), x, lp.ln1->w, N, d, eps);
-    lp.q.forward(a.q.ptr(), a.ln1.ptr(), N);
-    lp.k.forward(a.k.ptr(), a.ln1.ptr(), N);
-    lp.v.forward(a.v.ptr(), a.ln1.ptr(), N);
+    be.rmsnorm_forward(a.ln1, a.rstd1, x, lp.ln1->weight(), eps);
+    lp.q.forward(a.q, a.ln1);
+    lp.k.forward(a.k, a.ln1);
+    lp.v.forward(a.v, a.ln1);
     if (cfg_.qk_norm) {
-      a.q_pre = a.q;
-      a.k_pre = a.k;
-      ensure(a.rstd_q, {N * Hl});
-      ensure(a.rstd_k, {N * Hkvl});
-      cpu::rmsnorm_forward(a.q.ptr(), a.rstd_q.ptr(), a.q_pre.ptr(), lp.q_norm->w, N * Hl, D, eps);
-      cpu::rmsnorm_forward(a.k.ptr(), a.rstd_k.ptr(), a.k_pre.ptr(), lp.k_norm->w, N * Hkvl, D,
-                           eps);
+      be.copy(a.q_pre, a.q);
+      be.copy(a.k_pre, a.k);
+      be.rmsnorm_forward(a.q, a.rstd_q, a.q_pre, lp.q_norm->weight(), eps);
+      be.rmsnorm_forward(a.k, a.rstd_k, a.k_pre, lp.k_norm->weight(), eps);
     }
-    cpu::rope_forward(a.q.ptr(), acts.rope, N, Hl, D);
-    cpu::rope_forward(a.k.ptr(), acts.rope, N, Hkvl, D);
+    be.rope_forward(a.q, acts.rope_cos, acts.rope_sin, Hl_);
+    be.rope_forward(a.k, acts.rope_cos, acts.rope_sin, Hkvl_);
     if (cache == nullptr) {
-      cpu::attention_forward(a.att.ptr(), a.lse.ptr(), a.q.ptr(), a.k.ptr(), a.v.ptr(),
-                             b.cu_seqlens, ashape);
+      be.attention_forward(a.att, a.lse, a.q, a.k, a.v, seqs, ashape);
     } else {
-      const int li = l - 1;
-      for (size_t sq = 0; sq + 1 < b.cu_seqlens.size(); ++sq)
-        for (int64_t n = b.cu_seqlens[sq]; n < b.cu_seqlens[sq + 1]; ++n) {
-          const int64_t p = b.pos[static_cast<size_t>(n)];
-          std::copy_n(a.k.ptr() + n * cache->width, cache->width, cache->k_at(li, (*slots)[sq], p));
-          std::copy_n(a.v.ptr() + n * cache->width, cache->width, cache->v_at(li, (*slots)[sq], p));
-        }
-      cpu::attention_cached_forward(a.att.ptr(), a.q.ptr(), cache->k_at(li, 0, 0),
-                                    cache->v_at(li, 0, 0), cache->max_len * cache->width,
-                                    b.cu_seqlens, b.pos.data(), *slots, ashape);
+      const auto li = static_cast<size_t>(l - 1);
+      be.kv_append(cache->k[li], cache->v[li], a.k, a.v, cache->max_len, seqs);
+      be.attention_decode(a.att, a.q, cache->k[li], cache->v[li], cache->max_len, seqs, ashape);
     }
-    lp.o.forward(tpc, a.attn_out.ptr(), a.att.ptr(), N);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < N * d; ++i) a.h_mid.data[i] = x[i] + a.attn_out.data[i];
+    lp.o.forward(tpc, a.attn_out, a.att);
+    be.add(a.h_mid, x, a.attn_out);
 
     // FFN block: F^l = down(silu(gate(z)) ⊙ up(z)), z = LN_post(H^{l-1} + A^l)
-    cpu::rmsnorm_forward(a.ln2.ptr(), a.rstd2.ptr(), a.h_mid.ptr(), lp.ln2->w, N, d, eps);
-    lp.gate.forward(a.g.ptr(), a.ln2.ptr(), N);
-    lp.up.forward(a.u.ptr(), a.ln2.ptr(), N);
-    cpu::swiglu_forward(a.act.ptr(), a.g.ptr(), a.u.ptr(), N * ffl);
-    lp.down.forward(tpc, a.ffn_out.ptr(), a.act.ptr(), N);
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < N * d; ++i) y[i] = a.h_mid.data[i] + a.ffn_out.data[i];
+    be.rmsnorm_forward(a.ln2, a.rstd2, a.h_mid, lp.ln2->weight(), eps);
+    lp.gate.forward(a.g, a.ln2);
+    lp.up.forward(a.u, a.ln2);
+    be.swiglu_forward(a.act, a.g, a.u);
+    lp.down.forward(tpc, a.ffn_out, a.act);
+    be.add(y, a.h_mid, a.ffn_out);
 
-    if (tap)
-      (*tap)(LayerTaps{l, x, a.ln1.ptr(), a.attn_out.ptr(), a.ln2.ptr(), a.ffn_out.ptr(), y});
+    if (tap) (*tap)(LayerTaps{l, x, a.ln1, a.attn_out, a.ln2, a.ffn_out, y});
   }
-  if (hi_ < upto) ppc.send(acts.h(hi_), static_cast<size_t>(N * d), ppc.rank() + 1);
-  if (upto == L && hi_ == L) {
-    ensure(acts.final_out, {N, d});
-    ensure(acts.rstd_f, {N});
-    cpu::rmsnorm_forward(acts.final_out.ptr(), acts.rstd_f.ptr(), acts.h(L), final_norm_->w, N, d,
-                         eps);
-  }
+  if (hi_ < upto) ppc.send(acts.h(hi_).f32(), static_cast<size_t>(N * d), ppc.rank() + 1);
+  if (upto == L && hi_ == L)
+    be.rmsnorm_forward(acts.final_out, acts.rstd_f, acts.h(L), final_norm_->weight(), eps);
 }
 
 // ---------------------------------------------------------------------------- backward
-void Model::backward_from_output(const Batch& b, Activations& acts, const float* dY) {
+void Model::backward_from_output(const Batch& b, Activations& acts, const Tensor& dY) {
   const int L = num_layers();
   BUPO_CHECK(acts.keep && acts.upto == L,
              "backward_from_output: forward(keep=true) over all layers first");
   if (hi_ < L) {  // not the last stage: the gradient arrives from the next stage
-    backward_from_layer(b, acts, L, nullptr);
+    backward_from_layer(b, acts, L, Tensor{});
     return;
   }
   const int64_t N = acts.N, d = cfg_.hidden_size;
-  std::vector<float> dH(static_cast<size_t>(N * d), 0.0f);
-  cpu::rmsnorm_backward(dH.data(), final_norm_->g, dY, acts.h(L), final_norm_->w, acts.rstd_f.ptr(),
-                        N, d);
+  ArenaScope scope(be_->scratch());
+  const Tensor dH = be_->scratch().alloc_f32({N, d});
+  be_->rmsnorm_backward(dH, final_norm_->grad(), dY, acts.h(L), final_norm_->weight(), acts.rstd_f);
   final_norm_->has_grad = true;
-  backward_from_layer(b, acts, L, dH.data());
+  backward_from_layer(b, acts, L, dH);
 }
 
-void Model::backward_from_layer(const Batch& b, Activations& acts, int top, const float* dH) {
+void Model::backward_from_layer(const Batch& b, Activations& acts, int top, const Tensor& dH) {
   BUPO_CHECK(params_.has_grads(),
              "backward: gradients are not allocated (ParamStore::allocate_grads)");
   BUPO_CHECK(acts.keep && top >= 0 && top <= acts.upto, "backward: layer ", top,
@@ -425,75 +480,69 @@ void Model::backward_from_layer(const Batch& b, Activations& acts, int top, cons
   // Pipeline: stages above `top` do no work; a stage below the one holding `top` receives
   // dL/dH^{hi_} from the next stage; every stage but the first sends dL/dH^{lo_-1} back.
   if (lo_ > 1 && lo_ > top) return;
-  const int64_t N = acts.N, d = cfg_.hidden_size, D = cfg_.head_dim, tp = pc_.tp_size();
-  const int64_t Hl = cfg_.num_heads / tp, Hkvl = std::max<int64_t>(1, cfg_.num_kv_heads / tp),
-                ffl = cfg_.intermediate_size / tp;
-  Comm& tpc = *pc_.tp;
-  Comm& ppc = *pc_.pp;
-  const cpu::AttnShape ashape{N, Hl, Hkvl, D};
+  Backend& be = *be_;
+  const int64_t N = acts.N, d = cfg_.hidden_size, D = cfg_.head_dim;
+  Comm& tpc = *pc_.dev.tp;
+  Comm& ppc = *pc_.dev.pp;
+  const AttnShape ashape{N, Hl_, Hkvl_, D};
+  const SeqIndex seqs = seq_index(b, acts);
 
-  std::vector<float> dh(static_cast<size_t>(N * d));  // (N, d) running dL/dH
+  ArenaScope scope(be.scratch());
+  const BackwardScratch w(be.scratch(), N, d, ffl_, Hl_ * D, Hkvl_ * D);
   if (top > hi_) {
-    ppc.recv(dh.data(), dh.size(), ppc.rank() + 1);
+    ppc.recv(w.dh.f32(), static_cast<size_t>(N * d), ppc.rank() + 1);  // dL/dH^{hi_}
     top = hi_;
   } else {
-    BUPO_CHECK(dH != nullptr, "backward: no gradient given at layer ", top);
-    std::copy_n(dH, N * d, dh.data());
+    BUPO_CHECK(!dH.empty(), "backward: no gradient given at layer ", top);
+    be.copy(w.dh, dH);  // (N, d) running dL/dH
   }
-  std::vector<float> d_ln(static_cast<size_t>(N * d));  // (N, d)
-  std::vector<float> d_act(static_cast<size_t>(N * ffl)), dg(d_act.size()), du(d_act.size());
-  std::vector<float> d_att(static_cast<size_t>(N * Hl * D)), dq(d_att.size()), dq_pre(d_att.size());
-  std::vector<float> dk(static_cast<size_t>(N * Hkvl * D)), dv(dk.size()), dk_pre(dk.size());
 
   for (int l = top; l >= lo_; --l) {
     const LayerParams& lp = layers_[static_cast<size_t>(l - 1)];
     LayerActs& a = acts.layer(l);
-    const float* x = acts.h(l - 1);
+    const Tensor x = acts.h(l - 1);
 
     // H^l = h_mid + down(act): dh flows to h_mid unchanged, plus the FFN branch.
-    lp.down.backward(d_act.data(), dh.data(), a.act.ptr(), N);
-    cpu::swiglu_backward(dg.data(), du.data(), d_act.data(), a.g.ptr(), a.u.ptr(), N * ffl);
-    std::fill(d_ln.begin(), d_ln.end(), 0.0f);
-    lp.gate.backward(d_ln.data(), dg.data(), a.ln2.ptr(), N);
-    lp.up.backward(d_ln.data(), du.data(), a.ln2.ptr(), N);
-    copy_to_tp_region_backward(tpc, d_ln.data(), N * d);
-    cpu::rmsnorm_backward(dh.data(), lp.ln2->g, d_ln.data(), a.h_mid.ptr(), lp.ln2->w,
-                          a.rstd2.ptr(), N, d,
-                          /*accumulate_dx=*/true);
+    lp.down.backward(w.d_act, w.dh, a.act);
+    be.swiglu_backward(w.dg, w.du, w.d_act, a.g, a.u);
+    be.zero(w.d_ln);
+    lp.gate.backward(w.d_ln, w.dg, a.ln2);
+    lp.up.backward(w.d_ln, w.du, a.ln2);
+    copy_to_tp_region_backward(tpc, w.d_ln);
+    be.rmsnorm_backward(w.dh, lp.ln2->grad(), w.d_ln, a.h_mid, lp.ln2->weight(), a.rstd2,
+                        /*accumulate_dx=*/true);
     lp.ln2->has_grad = true;
 
     // h_mid = H^{l-1} + o_proj(att)
-    lp.o.backward(d_att.data(), dh.data(), a.att.ptr(), N);
-    cpu::attention_backward(dq.data(), dk.data(), dv.data(), d_att.data(), a.q.ptr(), a.k.ptr(),
-                            a.v.ptr(), a.att.ptr(), a.lse.ptr(), b.cu_seqlens, ashape);
-    cpu::rope_backward(dq.data(), acts.rope, N, Hl, D);
-    cpu::rope_backward(dk.data(), acts.rope, N, Hkvl, D);
-    const float* gq = dq.data();
-    const float* gk = dk.data();
+    lp.o.backward(w.d_att, w.dh, a.att);
+    be.attention_backward(w.dq, w.dk, w.dv, w.d_att, a.q, a.k, a.v, a.att, a.lse, seqs, ashape);
+    be.rope_backward(w.dq, acts.rope_cos, acts.rope_sin, Hl_);
+    be.rope_backward(w.dk, acts.rope_cos, acts.rope_sin, Hkvl_);
+    Tensor gq = w.dq, gk = w.dk;
     if (cfg_.qk_norm) {
       // q_norm/k_norm are replicated across TP ranks: their gradients are partial sums over the
-      // local heads and get all-reduced over TP by the optimizer's replicated-gradient step.
-      cpu::rmsnorm_backward(dq_pre.data(), lp.q_norm->g, dq.data(), a.q_pre.ptr(), lp.q_norm->w,
-                            a.rstd_q.ptr(), N * Hl, D);
-      cpu::rmsnorm_backward(dk_pre.data(), lp.k_norm->g, dk.data(), a.k_pre.ptr(), lp.k_norm->w,
-                            a.rstd_k.ptr(), N * Hkvl, D);
+      // local heads and get all-reduced over TP by reduce_partial_grads().
+      be.rmsnorm_backward(w.dq_pre, lp.q_norm->grad(), w.dq, a.q_pre, lp.q_norm->weight(),
+                          a.rstd_q);
+      be.rmsnorm_backward(w.dk_pre, lp.k_norm->grad(), w.dk, a.k_pre, lp.k_norm->weight(),
+                          a.rstd_k);
       lp.q_norm->has_grad = lp.k_norm->has_grad = true;
-      gq = dq_pre.data();
-      gk = dk_pre.data();
+      gq = w.dq_pre;
+      gk = w.dk_pre;
     }
-    std::fill(d_ln.begin(), d_ln.end(), 0.0f);
-    lp.q.backward(d_ln.data(), gq, a.ln1.ptr(), N);
-    lp.k.backward(d_ln.data(), gk, a.ln1.ptr(), N);
-    lp.v.backward(d_ln.data(), dv.data(), a.ln1.ptr(), N);
-    copy_to_tp_region_backward(tpc, d_ln.data(), N * d);
-    cpu::rmsnorm_backward(dh.data(), lp.ln1->g, d_ln.data(), x, lp.ln1->w, a.rstd1.ptr(), N, d,
-                          /*accumulate_dx=*/true);
+    be.zero(w.d_ln);
+    lp.q.backward(w.d_ln, gq, a.ln1);
+    lp.k.backward(w.d_ln, gk, a.ln1);
+    lp.v.backward(w.d_ln, w.dv, a.ln1);
+    copy_to_tp_region_backward(tpc, w.d_ln);
+    be.rmsnorm_backward(w.dh, lp.ln1->grad(), w.d_ln, x, lp.ln1->weight(), a.rstd1,
+                        /*accumulate_dx=*/true);
     lp.ln1->has_grad = true;
   }
   if (lo_ > 1)
-    ppc.send(dh.data(), dh.size(), ppc.rank() - 1);
+    ppc.send(w.dh.f32(), static_cast<size_t>(N * d), ppc.rank() - 1);
   else
-    embed_.backward(dh.data(), b.ids.data(), N);
+    embed_.backward(w.dh, acts.ids);
 }
 
 }  // namespace bupo

@@ -1,4 +1,5 @@
-// Llama / Qwen2 / Qwen3 pre-norm decoder on CPU, fp32, with explicit forward and backward.
+// Llama / Qwen2 / Qwen3 pre-norm decoder with explicit forward and backward, written once against
+// the backend interface (backend/backend.hpp): the same code runs on the CPU and on a GPU.
 // Layer numbering follows the BuPO paper (papers.md §1.1): H^0 is the embedding output and layer
 // l = 1..L reads H^{l-1} and writes A^l, F^l and H^l = H^{l-1} + A^l + F^l.
 //   attn_in  = LN_in(H^{l-1})          (input_layernorm, with its gain)
@@ -7,14 +8,20 @@
 //   ffn_out  = F^l                     (down_proj output)
 // Every linear layer is a tensor-parallel building block (parallel/tensor_parallel.hpp) driven by
 // an explicit ParallelContext; on one process its groups have size 1.
+//
+// Memory (llm.c's discipline): parameters and gradients in one block each of the backend's memory;
+// each forward's activations carved from one arena leased from the backend's activation pool
+// (returned when the Activations object is released, reused by the next forward); backward
+// temporaries from the backend's scratch arena. plan_* give the bytes for given shapes, so a run
+// can reserve everything before its first step (Model::reserve).
 #pragma once
 #include <functional>
+#include <memory>
 #include <string>
 #include <vector>
 
-#include "core/tensor.hpp"
+#include "backend/backend.hpp"
 #include "io/dtype.hpp"
-#include "kernels/cpu/rope.hpp"
 #include "model/config.hpp"
 #include "model/params.hpp"
 #include "parallel/comm.hpp"
@@ -23,12 +30,14 @@
 namespace bupo {
 
 // Packed variable-length sequences: row n is token ids[n] at position pos[n] of sequence s with
-// cu_seqlens[s] <= n < cu_seqlens[s+1].
+// cu_seqlens[s] <= n < cu_seqlens[s+1]. Host data: the model uploads what its backend needs.
 struct Batch {
   std::vector<int32_t> ids;         // (N)
   std::vector<int32_t> pos;         // (N)
   std::vector<int64_t> cu_seqlens;  // (S+1)
   int64_t N() const { return static_cast<int64_t>(ids.size()); }
+  int64_t S() const { return static_cast<int64_t>(cu_seqlens.size()) - 1; }
+  int64_t max_len() const;
   static Batch from_sequences(const std::vector<std::vector<int32_t>>& seqs);
 };
 
@@ -36,12 +45,7 @@ struct Batch {
 // For layer 0 only h_out (= H^0) is set.
 struct LayerTaps {
   int layer = 0;
-  const float* h_in = nullptr;
-  const float* attn_in = nullptr;
-  const float* attn_out = nullptr;
-  const float* ffn_in = nullptr;
-  const float* ffn_out = nullptr;
-  const float* h_out = nullptr;
+  Tensor h_in, attn_in, attn_out, ffn_in, ffn_out, h_out;
 };
 using TapFn = std::function<void(const LayerTaps&)>;
 
@@ -58,7 +62,8 @@ struct LayerActs {         // local sizes: Hl = H/tp heads, Hkvl = Hkv/tp, ffl =
 };
 
 // One forward's activations on this pipeline stage: H^base .. H^top with base = (first layer of
-// the stage) - 1 (0 without pipeline parallelism).
+// the stage) - 1 (0 without pipeline parallelism). All views into `mem`, an arena leased from the
+// backend's activation pool for as long as this object holds it (release() or destruction).
 struct Activations {
   int64_t N = 0;
   int upto = 0;                   // last layer the forward was asked for
@@ -67,26 +72,26 @@ struct Activations {
   std::vector<LayerActs> layers;  // top-base entries when keep, else 1 reused
   Tensor resid;                   // (top-base+1, N, d) when keep, else (2, N, d) ping-pong
   Tensor final_out, rstd_f;       // (N, d): LN_final(H^L), (N) — on the last stage
-  cpu::RopeCache rope;
-  float* h(int l) { return resid.ptr() + row(l) * N * resid.shape.back(); }
-  const float* h(int l) const { return resid.ptr() + row(l) * N * resid.shape.back(); }
+  Tensor rope_cos, rope_sin;      // (N, D/2)
+  Tensor ids, pos, seq_starts;    // (N), (N), (S+1) I32: the batch on the device
+  Tensor d_policy;                // (N, d) when keep: dL/dH at the policy's layer (set by a loss)
+  ArenaLease mem;
+
+  Tensor h(int l) const { return resid.rows(row(l), 1).view({N, resid.dim(2)}); }
   LayerActs& layer(int l) { return layers[keep ? static_cast<size_t>(l - base - 1) : 0]; }
+  void release() { *this = Activations{}; }
 
  private:
   int64_t row(int l) const { return keep ? l - base : (l - base) % 2; }
 };
 
 // Key/value cache for generation: per layer, (slots, max_len, Hkv_local·D) for K (after q/k-norm
-// and RoPE) and V. A batch names the slot each of its sequences continues.
+// and RoPE) and V, carved from an arena leased from the backend's KV pool. A batch names the slot
+// each of its sequences continues.
 struct KVCache {
   int64_t slots = 0, max_len = 0, width = 0;
-  std::vector<std::vector<float>> k, v;  // per layer
-  float* k_at(int layer, int64_t slot, int64_t pos) {
-    return k[static_cast<size_t>(layer)].data() + (slot * max_len + pos) * width;
-  }
-  float* v_at(int layer, int64_t slot, int64_t pos) {
-    return v[static_cast<size_t>(layer)].data() + (slot * max_len + pos) * width;
-  }
+  std::vector<Tensor> k, v;  // per layer (slots·max_len, width); empty for other stages' layers
+  ArenaLease mem;
 };
 
 struct LayerParams {
@@ -95,14 +100,26 @@ struct LayerParams {
   RowParallelLinear o, down;
 };
 
+// The largest shapes a run will give the model, for reserving all memory up-front.
+struct MemoryPlan {
+  int64_t max_tokens = 0;     // rows of one forward (a micro-batch, a prefill)
+  int64_t max_seq_len = 0;    // longest sequence
+  int64_t max_sequences = 0;  // sequences of one forward
+  int64_t in_flight = 1;      // forwards alive at once (1F1B: up to the pipeline depth)
+  bool train = false;         // forwards keep activations and run backwards
+  int64_t lens_rows = 0;      // rows of one lens chunk
+  int64_t extra_scratch = 0;  // bytes the caller's own scratch use adds (lens buffers, ...)
+};
+
 class Model {
  public:
-  Model(const ModelConfig& cfg, ParallelContext pc);
+  Model(const ModelConfig& cfg, ParallelContext pc, Backend& be = cpu_backend());
   Model(const Model&) = delete;
   Model& operator=(const Model&) = delete;
 
   // Load config.json and the safetensors weights of a HF checkpoint directory.
-  static std::unique_ptr<Model> load(const std::string& dir, ParallelContext pc);
+  static std::unique_ptr<Model> load(const std::string& dir, ParallelContext pc,
+                                     Backend& be = cpu_backend());
   void load_weights(const std::string& path);  // dir or .safetensors file
   // Write config.json + weights (single file or sharded). TP size 1 only.
   void save(const std::string& dir, DType dtype, uint64_t max_shard_bytes = 0) const;
@@ -110,6 +127,8 @@ class Model {
 
   const ModelConfig& config() const { return cfg_; }
   ParallelContext& parallel() { return pc_; }
+  const ParallelContext& parallel() const { return pc_; }
+  Backend& backend() const { return *be_; }
   ParamStore& params() { return params_; }
   const ParamStore& params() const { return params_; }
   int num_layers() const { return static_cast<int>(cfg_.num_layers); }
@@ -146,23 +165,42 @@ class Model {
 
   // Gradients into parameter .g (accumulating), starting from dL/dH^l (N, d) at layer l:
   // only layers <= l and the embedding receive gradient (papers.md §1.5, Eq. 14–15). Under PP
-  // dH is read on the stage that owns l (null elsewhere); stages above l do nothing, stages below
-  // receive the gradient from the next stage.
-  void backward_from_layer(const Batch& b, Activations& acts, int l, const float* dH);
+  // dH is read on the stage that owns l (empty elsewhere); stages above l do nothing, stages
+  // below receive the gradient from the next stage.
+  void backward_from_layer(const Batch& b, Activations& acts, int l, const Tensor& dH);
   // Starting from dL/d LN_final(H^L) (N, d): the final norm and every layer receive gradient.
-  void backward_from_output(const Batch& b, Activations& acts, const float* dY);
+  void backward_from_output(const Batch& b, Activations& acts, const Tensor& dY);
+
+  // Bytes of one forward's activation arena, of the backward's scratch and of a KV cache.
+  size_t plan_activations(int64_t N, int64_t S, bool keep, int upto = -1) const;
+  size_t plan_backward_scratch(int64_t N) const;
+  size_t plan_kv_cache(int64_t slots, int64_t max_len) const;
+  // Reserves the activation pool, the scratch arena (backward + the ops' workspace + the caller's
+  // extra) for `plan`; KV caches with reserve_kv_cache. Nothing in the step loop allocates after.
+  void reserve(const MemoryPlan& plan);
+  void reserve_kv_cache(int64_t slots, int64_t max_len);
 
  private:
   ModelConfig cfg_;
   ParallelContext pc_;
+  Backend* be_;
   ParamStore params_;
   VocabParallelEmbedding embed_;
   Param* lm_head_ = nullptr;
   Param* final_norm_ = nullptr;
   std::vector<LayerParams> layers_;
-  std::vector<float> inv_freq_;
-  int lo_ = 1, hi_ = 0;                // this pipeline stage's layers
-  std::shared_ptr<Comm> kv_rep_;       // TP ranks sharing one replicated KV head (or null)
+  Block inv_freq_block_;
+  Tensor inv_freq_;                      // (D/2) on the device
+  int lo_ = 1, hi_ = 0;                  // this pipeline stage's layers
+  std::shared_ptr<Comm> kv_rep_;         // TP ranks sharing one replicated KV head (or null)
+  int64_t Hl_ = 0, Hkvl_ = 0, ffl_ = 0;  // local heads, KV heads, FFN width
+
+  // Every tensor of a forward's activations with its shape, in carve order: planning (a
+  // measuring arena) and carving use this one list (llm.c's fill_in_activation_sizes).
+  void carve_activations(Arena& a, Activations& acts, int64_t N, int64_t S, int nlayers) const;
+  void bind_batch(const Batch& b, Activations& acts) const;
+  SeqIndex seq_index(const Batch& b, const Activations& acts,
+                     const std::vector<int64_t>* slots = nullptr) const;
   void forward_impl(const Batch& b, Activations& acts, bool keep, int upto, const TapFn* tap,
                     KVCache* cache, const std::vector<int64_t>* slots);
 };

@@ -23,20 +23,55 @@ size_t ParamStore::add(std::string name, Shape local, Shape full, int shard_dim,
 }
 
 void ParamStore::finalize() {
-  weights_.assign(total_, 0.0f);
-  for (auto& p : params_) p.w = weights_.data() + p.offset;
+  weights_ = be_->allocate(MemRole::Params, std::max<size_t>(total_, 1) * sizeof(float));
+  finalized_ = true;
+  be_->zero(weight_arena());
+  for (auto& p : params_) {
+    p.w = static_cast<float*>(weights_.data()) + p.offset;
+    p.backend = be_;
+  }
   finalized_ = true;
 }
 
 void ParamStore::allocate_grads() {
   BUPO_CHECK(finalized_, "ParamStore: allocate_grads() before finalize()");
-  grads_.assign(total_, 0.0f);
-  for (auto& p : params_) p.g = grads_.data() + p.offset;
+  grads_ = be_->allocate(MemRole::Grads, std::max<size_t>(total_, 1) * sizeof(float));
+  be_->zero(grad_arena());
+  for (auto& p : params_) p.g = static_cast<float*>(grads_.data()) + p.offset;
 }
 
 void ParamStore::zero_grad() {
-  std::fill(grads_.begin(), grads_.end(), 0.0f);
+  if (has_grads()) be_->zero(grad_arena());
   for (auto& p : params_) p.has_grad = false;
+}
+
+Tensor ParamStore::weight_arena() const {
+  BUPO_CHECK(finalized_, "ParamStore: weights before finalize()");
+  return weights_.view(DType::F32, {static_cast<int64_t>(total_)});
+}
+Tensor ParamStore::grad_arena() const {
+  BUPO_CHECK(has_grads(), "ParamStore: gradients are not allocated");
+  return grads_.view(DType::F32, {static_cast<int64_t>(total_)});
+}
+
+std::vector<float> ParamStore::weights_to_host() const {
+  std::vector<float> h(total_);
+  be_->download(h.data(), weight_arena());
+  return h;
+}
+
+void ParamStore::weights_from_host(const std::vector<float>& w) {
+  BUPO_CHECK(w.size() == total_, "ParamStore: ", w.size(), " weights for an arena of ", total_);
+  be_->upload(weight_arena(), w.data());
+}
+
+void ParamStore::copy_weights_from(const ParamStore& o) {
+  BUPO_CHECK(o.total_ == total_, "ParamStore: copying weights between different layouts (",
+             o.total_, " vs ", total_, " elements)");
+  if (&o.backend() == be_)
+    be_->copy(weight_arena(), o.weight_arena());
+  else
+    weights_from_host(o.weights_to_host());
 }
 
 Param* ParamStore::find(const std::string& name) {

@@ -1,13 +1,17 @@
-// Parameters live in one arena (and their gradients in a second one, allocated only for
-// training), llm.c style; each Param is a named view with its HF name, its local (per-rank)
-// shape and how it is sharded across the tensor-parallel group.
+// Parameters live in one block of the backend's memory (and their gradients in a second one,
+// allocated only for training), llm.c style; each Param is a named view with its HF name, its
+// local (per-rank) shape and how it is sharded across the tensor-parallel group. `w` and `g`
+// point into the backend's memory (fp32 master weights on every backend): code above the backends
+// reads them through weight()/grad() views and the store's host transfers, and dereferences them
+// only on host backends (tests do, on the CPU backend).
 #pragma once
 #include <cstdint>
 #include <string>
 #include <unordered_map>
 #include <vector>
 
-#include "core/tensor.hpp"
+#include "backend/backend.hpp"
+#include "core/shape.hpp"
 
 namespace bupo {
 
@@ -18,22 +22,26 @@ struct Param {
   int shard_dim = -1;  // dimension split across TP ranks (-1: replicated)
   int64_t shard_offset = 0;  // first index of this rank's slice along shard_dim
   size_t offset = 0;         // element offset into the arenas
-  float* w = nullptr;        // weights (local shard)
+  float* w = nullptr;        // weights (local shard), in the backend's memory
   float* g = nullptr;        // gradient, or null when gradients are not allocated
   bool has_grad = false;     // set by backward when a gradient reached this parameter
   // This rank's copy counts in global sums (gradient norms, checkpoints): false for the copies of
   // a replicated parameter on all but one rank of the group that replicates it.
   bool counted = true;
+  Backend* backend = nullptr;  // whose memory w and g are in
   int64_t numel() const { return numel_of(shape); }
+  Tensor weight() const { return {w, DType::F32, backend->device(), Dims(shape)}; }
+  Tensor grad() const { return {g, DType::F32, backend->device(), Dims(shape)}; }
 };
 
 class ParamStore {
  public:
+  explicit ParamStore(Backend& be = cpu_backend()) : be_(&be) {}
   // Declare a parameter before finalize(); returns its index.
   size_t add(std::string name, Shape local, Shape full, int shard_dim = -1,
              int64_t shard_offset = 0);
-  void finalize();        // allocate the weight arena and point every Param into it
-  void allocate_grads();  // allocate the gradient arena (zeroed)
+  void finalize();        // allocate the (zeroed) weight block and point every Param into it
+  void allocate_grads();  // allocate the gradient block (zeroed)
   void zero_grad();       // zero gradients and clear has_grad
 
   Param& at(size_t i) { return params_[i]; }
@@ -43,14 +51,21 @@ class ParamStore {
   std::vector<Param>& all() { return params_; }
   const std::vector<Param>& all() const { return params_; }
   size_t total_elements() const { return total_; }
-  bool has_grads() const { return !grads_.empty(); }
-  std::vector<float>& weight_arena() { return weights_; }
-  std::vector<float>& grad_arena() { return grads_; }
+  bool has_grads() const { return grads_.data() != nullptr; }
+  Backend& backend() const { return *be_; }
+
+  // The whole weight / gradient arena (total_elements floats, parameters at their offsets).
+  Tensor weight_arena() const;
+  Tensor grad_arena() const;
+  std::vector<float> weights_to_host() const;
+  void weights_from_host(const std::vector<float>& w);  // total_elements() floats
+  void copy_weights_from(const ParamStore& other);      // same layout, any backends
 
  private:
+  Backend* be_;
   std::vector<Param> params_;
   std::unordered_map<std::string, size_t> index_;
-  std::vector<float> weights_, grads_;
+  Block weights_, grads_;
   size_t total_ = 0;
   bool finalized_ = false;
 };

@@ -7,13 +7,18 @@
 namespace bupo {
 
 AdamW::AdamW(ParamStore& params, AdamWConfig cfg)
-    : params_(params),
-      cfg_(cfg),
-      m_(params.total_elements(), 0.0f),
-      v_(params.total_elements(), 0.0f),
-      steps_(params.all().size(), 0) {}
+    : params_(params), cfg_(cfg), steps_(params.all().size(), 0) {
+  Backend& be = params.backend();
+  const auto n = static_cast<int64_t>(params.total_elements());
+  state_ = be.allocate(MemRole::OptState, 2 * static_cast<size_t>(std::max<int64_t>(n, 1)) * 4);
+  m_ = state_.view(DType::F32, {n});
+  v_ = state_.view(DType::F32, {n}, static_cast<size_t>(n) * 4);
+  be.zero(m_);
+  be.zero(v_);
+}
 
 void AdamW::step() {
+  Backend& be = params_.backend();
   auto& ps = params_.all();
   for (size_t i = 0; i < ps.size(); ++i) {
     Param& p = ps[i];
@@ -21,23 +26,15 @@ void AdamW::step() {
     const int64_t t = ++steps_[i];
     const double bc1 = 1.0 - std::pow(cfg_.beta1, static_cast<double>(t));
     const double bc2 = 1.0 - std::pow(cfg_.beta2, static_cast<double>(t));
-    const float step_size = static_cast<float>(cfg_.lr / bc1);
-    const float bc2_sqrt = static_cast<float>(std::sqrt(bc2));
-    const float decay = static_cast<float>(1.0 - cfg_.lr * cfg_.weight_decay);
-    const float b1 = static_cast<float>(cfg_.beta1), b2 = static_cast<float>(cfg_.beta2);
-    const float eps = static_cast<float>(cfg_.eps);
-    float* w = p.w;
-    const float* g = p.g;
-    float* m = m_.data() + p.offset;
-    float* v = v_.data() + p.offset;
-    const int64_t n = p.numel();
-#pragma omp parallel for simd schedule(static)
-    for (int64_t j = 0; j < n; ++j) {
-      w[j] *= decay;
-      m[j] = b1 * m[j] + (1.0f - b1) * g[j];
-      v[j] = b2 * v[j] + (1.0f - b2) * g[j] * g[j];
-      w[j] -= step_size * m[j] / (std::sqrt(v[j]) / bc2_sqrt + eps);
-    }
+    AdamStep a;
+    a.step_size = static_cast<float>(cfg_.lr / bc1);
+    a.bc2_sqrt = static_cast<float>(std::sqrt(bc2));
+    a.decay = static_cast<float>(1.0 - cfg_.lr * cfg_.weight_decay);
+    a.beta1 = static_cast<float>(cfg_.beta1);
+    a.beta2 = static_cast<float>(cfg_.beta2);
+    a.eps = static_cast<float>(cfg_.eps);
+    const auto off = static_cast<int64_t>(p.offset);
+    be.adamw_update(p.weight(), p.grad(), m_.flat(off, p.numel()), v_.flat(off, p.numel()), a);
   }
 }
 
@@ -47,13 +44,30 @@ void AdamW::set_step_counts(const std::vector<int64_t>& s) {
   steps_ = s;
 }
 
+std::vector<float> AdamW::exp_avg_to_host() const {
+  std::vector<float> h(static_cast<size_t>(m_.numel()));
+  params_.backend().download(h.data(), m_);
+  return h;
+}
+std::vector<float> AdamW::exp_avg_sq_to_host() const {
+  std::vector<float> h(static_cast<size_t>(v_.numel()));
+  params_.backend().download(h.data(), v_);
+  return h;
+}
+void AdamW::moments_from_host(const std::vector<float>& m, const std::vector<float>& v) {
+  BUPO_CHECK(
+      static_cast<int64_t>(m.size()) == m_.numel() && static_cast<int64_t>(v.size()) == v_.numel(),
+      "optimizer state: moments of ", m.size(), "/", v.size(), " elements for ", m_.numel(),
+      " parameters' elements");
+  params_.backend().upload(m_, m.data());
+  params_.backend().upload(v_, v.data());
+}
+
 double grad_sumsq(const ParamStore& params) {
   double total = 0.0;
   for (const auto& p : params.all()) {
     if (!p.has_grad || p.g == nullptr || !p.counted) continue;
-    double s = 0.0;
-    for (int64_t j = 0; j < p.numel(); ++j) s += static_cast<double>(p.g[j]) * p.g[j];
-    total += s;
+    total += params.backend().sum_squares(p.grad());
   }
   return total;
 }
@@ -69,8 +83,7 @@ double clip_grad_norm(ParamStore& params, double max_norm, double norm) {
   if (coef < 1.0) {
     const float c = static_cast<float>(coef);
     for (auto& p : params.all())
-      if (p.has_grad && p.g != nullptr)
-        for (int64_t j = 0; j < p.numel(); ++j) p.g[j] *= c;
+      if (p.has_grad && p.g != nullptr) params.backend().scale(p.grad(), c);
   }
   return norm;
 }

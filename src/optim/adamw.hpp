@@ -2,7 +2,8 @@
 // gradient-norm clipping. A parameter that received no gradient in a step (Param::has_grad ==
 // false) is skipped entirely — no decay, no moment update, no step count — exactly as torch skips
 // parameters whose .grad is None. This is what keeps layers above the BuPO layer bit-identical
-// during phase 1 (papers.md §1.5).
+// during phase 1 (papers.md §1.5). The moments live in the parameters' backend memory (one block,
+// laid out like the weight arena); the update and the norms are backend ops.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -24,17 +25,20 @@ class AdamW {
   AdamW(ParamStore& params, AdamWConfig cfg);
   void step();  // uses Param::g and Param::has_grad
   AdamWConfig& config() { return cfg_; }
+  const AdamWConfig& config() const { return cfg_; }
   int64_t step_count(size_t param) const { return steps_[param]; }
+  const std::vector<int64_t>& step_counts() const { return steps_; }
   void set_step_counts(const std::vector<int64_t>& s);  // restoring a checkpoint
-  std::vector<float>& exp_avg() { return m_; }
-  std::vector<float>& exp_avg_sq() { return v_; }
-  const std::vector<float>& exp_avg() const { return m_; }
-  const std::vector<float>& exp_avg_sq() const { return v_; }
+  // The moments as host arrays in the weight arena's layout (checkpoints), and back.
+  std::vector<float> exp_avg_to_host() const;
+  std::vector<float> exp_avg_sq_to_host() const;
+  void moments_from_host(const std::vector<float>& exp_avg, const std::vector<float>& exp_avg_sq);
 
  private:
   ParamStore& params_;
   AdamWConfig cfg_;
-  std::vector<float> m_, v_;    // one arena each, same layout as the weights
+  Block state_;  // m then v, each total_elements floats
+  Tensor m_, v_;
   std::vector<int64_t> steps_;  // per parameter, as torch keeps state['step']
 };
 

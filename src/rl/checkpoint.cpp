@@ -87,10 +87,11 @@ std::string save_checkpoint(const std::string& out_dir, const Model& model, cons
       const int64_t s = opt.step_count(i);
       put(&s, 8);
     }
-    BUPO_CHECK(opt.exp_avg().size() == total && opt.exp_avg_sq().size() == total,
+    const std::vector<float> m = opt.exp_avg_to_host(), v = opt.exp_avg_sq_to_host();
+    BUPO_CHECK(m.size() == total && v.size() == total,
                "checkpoint: optimizer state does not match the model");
-    put(opt.exp_avg().data(), total * sizeof(float));
-    put(opt.exp_avg_sq().data(), total * sizeof(float));
+    put(m.data(), total * sizeof(float));
+    put(v.data(), total * sizeof(float));
     write_file(tmp / "optimizer.bin", buf);
   }
   json js = {{"step", st.step},
@@ -185,22 +186,21 @@ void load_checkpoint(const std::string& dir, Model& model, AdamW& opt, TrainStat
     const auto* m_full = reinterpret_cast<const float*>(buf.data() + 24 + 8 * n);
     const float* v_full = m_full + total;
     if (!sharded) {
-      opt.exp_avg().assign(m_full, m_full + total);
-      opt.exp_avg_sq().assign(v_full, v_full + total);
+      opt.moments_from_host(std::vector<float>(m_full, m_full + total),
+                            std::vector<float>(v_full, v_full + total));
       opt.set_step_counts(steps);
     } else {
       const auto& local = model.params().all();
       std::vector<int64_t> mine(local.size());
-      opt.exp_avg().assign(model.params().total_elements(), 0.0f);
-      opt.exp_avg_sq().assign(model.params().total_elements(), 0.0f);
+      std::vector<float> m(model.params().total_elements(), 0.0f), v(m.size(), 0.0f);
       for (size_t i = 0; i < local.size(); ++i) {
         const Param* fp = full.find(local[i].name);
         BUPO_CHECK(fp != nullptr, path, ": no state for '", local[i].name, "'");
-        copy_shard_from_full(local[i], m_full + fp->offset, opt.exp_avg().data() + local[i].offset);
-        copy_shard_from_full(local[i], v_full + fp->offset,
-                             opt.exp_avg_sq().data() + local[i].offset);
+        copy_shard_from_full(local[i], m_full + fp->offset, m.data() + local[i].offset);
+        copy_shard_from_full(local[i], v_full + fp->offset, v.data() + local[i].offset);
         mine[i] = steps[static_cast<size_t>(fp - full.all().data())];
       }
+      opt.moments_from_host(m, v);
       opt.set_step_counts(mine);
     }
   }

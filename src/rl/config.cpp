@@ -41,6 +41,13 @@ std::vector<Field> fields(TrainConfig& c) {
        0,
        {},
        "tokenizer.json or .gguf (empty: from model.path, or the built-in byte tokenizer)"},
+      {"model.device",
+       &c.model.device,
+       0,
+       0,
+       {},
+       "backend the model computes on: \"cpu\", \"cuda\" or \"cuda:N\" (a build with CUDA and a "
+       "GPU)"},
       {"model.template", &c.model.template_name, 0, 0, templates,
        "chat template for prompts ('plain': contents as they are)"},
       {"model.init.arch",
@@ -505,6 +512,10 @@ void validate(const TrainConfig& c, const std::string& where) {
   auto need = [&](bool ok, auto&&... msg) {
     if (!ok) fail(where, ": ", msg...);
   };
+  need(c.model.device == "cpu" || c.model.device == "cuda" ||
+           (c.model.device.rfind("cuda:", 0) == 0 && c.model.device.size() > 5 &&
+            c.model.device.find_first_not_of("0123456789", 5) == std::string::npos),
+       "model.device must be \"cpu\", \"cuda\" or \"cuda:N\", got \"" + c.model.device + "\"");
   need(!c.model.path.empty() || c.model.init.layers > 0,
        "set model.path (a checkpoint) or model.init.layers (a fresh model)");
   need(c.model.path.empty() || c.model.init.layers == 0,

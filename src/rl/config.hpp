@@ -19,6 +19,7 @@ struct TrainConfig {
   };
   struct Model {
     std::string path, tokenizer, template_name = "qwen3-nothink";
+    std::string device = "cpu";  // the backend: "cpu", "cuda" or "cuda:N"
     Init init;
   } model;
   struct Arithmetic {

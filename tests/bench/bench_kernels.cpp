@@ -17,9 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend.hpp"
 #include "core/threads.hpp"
-#include "kernels/cpu/attention.hpp"
-#include "kernels/cpu/linear.hpp"
 #include "lens/lens.hpp"
 #include "model/model.hpp"
 
@@ -93,13 +92,20 @@ std::vector<float> randn(size_t n, uint64_t seed) {
   return v;
 }
 
+// Every workload below runs through the backend interface (the CPU backend), as the model does.
+Backend& be() {
+  return cpu_backend();
+}
+
 // y (N, out) = x (N, in) Wᵀ
 void BM_Gemm(benchmark::State& st) {
   const int64_t N = st.range(0), in = st.range(1), out = st.range(2);
   auto x = randn(N * in, 1), W = randn(out * in, 2);
   std::vector<float> y(N * out);
+  const Tensor xt = Tensor::host(x.data(), {N, in}), Wt = Tensor::host(W.data(), {out, in}),
+               yt = Tensor::host(y.data(), {N, out});
   for (auto _ : st) {
-    cpu::linear_forward(y.data(), x.data(), W.data(), nullptr, N, in, out);
+    be().linear_forward(yt, xt, Wt, Tensor{});
     benchmark::DoNotOptimize(y.data());
   }
   report(st, 2.0 * N * in * out);
@@ -115,16 +121,23 @@ BENCHMARK(BM_Gemm)
 void BM_Attention(benchmark::State& st) {
   const int64_t T = st.range(0), H = 16, Hkv = 8, D = 128;
   const bool bwd = st.range(1) != 0;
-  const cpu::AttnShape s{T, H, Hkv, D};
+  const AttnShape s{T, H, Hkv, D};
   auto q = randn(T * H * D, 3), k = randn(T * Hkv * D, 4), v = randn(T * Hkv * D, 5),
        g = randn(T * H * D, 6);
   std::vector<float> o(q.size()), lse(T * H), dq(q.size()), dk(k.size()), dv(v.size());
   const std::vector<int64_t> cu = {0, T};
+  SeqIndex seqs;
+  seqs.cu = cu.data();
+  seqs.S = 1;
+  seqs.max_len = T;
+  auto h = [](std::vector<float>& x, int64_t rows) {
+    return Tensor::host(x.data(), {rows, static_cast<int64_t>(x.size()) / rows});
+  };
   for (auto _ : st) {
-    cpu::attention_forward(o.data(), lse.data(), q.data(), k.data(), v.data(), cu, s);
+    be().attention_forward(h(o, T), h(lse, T), h(q, T), h(k, T), h(v, T), seqs, s);
     if (bwd)
-      cpu::attention_backward(dq.data(), dk.data(), dv.data(), g.data(), q.data(), k.data(),
-                              v.data(), o.data(), lse.data(), cu, s);
+      be().attention_backward(h(dq, T), h(dk, T), h(dv, T), h(g, T), h(q, T), h(k, T), h(v, T),
+                              h(o, T), h(lse, T), seqs, s);
     benchmark::DoNotOptimize(o.data());
   }
   const double fwd = 4.0 * H * D * T * (T + 1) / 2.0;  // QKᵀ and PV over the causal triangle
@@ -144,13 +157,13 @@ void BM_LensChunk(benchmark::State& st) {
   ps.add("E", {V, d}, {V, d});
   ps.finalize();
   auto e = randn(V * d, 7);
-  std::copy(e.begin(), e.end(), ps.at(0).w);
+  be().upload(ps.at(0).weight(), e.data());
   auto x = randn(rows * d, 8);
   std::vector<int32_t> tgt(rows, 17);
   std::vector<float> ent(rows), lp(rows);
   Lens lens{&ps.at(0), nullptr, LensMode::Raw, 1e-6f, nullptr, rows};
   for (auto _ : st) {
-    lens.forward(x.data(), rows, tgt.data(), ent.data(), lp.data());
+    lens.forward(Tensor::host(x.data(), {rows, d}), tgt.data(), ent.data(), lp.data());
     benchmark::DoNotOptimize(ent.data());
   }
   report(st, 2.0 * rows * V * d);
@@ -187,8 +200,8 @@ void BM_DecoderLayer(benchmark::State& st) {
   Activations acts;
   for (auto _ : st) {
     m.forward(b, acts, true, 1);
-    m.backward_from_layer(b, acts, 1, dH.data());
-    benchmark::DoNotOptimize(acts.resid.ptr());
+    m.backward_from_layer(b, acts, 1, Tensor::host(dH.data(), {T, c.hidden_size}));
+    benchmark::DoNotOptimize(acts.resid.data);
   }
   const double d = 1024, qkv = (16 + 8 + 8) * 128, ff = 3072;
   const double linear = 2.0 * T * (d * qkv + 16 * 128 * d + 3 * d * ff);

@@ -63,17 +63,18 @@ TEST(VocabParallelLens, MatchesTheUnshardedLensForwardAndBackward) {
     const Lens lf{&full.at(0), &full.at(1), mode, 1e-6f, nullptr, 4};
     const Lens ls{&shard.at(0), &shard.at(1), mode, 1e-6f, c.get(), 4};
     std::vector<float> ef(n), lf_(n), es(n), lps(n), dxf(n * d, 0.0f), dxs(n * d, 0.0f);
-    lf.forward(x.data(), n, tgt.data(), ef.data(), lf_.data());
+    const Tensor xt = Tensor::host(x.data(), {n, d});
+    lf.forward(xt, tgt.data(), ef.data(), lf_.data());
     const uint64_t calls0 = c->stats().calls();
-    ls.forward(x.data(), n, tgt.data(), es.data(), lps.data());
+    ls.forward(xt, tgt.data(), es.data(), lps.data());
     EXPECT_EQ(c->stats().calls() - calls0, 2u * 3u)
         << "one max + one packed sum per chunk (3 chunks)";
     for (int64_t i = 0; i < n; ++i) {
       EXPECT_NEAR(es[i], ef[i], 1e-5);
       EXPECT_NEAR(lps[i], lf_[i], 1e-5);
     }
-    lf.backward(x.data(), n, tgt.data(), glp.data(), gent.data(), dxf.data());
-    ls.backward(x.data(), n, tgt.data(), glp.data(), gent.data(), dxs.data());
+    lf.backward(xt, tgt.data(), glp.data(), gent.data(), Tensor::host(dxf.data(), {n, d}));
+    ls.backward(xt, tgt.data(), glp.data(), gent.data(), Tensor::host(dxs.data(), {n, d}));
     EXPECT_LE(test::rel_err(dxs.data(), dxf.data(), n * d), 1e-5);
     EXPECT_LE(test::rel_err(shard.at(0).g, full.at(0).g + r * Vl * d, Vl * d), 1e-5);
     if (mode == LensMode::Normed) {
@@ -103,7 +104,7 @@ TEST(TensorParallelModel, ForwardAndBackwardMatchOneRank) {
     EXPECT_EQ(c->stats()[CommOp::AllReduce].calls - ar0.calls, static_cast<uint64_t>(1 + 2 * L));
     EXPECT_EQ(c->stats()[CommOp::AllReduce].bytes - ar0.bytes,
               static_cast<uint64_t>((1 + 2 * L) * Nd * 4));
-    EXPECT_LE(test::rel_err(a2.final_out.ptr(), a1.final_out.ptr(), a1.final_out.numel()), 1e-5)
+    EXPECT_LE(test::rel_err(a2.final_out.f32(), a1.final_out.f32(), a1.final_out.numel()), 1e-5)
         << arch_name(arch);
 
     // backward of the output-policy log-prob; the lens is vocab-parallel over the same group
@@ -112,14 +113,15 @@ TEST(TensorParallelModel, ForwardAndBackwardMatchOneRank) {
     const int64_t N = b.N(), d = single->hidden();
     std::vector<int32_t> tgt(b.ids.begin(), b.ids.end());
     std::vector<float> g(N, -0.1f), dy1(N * d, 0.0f), dy2(N * d, 0.0f);
-    Lens{&single->unembedding(), nullptr, LensMode::Raw}.backward(a1.final_out.ptr(), N, tgt.data(),
-                                                                  g.data(), nullptr, dy1.data());
+    const Tensor dy1t = Tensor::host(dy1.data(), {N, d}), dy2t = Tensor::host(dy2.data(), {N, d});
+    Lens{&single->unembedding(), nullptr, LensMode::Raw}.backward(a1.final_out, tgt.data(),
+                                                                  g.data(), nullptr, dy1t);
     Lens{&tp.unembedding(), nullptr, LensMode::Raw, 1e-6f, c.get()}.backward(
-        a2.final_out.ptr(), N, tgt.data(), g.data(), nullptr, dy2.data());
+        a2.final_out, tgt.data(), g.data(), nullptr, dy2t);
     EXPECT_LE(test::rel_err(dy2.data(), dy1.data(), N * d), 1e-5);
-    single->backward_from_output(b, a1, dy1.data());
+    single->backward_from_output(b, a1, dy1t);
     const CommCount ab0 = c->stats()[CommOp::AllReduce];
-    tp.backward_from_output(b, a2, dy2.data());
+    tp.backward_from_output(b, a2, dy2t);
     // backward: the conjugate all-reduces of the column-parallel inputs (QKV, gate/up): 2L
     EXPECT_EQ(c->stats()[CommOp::AllReduce].calls - ab0.calls, static_cast<uint64_t>(2 * L));
     EXPECT_EQ(c->stats()[CommOp::AllReduce].bytes - ab0.bytes,

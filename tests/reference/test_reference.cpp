@@ -83,7 +83,7 @@ TEST_P(Reference, OutputLogits) {
   const int64_t N = batch_.N(), V = model_->config().vocab_size;
   std::vector<float> logits(static_cast<size_t>(N * V));
   Lens out{&model_->unembedding(), nullptr, LensMode::Raw};
-  out.logits(acts.final_out.ptr(), N, logits.data());
+  out.logits(acts.final_out, Tensor::host(logits.data(), {N, V}));
   expect_close(logits, "logits");
 }
 
@@ -100,8 +100,8 @@ TEST_P(Reference, LensEntropiesOfEveryLayerAndModule) {
     std::vector<float> layer(static_cast<size_t>(N * (L + 1))), mods[4],
         tmp(static_cast<size_t>(N));
     for (auto& m : mods) m.assign(static_cast<size_t>(N * L), 0.0f);
-    auto put = [&](std::vector<float>& dst, const float* x, int col, int cols) {
-      lens.forward(x, N, nullptr, tmp.data(), nullptr);
+    auto put = [&](std::vector<float>& dst, const Tensor& x, int col, int cols) {
+      lens.forward(x, nullptr, tmp.data(), nullptr);
       for (int64_t n = 0; n < N; ++n)
         dst[static_cast<size_t>(n * cols + col)] = tmp[static_cast<size_t>(n)];
     };
@@ -134,19 +134,20 @@ void Reference::check_logprob_gradient(bool internal) {
   std::vector<float> g;
   next_token_targets(tgt, g);
   const int64_t N = batch_.N(), d = model_->hidden();
-  const float* x = internal ? acts.h(internal_layer_) : acts.final_out.ptr();
+  const Tensor x = internal ? acts.h(internal_layer_) : acts.final_out;
   Lens lens{&model_->unembedding(), nullptr, LensMode::Raw, 1e-6f, nullptr, internal ? 4 : 5};
   std::vector<float> lp(static_cast<size_t>(N));
-  lens.forward(x, N, tgt.data(), nullptr, lp.data());
+  lens.forward(x, tgt.data(), nullptr, lp.data());
   for (size_t n = 0; n < lp.size(); ++n)
     if (g[n] == 0.0f) lp[n] = 0.0f;  // the golden file pads sequence ends with 0
   expect_close(lp, internal ? "lp_int" : "lp_out");
   std::vector<float> dx(static_cast<size_t>(N * d), 0.0f);
-  lens.backward(x, N, tgt.data(), g.data(), nullptr, dx.data());
+  const Tensor dxt = Tensor::host(dx.data(), {N, d});
+  lens.backward(x, tgt.data(), g.data(), nullptr, dxt);
   if (internal)
-    model_->backward_from_layer(batch_, acts, internal_layer_, dx.data());
+    model_->backward_from_layer(batch_, acts, internal_layer_, dxt);
   else
-    model_->backward_from_output(batch_, acts, dx.data());
+    model_->backward_from_output(batch_, acts, dxt);
   expect_grads(internal ? "grad_int" : "grad_out");
 }
 

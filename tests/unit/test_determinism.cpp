@@ -24,9 +24,10 @@ std::pair<std::vector<float>, std::vector<float>> run(int threads) {
   std::vector<int32_t> tgt(b.ids.begin(), b.ids.end());
   std::vector<float> ent(N), lp(N), g(N, -0.01f), dY(N * m->hidden(), 0.0f);
   Lens lens{&m->unembedding(), nullptr, LensMode::Raw};
-  lens.forward(acts.final_out.ptr(), N, tgt.data(), ent.data(), lp.data());
-  lens.backward(acts.final_out.ptr(), N, tgt.data(), g.data(), g.data(), dY.data());
-  m->backward_from_output(b, acts, dY.data());
+  const Tensor dYt = Tensor::host(dY.data(), {N, m->hidden()});
+  lens.forward(acts.final_out, tgt.data(), ent.data(), lp.data());
+  lens.backward(acts.final_out, tgt.data(), g.data(), g.data(), dYt);
+  m->backward_from_output(b, acts, dYt);
   std::vector<float> grads;
   for (const auto& p : m->params().all()) grads.insert(grads.end(), p.g, p.g + p.numel());
   ent.insert(ent.end(), lp.begin(), lp.end());

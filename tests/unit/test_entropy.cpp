@@ -103,8 +103,8 @@ TEST_F(EntropyCommand, RowsAreReadAtPositionTMinusOne) {
   Activations acts;
   std::vector<float> h2, f3;
   const TapFn tap = [&](const LayerTaps& t) {
-    if (t.layer == 2) h2.assign(t.h_out, t.h_out + b.N() * m->hidden());
-    if (t.layer == 3) f3.assign(t.ffn_out, t.ffn_out + b.N() * m->hidden());
+    if (t.layer == 2) h2.assign(t.h_out.f32(), t.h_out.f32() + b.N() * m->hidden());
+    if (t.layer == 3) f3.assign(t.ffn_out.f32(), t.ffn_out.f32() + b.N() * m->hidden());
   };
   m->forward(b, acts, false, -1, &tap);
   Lens normed{&m->unembedding(), &m->final_norm(), LensMode::Normed,
@@ -115,11 +115,11 @@ TEST_F(EntropyCommand, RowsAreReadAtPositionTMinusOne) {
     const int64_t row = 3 + j, pos = j;  // record 0 contributes rows 0..2
     const int32_t tgt = b.ids[pos + 1];
     float e = 0, lp = 0;
-    normed.forward(h2.data() + pos * d, 1, nullptr, &e, nullptr);
+    normed.forward(Tensor::host(h2.data() + pos * d, {1, d}), nullptr, &e, nullptr);
     EXPECT_NEAR(layer[row * 5 + 2], e, 1e-5);
-    normed.forward(f3.data() + pos * d, 1, nullptr, &e, nullptr);
+    normed.forward(Tensor::host(f3.data() + pos * d, {1, d}), nullptr, &e, nullptr);
     EXPECT_NEAR(ffn_out[row * 4 + 2], e, 1e-5);
-    raw.forward(acts.final_out.ptr() + pos * d, 1, &tgt, &e, &lp);
+    raw.forward(acts.final_out.rows(pos, 1), &tgt, &e, &lp);
     EXPECT_NEAR(output[row], e, 1e-5);
     EXPECT_NEAR(lp_out[row], lp, 1e-5);
   }

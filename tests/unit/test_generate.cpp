@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "../test_util.hpp"
+#include "backend/cpu/sampling.hpp"
 #include "gen/generate.hpp"
 #include "lens/lens.hpp"
 #include "model_fixture.hpp"
@@ -25,7 +26,7 @@ TEST(KVCache, PrefillPlusDecodeEqualsFullForward) {
                     a, cache, {1});
   for (int64_t t = 0; t < split; ++t)
     for (int64_t c = 0; c < d; ++c)
-      EXPECT_NEAR(a.final_out.data[t * d + c], full.final_out.data[t * d + c], 1e-5);
+      EXPECT_NEAR(a.final_out.f32()[t * d + c], full.final_out.f32()[t * d + c], 1e-5);
   for (size_t t = split; t < seq.size(); ++t) {
     Batch b;
     b.ids = {seq[t]};
@@ -33,22 +34,22 @@ TEST(KVCache, PrefillPlusDecodeEqualsFullForward) {
     b.cu_seqlens = {0, 1};
     m->forward_cached(b, a, cache, {1});
     for (int64_t c = 0; c < d; ++c)
-      EXPECT_NEAR(a.final_out.data[c], full.final_out.data[t * d + c], 1e-5) << t;
+      EXPECT_NEAR(a.final_out.f32()[c], full.final_out.f32()[t * d + c], 1e-5) << t;
   }
 }
 
 TEST(Sampling, GreedyTopKOneAndReportedLogprobs) {
   const std::vector<float> z = {0.1f, 2.0f, -1.0f, 1.5f};
   float lp, ent;
-  EXPECT_EQ(sample_token(z.data(), 4, 0.0f, 1.0f, 0, 0.99, &lp, &ent), 1);
+  EXPECT_EQ(cpu::sample_token(z.data(), 4, 0.0f, 1.0f, 0, 0.99, &lp, &ent), 1);
   double S = 0;
   for (float v : z) S += std::exp(v);
   EXPECT_NEAR(lp, 2.0 - std::log(S), 1e-6);
-  EXPECT_NEAR(ent, entropy_of_logits(z.data(), 4), 1e-6);
+  EXPECT_NEAR(ent, cpu::entropy_of_logits(z.data(), 4), 1e-6);
   for (double u : {0.0, 0.3, 0.999})
-    EXPECT_EQ(sample_token(z.data(), 4, 1.0f, 1.0f, 1, u, &lp, &ent), 1);
+    EXPECT_EQ(cpu::sample_token(z.data(), 4, 1.0f, 1.0f, 1, u, &lp, &ent), 1);
   // top-p small enough keeps only the most likely token
-  EXPECT_EQ(sample_token(z.data(), 4, 1.0f, 0.1f, 0, 0.99, &lp, &ent), 1);
+  EXPECT_EQ(cpu::sample_token(z.data(), 4, 1.0f, 0.1f, 0, 0.99, &lp, &ent), 1);
   EXPECT_NEAR(lp, 2.0 - std::log(S), 1e-6) << "log-prob is that of the tempered full distribution";
 }
 
@@ -62,13 +63,13 @@ TEST(Sampling, EmpiricalFrequenciesFollowTheTemperedDistribution) {
   const int n = 20000;
   float lp, ent;
   for (int i = 0; i < n; ++i)
-    ++count[sample_token(z.data(), 5, T, 1.0f, 0, sampling_uniform(7, 0, 0, i), &lp, &ent)];
+    ++count[cpu::sample_token(z.data(), 5, T, 1.0f, 0, sampling_uniform(7, 0, 0, i), &lp, &ent)];
   for (size_t i = 0; i < 5; ++i)
     EXPECT_NEAR(count[i] / static_cast<double>(n), p[i] / S, 0.012) << i;
   // top-k = 2 renormalises over the two most likely tokens
   std::fill(count.begin(), count.end(), 0);
   for (int i = 0; i < n; ++i)
-    ++count[sample_token(z.data(), 5, T, 1.0f, 2, sampling_uniform(8, 0, 0, i), &lp, &ent)];
+    ++count[cpu::sample_token(z.data(), 5, T, 1.0f, 2, sampling_uniform(8, 0, 0, i), &lp, &ent)];
   EXPECT_EQ(count[0] + count[3] + count[4], 0);
   EXPECT_NEAR(count[2] / static_cast<double>(n), p[2] / (p[1] + p[2]), 0.012);
 }

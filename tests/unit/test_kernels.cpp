@@ -7,12 +7,13 @@
 #include <numbers>
 
 #include "../test_util.hpp"
-#include "kernels/cpu/attention.hpp"
-#include "kernels/cpu/embedding.hpp"
-#include "kernels/cpu/linear.hpp"
-#include "kernels/cpu/rmsnorm.hpp"
-#include "kernels/cpu/rope.hpp"
-#include "kernels/cpu/swiglu.hpp"
+#include "backend/cpu/attention.hpp"
+#include "backend/cpu/embedding.hpp"
+#include "backend/cpu/linear.hpp"
+#include "backend/cpu/rmsnorm.hpp"
+#include "backend/cpu/rope.hpp"
+#include "backend/cpu/swiglu.hpp"
+#include "model/rope_frequencies.hpp"
 
 namespace bupo {
 namespace {
@@ -112,7 +113,7 @@ TEST(Rope, ForwardMatchesHfRotateHalf) {
   auto x = randn(N * H * D, 13);
   const auto orig = x;
   std::vector<int32_t> pos = {0, 1, 2, 7, 100, 3};
-  const auto inv = cpu::rope_inv_freq(D, 10000.0, {});
+  const auto inv = rope_inv_freq(D, 10000.0, {});
   cpu::RopeCache rc;
   rc.build(pos.data(), N, inv);
   cpu::rope_forward(x.data(), rc, N, H, D);
@@ -132,7 +133,7 @@ TEST(Rope, BackwardIsTheTransposeRotation) {
   auto x = randn(N * H * D, 14), w = randn(N * H * D, 15);
   std::vector<int32_t> pos = {0, 3, 9, 1, 2};
   cpu::RopeCache rc;
-  rc.build(pos.data(), N, cpu::rope_inv_freq(D, 500000.0, {}));
+  rc.build(pos.data(), N, rope_inv_freq(D, 500000.0, {}));
   auto dx = w;
   cpu::rope_backward(dx.data(), rc, N, H, D);
   std::vector<float> y;
@@ -145,10 +146,10 @@ TEST(Rope, BackwardIsTheTransposeRotation) {
 }
 
 TEST(Rope, Llama3ScalingKeepsHighAndDividesLowFrequencies) {
-  cpu::RopeScaling sc{8.0, 1.0, 4.0, 8192.0};
+  RopeScaling sc{8.0, 1.0, 4.0, 8192.0};
   const int64_t D = 128;
-  const auto plain = cpu::rope_inv_freq(D, 500000.0, {});
-  const auto scaled = cpu::rope_inv_freq(D, 500000.0, sc);
+  const auto plain = rope_inv_freq(D, 500000.0, {});
+  const auto scaled = rope_inv_freq(D, 500000.0, sc);
   for (size_t i = 0; i < plain.size(); ++i) {
     const double wavelen = 2 * std::numbers::pi / plain[i];
     if (wavelen < 8192.0 / 4.0)

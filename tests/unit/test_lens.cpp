@@ -38,7 +38,8 @@ TEST(Lens, MatchesNaiveSoftmaxForEveryChunkSize) {
   std::vector<float> ent0, lp0;
   for (int64_t chunk : {1, 3, 4, 1000}) {
     std::vector<float> ent(n), lp(n);
-    f.lens(LensMode::Raw, chunk).forward(x.data(), n, tgt.data(), ent.data(), lp.data());
+    f.lens(LensMode::Raw, chunk)
+        .forward(Tensor::host(x.data(), {n, d}), tgt.data(), ent.data(), lp.data());
     for (int64_t r = 0; r < n; ++r) {
       std::vector<double> z(V);
       double m = -1e300, s = 0.0, h = 0.0;
@@ -76,7 +77,7 @@ TEST(Lens, UniformRowGivesLogVAndPeakedRowGivesZero) {
   x[d + 0] = 1000.0f;  // row 1: token 7's logit is 1000, all others 0
   std::vector<float> ent(2), lp(2);
   std::vector<int32_t> tgt = {3, 7};
-  f.lens(LensMode::Raw).forward(x.data(), 2, tgt.data(), ent.data(), lp.data());
+  f.lens(LensMode::Raw).forward(Tensor::host(x.data(), {2, d}), tgt.data(), ent.data(), lp.data());
   EXPECT_NEAR(ent[0], std::log(50.0), 1e-5);
   EXPECT_NEAR(lp[0], -std::log(50.0), 1e-5);
   EXPECT_NEAR(ent[1], 0.0, 1e-6);
@@ -89,7 +90,7 @@ TEST(Lens, EntropyIsWithinZeroAndLogV) {
   auto x = randn(n * d, 5, 2.0f);
   std::vector<float> ent(n);
   for (LensMode m : {LensMode::Raw, LensMode::Normed}) {
-    f.lens(m).forward(x.data(), n, nullptr, ent.data(), nullptr);
+    f.lens(m).forward(Tensor::host(x.data(), {n, d}), nullptr, ent.data(), nullptr);
     for (float h : ent) {
       EXPECT_GE(h, 0.0f);
       EXPECT_LE(h, std::log(static_cast<float>(V)) + 1e-5f);
@@ -105,11 +106,12 @@ void check_backward(LensMode mode) {
   std::vector<int32_t> tgt = {0, 5, 22, 9, 9};
   Lens lens = f.lens(mode, 2);
   std::vector<float> dx(n * d, 0.0f);
-  lens.backward(x.data(), n, tgt.data(), a.data(), b.data(), dx.data());
+  lens.backward(Tensor::host(x.data(), {n, d}), tgt.data(), a.data(), b.data(),
+                Tensor::host(dx.data(), {n, d}));
   std::vector<float> dE(f.E->g, f.E->g + V * d), dg(f.g->g, f.g->g + d);
   auto loss = [&] {
     std::vector<float> ent(n), lp(n);
-    lens.forward(x.data(), n, tgt.data(), ent.data(), lp.data());
+    lens.forward(Tensor::host(x.data(), {n, d}), tgt.data(), ent.data(), lp.data());
     double s = 0.0;
     for (int64_t r = 0; r < n; ++r)
       s += static_cast<double>(a[r]) * lp[r] + static_cast<double>(b[r]) * ent[r];
@@ -148,7 +150,9 @@ TEST(Lens, RejectsTargetsOutsideTheVocabulary) {
   LensFixture f(10, 4, 11);
   std::vector<float> x(4, 0.5f), e(1), lp(1);
   for (int32_t bad : {10, -1}) {
-    EXPECT_THROW(f.lens(LensMode::Raw).forward(x.data(), 1, &bad, e.data(), lp.data()), Error);
+    EXPECT_THROW(
+        f.lens(LensMode::Raw).forward(Tensor::host(x.data(), {1, 4}), &bad, e.data(), lp.data()),
+        Error);
   }
 }
 

@@ -18,12 +18,12 @@ Captured capture(Model& m, const Batch& b, Activations& acts) {
   Captured c;
   const int64_t n = b.N() * m.hidden();
   const TapFn tap = [&](const LayerTaps& t) {
-    c.h.emplace_back(t.h_out, t.h_out + n);
+    c.h.emplace_back(t.h_out.f32(), t.h_out.f32() + n);
     if (t.layer == 0) return;
-    c.attn_in.emplace_back(t.attn_in, t.attn_in + n);
-    c.attn_out.emplace_back(t.attn_out, t.attn_out + n);
-    c.ffn_in.emplace_back(t.ffn_in, t.ffn_in + n);
-    c.ffn_out.emplace_back(t.ffn_out, t.ffn_out + n);
+    c.attn_in.emplace_back(t.attn_in.f32(), t.attn_in.f32() + n);
+    c.attn_out.emplace_back(t.attn_out.f32(), t.attn_out.f32() + n);
+    c.ffn_in.emplace_back(t.ffn_in.f32(), t.ffn_in.f32() + n);
+    c.ffn_out.emplace_back(t.ffn_out.f32(), t.ffn_out.f32() + n);
   };
   m.forward(b, acts, true, -1, &tap);
   return c;
@@ -53,12 +53,12 @@ TEST(ModelInvariants, NormedLensAtTopIsTheOutputPolicyAndRawIsNot) {  // §4.2
   const int64_t N = b.N();
   const int L = m->num_layers();
   std::vector<float> out(N), normed(N), raw(N);
-  Lens{&m->unembedding(), nullptr, LensMode::Raw}.forward(acts.final_out.ptr(), N, nullptr,
-                                                          out.data(), nullptr);
+  Lens{&m->unembedding(), nullptr, LensMode::Raw}.forward(acts.final_out, nullptr, out.data(),
+                                                          nullptr);
   const float eps = static_cast<float>(m->config().rms_norm_eps);
-  Lens{&m->unembedding(), &m->final_norm(), LensMode::Normed, eps}.forward(acts.h(L), N, nullptr,
+  Lens{&m->unembedding(), &m->final_norm(), LensMode::Normed, eps}.forward(acts.h(L), nullptr,
                                                                            normed.data(), nullptr);
-  Lens{&m->unembedding(), &m->final_norm(), LensMode::Raw, eps}.forward(acts.h(L), N, nullptr,
+  Lens{&m->unembedding(), &m->final_norm(), LensMode::Raw, eps}.forward(acts.h(L), nullptr,
                                                                         raw.data(), nullptr);
   double maxdiff = 0.0;
   for (int64_t n = 0; n < N; ++n) {
@@ -79,7 +79,7 @@ TEST(ModelInvariants, PackedSequencesEqualSeparateRuns) {
     Activations one;
     m->forward(Batch::from_sequences({s}), one, false);
     for (int64_t i = 0; i < static_cast<int64_t>(s.size()) * d; ++i)
-      EXPECT_NEAR(packed.final_out.data[row * d + i], one.final_out.data[i], 1e-5);
+      EXPECT_NEAR(packed.final_out.f32()[row * d + i], one.final_out.f32()[i], 1e-5);
     row += static_cast<int64_t>(s.size());
   }
 }
@@ -96,13 +96,14 @@ double internal_loss_backward(Model& m, const Batch& b, Activations& acts, int l
       g[n] = -1.0f;
     }
   Lens lens{&m.unembedding(), nullptr, LensMode::Raw};
-  lens.forward(acts.h(l), N, tgt.data(), nullptr, lp.data());
+  lens.forward(acts.h(l), tgt.data(), nullptr, lp.data());
   double loss = 0.0;
   for (int64_t n = 0; n < N; ++n) loss += g[n] * lp[n];
   if (backward) {
     std::vector<float> dH(N * d, 0.0f);
-    lens.backward(acts.h(l), N, tgt.data(), g.data(), nullptr, dH.data());
-    m.backward_from_layer(b, acts, l, dH.data());
+    const Tensor dHt = Tensor::host(dH.data(), {N, d});
+    lens.backward(acts.h(l), tgt.data(), g.data(), nullptr, dHt);
+    m.backward_from_layer(b, acts, l, dHt);
   }
   return loss;
 }
@@ -141,7 +142,7 @@ TEST(ModelInvariants, InternalLossLeavesUpperLayersBitIdenticalAfterAnAdamWStep)
   for (bool tied : {false, true}) {
     auto m = test::tiny_model(Arch::Qwen3, tied);
     m->params().allocate_grads();
-    const std::vector<float> before = m->params().weight_arena();
+    const std::vector<float> before = m->params().weights_to_host();
     const Batch b = test::tiny_batch();
     Activations acts;
     m->forward(b, acts, true);
@@ -176,7 +177,7 @@ TEST(ModelInvariants, EntropyChangesTelescope) {  // §4.4
   std::vector<std::vector<float>> H;
   for (const auto& h : c.h) {
     H.emplace_back(N);
-    lens.forward(h.data(), N, nullptr, H.back().data(), nullptr);
+    lens.forward(Tensor::host(h.data(), {N, m->hidden()}), nullptr, H.back().data(), nullptr);
   }
   for (int64_t n = 0; n < N; ++n) {
     double sum = 0.0;
@@ -192,7 +193,8 @@ TEST(ModelInvariants, ForwardUptoStopsEarlyWithTheSameLowerLayers) {
   m->forward(b, full, true);
   m->forward(b, part, true, 2);
   EXPECT_EQ(part.upto, 2);
-  for (int64_t i = 0; i < b.N() * m->hidden(); ++i) EXPECT_EQ(full.h(2)[i], part.h(2)[i]);
+  for (int64_t i = 0; i < b.N() * m->hidden(); ++i)
+    EXPECT_EQ(full.h(2).f32()[i], part.h(2).f32()[i]);
   EXPECT_THROW(m->forward(b, part, true, 9), Error);
 }
 

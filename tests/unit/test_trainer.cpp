@@ -83,7 +83,7 @@ json without_timings(json j) {
 }
 
 std::vector<float> weights(Model& m) {
-  return m.params().weight_arena();
+  return m.params().weights_to_host();
 }
 
 }  // namespace

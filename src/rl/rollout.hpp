@@ -1,0 +1,52 @@
+// Rollout and reward: batched sampling from the full policy (KV cache, DP-sharded prompts with
+// global random keys, gathered so every rank holds every rollout), the verifier's reward, DAPO's
+// overlong shaping and dynamic sampling with refill.
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include "gen/generate.hpp"
+#include "rl/data.hpp"
+#include "rl/hapo.hpp"
+
+namespace bupo::rl {
+
+struct Run;
+
+// One sampled response and everything the update needs about it.
+struct Rollout {
+  int64_t problem = 0, group = 0, sample = 0;
+  std::vector<int32_t> ids;  // prompt + response
+  int64_t prompt_len = 0;
+  int64_t resp_len() const { return static_cast<int64_t>(ids.size()) - prompt_len; }
+  double reward = 0, score = 0, adv = 0;
+  bool truncated = false;
+  std::vector<float> old_logp, ref_logp, raw_entropy, temperature;
+};
+
+// Micro-batches view the step's rollouts; mini-batches (one optimizer step each) group them.
+using MicroBatch = std::vector<const Rollout*>;
+using MiniBatch = std::vector<MicroBatch>;
+// This data-parallel replica's whole micro-batches of a mini-batch (contiguous blocks).
+MiniBatch replica_share(const ParallelContext& pc, const MiniBatch& all);
+
+// The rollouts a step trains on, and what was seen on the way (dynamic sampling may draw several
+// batches and keep only informative groups).
+struct RolloutBatch {
+  std::vector<Rollout> rolls;  // the kept groups, group ids renumbered 0..
+  int64_t gen_batches = 0, groups_seen = 0, groups_kept = 0;
+  std::vector<double> all_scores, all_rewards, all_lengths;  // every sampled rollout
+  double seconds = 0;
+};
+
+GenerateOptions generation_options(const Run& r, uint64_t seed, double temperature, double top_p,
+                                   int64_t max_tokens);
+// Rollouts of `draws` (n samples each): every data-parallel replica generates its contiguous
+// share and the shares are gathered, so every rank ends with the same rollouts in draw order.
+std::vector<Rollout> sample_rollouts(Run& r, const std::vector<Sampler::Draw>& draws,
+                                     int64_t seed_step, const EntropyStats& stats);
+// The step's rollouts: trainer.prompts_per_step prompts × rollout.n, refilled under dynamic
+// sampling until enough informative groups (or algorithm.max_gen_batches batches).
+RolloutBatch collect_rollouts(Run& r, int64_t step);
+
+}  // namespace bupo::rl

@@ -1,0 +1,89 @@
+// The state of one training run that every unit of the step shares: the configuration, the
+// parallel context, the backend, the policy (and the KL reference), data, optimizer, the log and
+// the counters a checkpoint keeps. Each stage of the step is a free function over a Run, in its
+// own file (DESIGN.md: rollout → reward → advantage → old log-probs → update → diagnostics →
+// validation → checkpoint); trainer.cpp strings them together.
+#pragma once
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backend/backend.hpp"
+#include "model/model.hpp"
+#include "optim/adamw.hpp"
+#include "rl/checkpoint.hpp"
+#include "rl/config.hpp"
+#include "rl/data.hpp"
+#include "rl/loss.hpp"
+#include "rl/policy_eval.hpp"
+#include "rl/reward.hpp"
+#include "rl/rollout.hpp"
+#include "rl/train_log.hpp"
+#include "rl/trainer.hpp"
+#include "tokenizer/tokenizer.hpp"
+
+namespace bupo::rl {
+
+using Clock = std::chrono::steady_clock;
+inline double seconds_since(Clock::time_point t0) {
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+struct Run {
+  TrainConfig cfg;
+  TrainOptions opt;
+  std::string out_dir, tok_json;
+  std::unique_ptr<Tokenizer> tok;
+  Backend* backend = &cpu_backend();
+  ParallelContext pc = ParallelContext::single();
+  std::unique_ptr<Model> model, ref;
+  std::unique_ptr<PromptSet> train;
+  std::vector<std::unique_ptr<PromptSet>> val;
+  std::unique_ptr<Sampler> sampler;
+  std::unique_ptr<AdamW> optim;
+  std::unique_ptr<TrainLog> log;  // world rank 0 only
+  TrainState st;
+  std::vector<int32_t> stop_ids;
+  RewardKind reward_kind = RewardKind::ZeroOne;
+  Aggregation agg = Aggregation::TokenMean;
+  HSign sign = HSign::Code;
+  bool tty = false;
+  int64_t cur_step = 0;
+  // this step's pipelined passes on this rank (the measured bubble): wall and receive-wait time,
+  // the stages taking part and the micro-batches per pass
+  struct PipeClock {
+    double wall = 0, wait = 0;
+    int stages = 0;
+    int64_t micros = 0;
+  } pipe;
+  // parallel.fault_inject = die|hang:RANK@STEP (tests of the failure paths)
+  std::string fault_kind;
+  int fault_rank = -1;
+  int64_t fault_step = -1;
+
+  bool root() const { return pc.world->rank() == 0; }
+  void say(const std::string& s) const;     // a line on stderr (rank 0)
+  void status(const std::string& s) const;  // a transient line (rank 0, TTY only)
+  // The pipeline stage that holds the policy of `path` (the one owning layer l, or the last).
+  int stage_of_policy(PolicyPath path) const;
+  // Seconds this rank has waited in pipeline receives (host and device groups, counted once).
+  double pp_recv_wait() const;
+};
+
+// ---- set-up (run_setup.cpp): tokenizer, model shape, parallel layout, model, data, optimizer,
+// the memory reservation; then the run folder (run_folder.cpp): resume or start, the diagnostics
+// file, the warm start, the BuPO layer, the reference policy.
+void load_run(Run& r);
+void open_run_folder(Run& r);
+std::unique_ptr<PromptSet> load_prompt_set(const Run& r, const std::string& spec, uint64_t seed,
+                                           int64_t size, int64_t limit);
+void warm_start(Run& r);  // warm_start.cpp
+
+// ---- checkpoints and the final export (run_folder.cpp)
+void write_checkpoint(Run& r);
+void export_final_model(Run& r);
+
+}  // namespace bupo::rl

@@ -1,0 +1,114 @@
+// The run folder: a fresh start or a resume from the newest complete checkpoint (or an explicit
+// one), the diagnostics file (one writer, world rank 0), the warm start and the BuPO layer of a
+// fresh run, the KL reference policy; consolidated checkpoints and the final Hugging Face export.
+#include <filesystem>
+#include <fstream>
+
+#include "model/gather.hpp"
+#include "model/gguf_import.hpp"
+#include "rl/diagnostics.hpp"
+#include "rl/run.hpp"
+
+namespace fs = std::filesystem;
+
+namespace bupo::rl {
+
+namespace {
+std::string stage_list(const Run& r) {
+  std::string o;
+  const int L = r.model->num_layers();
+  for (int s = 0; s < r.pc.pp_size(); ++s)
+    o += (s ? ", " : "") + std::to_string(r.pc.stage_lo(s, L)) + ".." +
+         std::to_string(r.pc.stage_hi(s, L));
+  return o;
+}
+}  // namespace
+
+void open_run_folder(Run& r) {
+  const TrainConfig& cfg = r.cfg;
+  ParallelContext& pc = r.pc;
+  const int64_t L = r.model->num_layers();
+  if (r.root()) fs::create_directories(r.out_dir);
+  std::string ck = r.opt.resume_from;
+  if (ck.empty() && r.opt.resume) ck = latest_checkpoint(r.out_dir);
+  BUPO_CHECK(!(r.opt.resume && ck.empty()), r.out_dir,
+             ": --resume, but there is no complete checkpoint under ", r.out_dir, "/checkpoints");
+  const bool resuming = !ck.empty();
+  if (!resuming && r.opt.overwrite && r.root()) {  // a fresh run: stale checkpoints never resume
+    fs::remove_all(fs::path(r.out_dir) / "checkpoints");
+    fs::remove_all(fs::path(r.out_dir) / "hf");
+  }
+  pc.world->barrier();
+  if (resuming) {
+    load_checkpoint(ck, *r.model, *r.optim, r.st);
+    r.sampler->set_state(r.st.sampler);
+    pc.world->barrier();  // every rank has read it before rank 0 prunes
+    if (r.root()) discard_checkpoints_after(r.out_dir, r.st.step);  // an abandoned continuation
+    r.say("resumed from " + ck + " (step " + std::to_string(r.st.step) + ")");
+  }
+  if (r.root())  // one writer: world rank 0
+    r.log = std::make_unique<TrainLog>((fs::path(r.out_dir) / "diagnostics.h5").string(),
+                                       (fs::path(r.out_dir) / "metrics.jsonl").string(),
+                                       static_cast<int>(L), cfg.to_toml(), resuming, r.st.step,
+                                       r.opt.overwrite);
+  if (pc.world->size() > 1)
+    r.say("parallel layout: tp " + std::to_string(pc.tp_size()) + " x pp " +
+          std::to_string(pc.pp_size()) + " x dp " + std::to_string(pc.dp_size()) + " = " +
+          std::to_string(pc.world->size()) + " ranks (MPI); stage layers " + stage_list(r));
+  if (!resuming) {
+    if (cfg.warmup.sft_steps > 0) warm_start(r);
+    if (cfg.bupo.auto_layer) pick_bupo_layer(r);
+  }
+  if (cfg.algorithm.kl_coef > 0) {  // the reference policy: the initial (post warm-start) model
+    r.ref = std::make_unique<Model>(r.model->config(), pc, *r.backend);
+    if (resuming || cfg.model.path.empty()) {
+      BUPO_CHECK(!resuming || !cfg.model.path.empty(), cfg.source,
+                 ": resuming a KL-regularised run of a fresh model: the reference weights are not "
+                 "stored; start such runs from a checkpoint folder (model.path)");
+      r.ref->params().copy_weights_from(r.model->params());
+    } else {
+      auto loaded = load_model(cfg.model.path, pc, *r.backend);
+      r.ref->params().copy_weights_from(loaded->params());
+    }
+  }
+}
+
+// Checkpoints hold the consolidated (single-rank) model and optimizer state, written by world
+// rank 0, so a run resumes under any layout.
+void write_checkpoint(Run& r) {
+  r.st.sampler = r.sampler->state();
+  const auto t0 = Clock::now();
+  std::string dir;
+  const TrainConfig& cfg = r.cfg;
+  if (r.pc.world->size() == 1) {
+    dir = save_checkpoint(r.out_dir, *r.model, *r.optim, r.st, cfg.to_toml(), r.tok_json,
+                          cfg.trainer.keep_checkpoints);
+  } else {
+    std::vector<int64_t> full_steps;
+    std::vector<std::vector<float>> moments;
+    const std::vector<float> m1 = r.optim->exp_avg_to_host(), m2 = r.optim->exp_avg_sq_to_host();
+    auto full = gather_model(*r.model, {&m1, &m2}, &moments, &r.optim->step_counts(), &full_steps);
+    if (full) {
+      AdamW fo(full->params(), r.optim->config());
+      fo.moments_from_host(moments[0], moments[1]);
+      fo.set_step_counts(full_steps);
+      dir = save_checkpoint(r.out_dir, *full, fo, r.st, cfg.to_toml(), r.tok_json,
+                            cfg.trainer.keep_checkpoints);
+    }
+    r.pc.world->barrier();  // the checkpoint is complete before any rank goes on or exits
+  }
+  r.say("checkpoint " + dir + " (" + std::to_string(seconds_since(t0)).substr(0, 5) + " s)");
+}
+
+void export_final_model(Run& r) {
+  const std::string hf = (fs::path(r.out_dir) / "hf").string();
+  std::unique_ptr<Model> full =
+      r.pc.world->size() > 1 ? gather_model(*r.model, {}, nullptr, nullptr, nullptr) : nullptr;
+  if (r.root()) {
+    (full ? *full : *r.model).save(hf, DType::F32);
+    std::ofstream(fs::path(hf) / "tokenizer.json") << r.tok_json;
+  }
+  r.say("final model (Hugging Face format): " + hf);
+}
+
+}  // namespace bupo::rl

@@ -1,0 +1,135 @@
+#include "rl/step_metrics.hpp"
+
+#include <algorithm>
+#include <cstdio>
+
+#include "rl/run.hpp"
+
+namespace bupo::rl {
+
+CommSnapshot comm_snapshot(const Run& r) {
+  const Comm* host[3] = {r.pc.tp.get(), r.pc.pp.get(), r.pc.dp.get()};
+  const Comm* dev[3] = {r.pc.dev.tp.get(), r.pc.dev.pp.get(), r.pc.dev.dp.get()};
+  CommSnapshot s;
+  for (size_t g = 0; g < 3; ++g) {
+    s[g] = host[g]->stats();
+    if (dev[g] != host[g]) {
+      for (size_t op = 0; op < s[g].by_op.size(); ++op) {
+        s[g].by_op[op].calls += dev[g]->stats().by_op[op].calls;
+        s[g].by_op[op].bytes += dev[g]->stats().by_op[op].bytes;
+      }
+      s[g].recv_wait_s += dev[g]->stats().recv_wait_s;
+    }
+  }
+  return s;
+}
+
+namespace {
+double mean(const std::vector<double>& v) {
+  double a = 0;
+  for (double x : v) a += x;
+  return v.empty() ? 0.0 : a / static_cast<double>(v.size());
+}
+}  // namespace
+
+Metrics step_metrics(Run& r, bool phase1, const RolloutBatch& rb, const UpdateStats& us,
+                     double fallback_frac, const StepTimes& t, const CommSnapshot& comm0,
+                     double step_seconds) {
+  Metrics m;
+  auto add = [&](const std::string& name, double v) { m.emplace_back(name, v); };
+  const auto& rolls = rb.rolls;
+  double trunc = 0, maxlen = 0, raw_ent = 0, temp = 0;
+  int64_t ntok = 0;
+  std::vector<double> rewards;
+  for (const auto& x : rolls) {
+    rewards.push_back(x.reward);
+    trunc += x.truncated;
+    maxlen = std::max(maxlen, static_cast<double>(x.resp_len()));
+    for (size_t i = 0; i < x.raw_entropy.size(); ++i) {
+      raw_ent += x.raw_entropy[i];
+      temp += x.temperature[i];
+    }
+    ntok += x.resp_len();
+  }
+  const double nt = std::max<double>(1.0, static_cast<double>(ntok));
+  add("phase", phase1 ? 1.0 : 2.0);
+  add("bupo_layer", phase1 ? static_cast<double>(r.st.bupo_layer) : 0.0);
+  add("reward", mean(rb.all_rewards));
+  add("accuracy", mean(rb.all_scores));
+  add("reward_trained", mean(rewards));
+  add("response_length", mean(rb.all_lengths));
+  add("response_length_max", maxlen);
+  add("truncated_frac", rolls.empty() ? 0.0 : trunc / static_cast<double>(rolls.size()));
+  add("tokens", static_cast<double>(ntok));
+  add("groups_kept_frac",
+      rb.groups_seen ? static_cast<double>(rb.groups_kept) / static_cast<double>(rb.groups_seen)
+                     : 0.0);
+  add("gen_batches", static_cast<double>(rb.gen_batches));
+  add("pg_loss", us.pg_loss);
+  add("kl", us.kl);
+  add("entropy", us.entropy);
+  add("entropy_rollout", raw_ent / nt);
+  add("clip_frac", us.clip_frac());
+  add("clip_frac_low", us.tok ? us.clip_low / us.tok : 0.0);
+  add("clip_frac_high", us.tok ? us.clip_high / us.tok : 0.0);
+  add("dual_clip_frac", us.tok ? us.dual / us.tok : 0.0);
+  add("ratio_mean", us.tok ? us.ratio_sum / us.tok : 1.0);
+  add("ratio_first_minibatch_maxdev", us.first_maxdev);
+  add("adv_abs_mean", us.tok ? us.adv_abs / us.tok : 0.0);
+  add("hapo_fallback_frac", fallback_frac);
+  add("temperature_mean", ntok ? temp / nt : r.cfg.rollout.temperature);
+  add("grad_norm", us.grad_norm_last);
+  add("lr", us.lr_last);
+  add("optimizer_steps", static_cast<double>(us.updates));
+  add("nonfinite_skipped", static_cast<double>(us.nonfinite_skips));
+  add("n_groups", static_cast<double>(static_cast<int64_t>(rolls.size()) / r.cfg.rollout.n));
+  add("time_rollout", t.rollout);
+  add("time_reward", t.reward);
+  add("time_old_logprob", t.old_logprob);
+  add("time_update", t.update);
+  add("time_diagnostics", t.diagnostics);
+  add("time_validation", t.validation);
+  add("time_log_write_prev", t.log_write_prev);
+  // communication per group over all ranks; the pipeline bubble over the stages taking part
+  const CommSnapshot now = comm_snapshot(r);
+  std::vector<double> v;
+  for (size_t g = 0; g < 3; ++g) {
+    v.push_back(static_cast<double>(now[g].bytes() - comm0[g].bytes()));
+    v.push_back(static_cast<double>(now[g].calls() - comm0[g].calls()));
+    v.push_back(now[g].recv_wait_s - comm0[g].recv_wait_s);
+  }
+  v.push_back(r.pipe.wall);
+  v.push_back(r.pipe.wait);
+  r.pc.world->allreduce_sum(v.data(), v.size());
+  const char* names[3] = {"tp", "pp", "dp"};
+  for (size_t g = 0; g < 3; ++g) {
+    add(std::string("comm_") + names[g] + "_bytes", v[3 * g]);
+    add(std::string("comm_") + names[g] + "_calls", v[3 * g + 1]);
+  }
+  add("pp_recv_wait_s", v[3 * 1 + 2] / r.pc.world->size());  // per rank, mean
+  if (r.pc.pp_size() > 1) {
+    // the measured bubble of the update: idle (receive-wait) time over the wall time of the
+    // pipelined passes, over all ranks of the stages taking part; and the 1F1B bound
+    // (p-1)/(m+p-1) for p = those stages and m = micro-batches per replica and mini-batch
+    add("pp_bubble_measured", v[10] > 0 ? v[10] / v[9] : 0.0);
+    const double p = r.pipe.stages, mm = static_cast<double>(r.pipe.micros);
+    add("pp_bubble_1f1b", mm > 0 ? (p - 1) / (mm + p - 1) : 0.0);
+  }
+  add("time_step", step_seconds);
+  return m;
+}
+
+std::string step_line(const Run& r, int64_t s, bool phase1, const RolloutBatch& rb,
+                      const UpdateStats& us, double seconds) {
+  char line[512];
+  std::snprintf(line, sizeof line,
+                "step %4lld/%lld %s reward %.3f acc %.3f len %.1f loss %+.4f ent %.3f clip %.3f "
+                "gn %.3f %.2fs",
+                static_cast<long long>(s), static_cast<long long>(r.cfg.trainer.steps),
+                phase1 ? ("[BuPO pi^" + std::to_string(r.st.bupo_layer) + "]").c_str() : "[full]",
+                mean(rb.all_rewards), mean(rb.all_scores), mean(rb.all_lengths), us.pg_loss,
+                us.entropy, us.clip_frac(), us.grad_norm_last, seconds);
+  return line;
+}
+
+}  // namespace bupo::rl
