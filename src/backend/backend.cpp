@@ -525,7 +525,15 @@ Backend& backend_for(const std::string& spec, const std::string& source) {
              "-DBUPO_CUDA=OFF); rebuild on a machine with the CUDA toolkit, or use \"cpu\"");
   auto& inst = instances();
   auto it = inst.find(spec);
-  if (it == inst.end()) it = inst.emplace(spec, factories()[dev](spec)).first;
+  if (it == inst.end()) {
+    std::unique_ptr<Backend> be;
+    try {
+      be = factories()[dev](spec);
+    } catch (const Error& e) {
+      fail(source, " = \"", spec, "\": ", e.what());
+    }
+    it = inst.emplace(spec, std::move(be)).first;
+  }
   return *it->second;
 }
 

@@ -45,7 +45,7 @@ bool find_tokenizer(const std::string& model, const std::string& explicit_path,
 
 Runner add_entropy(CLI::App& app) {
   struct Opts {
-    std::string model, data, out, lens = "raw", tokenizer;
+    std::string model, data, out, lens = "raw", tokenizer, device = "cpu";
     int64_t batch_tokens = 4096, chunk = 0;
     int tp = 1, pp = 1;
     double timeout_s = 600;
@@ -85,11 +85,14 @@ Runner add_entropy(CLI::App& app) {
   sub->add_flag("--overwrite", o->overwrite, "replace an existing output file");
   sub->add_option("--tp", o->tp, "tensor-parallel ranks (under mpirun/srun)")
       ->check(CLI::PositiveNumber);
-  sub->add_option("--pp", o->pp, "pipeline stages (under mpirun/srun); the rest of the ranks are "
-                                 "data-parallel replicas")
+  sub->add_option("--pp", o->pp,
+                  "pipeline stages (under mpirun/srun); the rest of the ranks are "
+                  "data-parallel replicas")
       ->check(CLI::PositiveNumber);
   sub->add_option("--timeout", o->timeout_s,
                   "seconds a collective may take before the job ends, naming the rank");
+  sub->add_option("--device", o->device,
+                  "backend: cpu, cuda or cuda:N (a build with CUDA and a visible GPU)");
   return [o]() {
     ParallelLayout lay;
     lay.tp = o->tp;
@@ -101,8 +104,12 @@ Runner add_entropy(CLI::App& app) {
     const ModelConfig mc = model_config_of(o->model);
     validate_layout(lay, world, mc, "bupo entropy");
     set_comm_timeout(o->timeout_s);
-    auto model = load_model(
-        o->model, make_parallel_context(lay, static_cast<int>(mc.num_layers), "bupo entropy"));
+    Backend& be = backend_for(o->device, "bupo entropy --device");
+    auto model =
+        load_model(o->model,
+                   make_parallel_context(lay, static_cast<int>(mc.num_layers), "bupo entropy")
+                       .with_device_comms(be, o->timeout_s),
+                   be);
     std::optional<Tokenizer> tok;
     find_tokenizer(o->model, o->tokenizer, tok);
     const auto recs = read_entropy_rows(o->data, *model, tok ? &*tok : nullptr, o->rows);
@@ -122,8 +129,8 @@ Runner add_entropy(CLI::App& app) {
                   if (tty && done == total) std::fprintf(stderr, "\n");
                 });
     if (model->parallel().world->rank() == 0)
-      std::printf("wrote %s (L=%lld, lens=%s)\n", o->out.c_str(),
-                  (long long)model->num_layers(), o->lens.c_str());
+      std::printf("wrote %s (L=%lld, lens=%s)\n", o->out.c_str(), (long long)model->num_layers(),
+                  o->lens.c_str());
     return 0;
   };
 }

@@ -15,7 +15,7 @@ bool find_tokenizer(const std::string& model, const std::string& explicit_path,
 
 Runner add_generate(CLI::App& app) {
   struct Opts {
-    std::string model, tokenizer, prompt, data, tmpl = "auto";
+    std::string model, tokenizer, prompt, data, tmpl = "auto", device = "cpu";
     int64_t n = 1, limit = 0;
     GenerateOptions gen;
   };
@@ -36,9 +36,12 @@ Runner add_generate(CLI::App& app) {
   sub->add_option("--limit", o->limit, "use the first N rows of --data")
       ->check(CLI::NonNegativeNumber);
   add_sampling_options(sub, o->gen);
+  sub->add_option("--device", o->device,
+                  "backend: cpu, cuda or cuda:N (a build with CUDA and a visible GPU)");
   return [o]() {
     BUPO_CHECK(!o->prompt.empty() || !o->data.empty(), "generate: give --prompt or --data");
-    auto model = load_model(o->model, ParallelContext::single());
+    auto model = load_model(o->model, ParallelContext::single(),
+                            backend_for(o->device, "bupo generate --device"));
     std::optional<Tokenizer> tok;
     BUPO_CHECK(find_tokenizer(o->model, o->tokenizer, tok), o->model,
                ": no tokenizer found (no tokenizer.json in the model directory); pass --tokenizer");

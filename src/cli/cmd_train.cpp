@@ -19,7 +19,7 @@ Runner add_train(CLI::App& app) {
     std::string config;
     std::vector<std::string> set;
     bool resume = false, overwrite = false, quiet = false, help_config = false;
-    std::string resume_from;
+    std::string resume_from, device;
     int64_t stop_after = 0;
   };
   auto o = std::make_shared<Opts>();
@@ -30,6 +30,8 @@ Runner add_train(CLI::App& app) {
       "checkpoint (resume with --resume).");
   sub->add_option("--config,-c", o->config, "TOML run configuration");
   sub->add_option("--set", o->set, "override a key: --set optim.lr=1e-5 (repeatable)");
+  sub->add_option("--device", o->device,
+                  "the backend, as --set model.device=...: cpu, cuda or cuda:N");
   sub->add_flag("--resume", o->resume, "continue from the latest complete checkpoint in out_dir");
   sub->add_option("--resume-from", o->resume_from, "continue from this checkpoint folder");
   sub->add_flag("--overwrite", o->overwrite, "replace an existing run in out_dir");
@@ -43,6 +45,7 @@ Runner add_train(CLI::App& app) {
       return 0;
     }
     BUPO_CHECK(!o->config.empty() || !o->set.empty(), "bupo train: --config FILE is required");
+    if (!o->device.empty()) o->set.push_back("model.device=\"" + o->device + "\"");
     rl::TrainConfig cfg = rl::load_train_config(o->config, o->set);
     rl::TrainOptions to;
     to.resume = o->resume;
@@ -69,7 +72,8 @@ Runner add_pick_layer(CLI::App& app) {
       "Choose the BuPO layer by the paper's rule (papers.md 1.6): sample baseline rollouts of the "
       "initial policy, measure the mean FFN entropy change of every layer, and report the last "
       "layer with a positive one. Evidence goes to --out (HDF5).");
-  sub->add_option("--config,-c", o->config, "TOML run configuration (model, data, rollout)")->required();
+  sub->add_option("--config,-c", o->config, "TOML run configuration (model, data, rollout)")
+      ->required();
   sub->add_option("--set", o->set, "override a key (repeatable)");
   sub->add_option("--out,-o", o->out, "HDF5 file for the evidence")->required();
   sub->add_flag("--overwrite", o->overwrite, "replace an existing output file");
@@ -113,10 +117,11 @@ Runner add_verify(CLI::App& app) {
       const json j = parse_json(line, where);
       BUPO_CHECK(j.is_object() && j.contains("response") && j["response"].is_string(), where,
                  ": field 'response': expected a string");
-      BUPO_CHECK(j.contains("ground_truth") && (j["ground_truth"].is_string() || j["ground_truth"].is_number()),
+      BUPO_CHECK(j.contains("ground_truth") &&
+                     (j["ground_truth"].is_string() || j["ground_truth"].is_number()),
                  where, ": field 'ground_truth': expected a string");
-      const std::string gt =
-          j["ground_truth"].is_string() ? j["ground_truth"].get<std::string>() : j["ground_truth"].dump();
+      const std::string gt = j["ground_truth"].is_string() ? j["ground_truth"].get<std::string>()
+                                                           : j["ground_truth"].dump();
       const rl::Verdict v = rl::verify(j["response"].get<std::string>(), gt);
       json out = {{"score", rl::reward_value(v, kind)}};
       out["answer"] = v.has_answer ? json(v.answer) : json(nullptr);

@@ -51,7 +51,8 @@ struct Case {
   std::vector<std::string> grad_inputs;
   std::vector<std::string> fd_outputs;  // the outputs that enter L (empty: all of them)
   double fd_step = 1e-2, fd_tol = 3e-3;
-  double nmse_f32 = 1e-5;  // versus the CPU backend
+  double nmse_f32 = 1e-5;   // versus the CPU backend, fp32 paths
+  double nmse_bf16 = 1e-2;  // versus the CPU backend, bf16 paths
 };
 
 std::vector<Case> all_cases();
@@ -64,7 +65,8 @@ Array to_host(Backend& be, const Tensor& t);
 // The checks (gtest assertions inside).
 void check_reference(const Case& c, Backend& be);
 void check_gradient(const Case& c, Backend& be);
-void check_versus_cpu(const Case& c, Backend& be);
+// `precision`: the compute dtype of the backend's path (F32 or BF16) picks the NMSE bound.
+void check_versus_cpu(const Case& c, Backend& be, DType precision = DType::F32);
 double nmse(const Array& got, const Array& want);
 
 }  // namespace bupo::test::ops

@@ -355,3 +355,45 @@ TEST(Trainer, RlRaisesTheRewardOnTheBuiltInTask) {
   EXPECT_GT(last, first + 0.15) << "accuracy of steps 1-5: " << first
                                 << ", of steps 26-30: " << last;
 }
+
+// model.device / --device: "cuda" where this build or machine has none is one clear error naming
+// the key, before any work; an unknown device is a configuration error.
+TEST(Trainer, DeviceSelectionErrorsNameTheKeyAndWhatIsMissing) {
+  const std::string dir = tmpdir("device");
+  try {
+    Trainer t(tiny(dir, {"model.device=\"cuda\""}), quiet());
+    FAIL() << "a CUDA run started in a test binary without the CUDA backend";
+  } catch (const Error& e) {
+    const std::string m = e.what();
+    EXPECT_NE(m.find("model.device"), std::string::npos) << m;
+    EXPECT_NE(m.find("no CUDA backend"), std::string::npos) << m;
+  }
+  EXPECT_FALSE(fs::exists(fs::path(dir) / "diagnostics.h5")) << "work started before the check";
+  try {
+    Trainer t(tiny(dir, {"model.device=\"tpu\""}), quiet());
+    FAIL() << "an unknown device was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("model.device must be"), std::string::npos) << e.what();
+  }
+}
+
+TEST(Trainer, TheCliRefusesCudaWithoutABackendOrAGpu) {
+  const std::string dir = tmpdir("device_cli");
+  const std::string cmd = std::string(BUPO_BINARY) +
+                          " train --config " BUPO_CONFIGS_DIR
+                          "/default.toml --device cuda "
+                          "--set trainer.out_dir=\\\"" +
+                          dir + "\\\" --quiet 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  ASSERT_NE(p, nullptr);
+  std::string out;
+  char buf[512];
+  while (fgets(buf, sizeof buf, p)) out += buf;
+  const int rc = pclose(p);
+  EXPECT_EQ(WEXITSTATUS(rc), 1) << out;
+  // a build without nvcc has no CUDA backend; a CUDA build on this GPU-less machine sees no device
+  EXPECT_TRUE(out.find("no CUDA backend") != std::string::npos ||
+              out.find("no CUDA device is visible") != std::string::npos)
+      << out;
+  EXPECT_NE(out.find("model.device"), std::string::npos) << out;
+}
