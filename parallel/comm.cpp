@@ -40,6 +40,31 @@ uint64_t CommStats::bytes() const {
   return s;
 }
 
+namespace {
+[[noreturn]] void no_dtype(const Comm& c, const char* op, DType t) {
+  fail("communicator '", c.name(), "' (", c.backend(), ") cannot ", op, " ", dtype_name(t),
+       " buffers");
+}
+}  // namespace
+
+void Comm::allreduce_sum_dtype(void* buf, size_t n, DType t) {
+  if (t == DType::F32) return allreduce_sum(static_cast<float*>(buf), n);
+  if (t == DType::F64) return allreduce_sum(static_cast<double*>(buf), n);
+  no_dtype(*this, "all-reduce", t);
+}
+void Comm::allgather_dtype(const void* in, void* out, size_t n, DType t) {
+  if (t == DType::F32) return allgather(static_cast<const float*>(in), static_cast<float*>(out), n);
+  no_dtype(*this, "all-gather", t);
+}
+void Comm::send_dtype(const void* buf, size_t n, DType t, int peer) {
+  if (t == DType::F32) return send(static_cast<const float*>(buf), n, peer);
+  no_dtype(*this, "send", t);
+}
+void Comm::recv_dtype(void* buf, size_t n, DType t, int peer) {
+  if (t == DType::F32) return recv(static_cast<float*>(buf), n, peer);
+  no_dtype(*this, "receive", t);
+}
+
 void SelfComm::allgather(const float* in, float* out, size_t n) {
   std::copy(in, in + n, out);
 }

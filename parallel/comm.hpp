@@ -18,6 +18,8 @@
 #include <string>
 #include <vector>
 
+#include "io/dtype.hpp"
+
 namespace bupo {
 
 class Backend;
@@ -64,6 +66,13 @@ class Comm {
   virtual void send(const float* buf, size_t n, int peer) = 0;
   virtual void recv(float* buf, size_t n, int peer) = 0;
   virtual void barrier() = 0;
+  // The same transfers for any dtype the communicator's memory holds (tensors of the compute
+  // dtype: BF16 on CUDA). Defaults: F32 (and F64 for the sum) go to the typed methods above;
+  // another dtype is an error naming the communicator.
+  virtual void allreduce_sum_dtype(void* buf, size_t n, DType t);
+  virtual void allgather_dtype(const void* in, void* out, size_t n, DType t);
+  virtual void send_dtype(const void* buf, size_t n, DType t, int peer);
+  virtual void recv_dtype(void* buf, size_t n, DType t, int peer);
   // A sub-group of the ranks with the same color, ordered by key (collective over this group).
   virtual std::shared_ptr<Comm> split(int color, int key) = 0;
   // The world rank of group rank r (for messages).

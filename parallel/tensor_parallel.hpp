@@ -13,12 +13,23 @@
 
 namespace bupo {
 
-// Megatron's f/g operators on a (N, C) activation.
-inline void reduce_from_tp_region(Comm& tp, const Tensor& x) {  // fwd: all-reduce
-  if (tp.size() > 1) tp.allreduce_sum(x.f32(), static_cast<size_t>(x.numel()));
+// Tensors through a communicator of their memory, in their dtype.
+inline void all_reduce_sum(Comm& c, const Tensor& x) {
+  if (c.size() > 1) c.allreduce_sum_dtype(x.data, static_cast<size_t>(x.numel()), x.dtype);
 }
+inline void send_tensor(Comm& c, const Tensor& x, int peer) {
+  c.send_dtype(x.data, static_cast<size_t>(x.numel()), x.dtype, peer);
+}
+inline void recv_tensor(Comm& c, const Tensor& x, int peer) {
+  c.recv_dtype(x.data, static_cast<size_t>(x.numel()), x.dtype, peer);
+}
+
+// Megatron's f/g operators on a (N, C) activation.
+inline void reduce_from_tp_region(Comm& tp, const Tensor& x) {
+  all_reduce_sum(tp, x);
+}  // fwd
 inline void copy_to_tp_region_backward(Comm& tp, const Tensor& dx) {  // bwd of identity fwd
-  if (tp.size() > 1) tp.allreduce_sum(dx.f32(), static_cast<size_t>(dx.numel()));
+  all_reduce_sum(tp, dx);
 }
 
 struct ColumnParallelLinear {

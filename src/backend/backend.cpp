@@ -40,6 +40,22 @@ const char* op_name(Op op) {
   return i < kNumOps ? kNames[i] : "?";
 }
 
+DType op_dtype(Op op, DType compute) {
+  switch (op) {
+    case Op::RopeTables:
+    case Op::LensRescale:
+    case Op::LensOutputs:
+    case Op::AdamwUpdate:
+    case Op::SumSquares:
+    case Op::Scale:
+    case Op::RowEntropy:
+    case Op::Sample:
+      return DType::F32;
+    default:
+      return compute;
+  }
+}
+
 Backend::Backend()
     : activation_pool_(*this, MemRole::Activations),
       kv_pool_(*this, MemRole::KVCache),
@@ -102,8 +118,12 @@ namespace {
 void need(bool ok, Op op, const char* what, const Tensor& t) {
   BUPO_CHECK(ok, op_name(op), ": ", what, " (got ", t.shape.str(), " ", dtype_name(t.dtype), ")");
 }
-void need_f32(Op op, const char* name, const Tensor& t) {
-  need(t.dtype == DType::F32, op, name, t);
+// Every non-empty tensor of `ts` has dtype `t` (the call's compute dtype, or F32 for statistics).
+void need_dtype(Op op, DType t, std::initializer_list<const Tensor*> ts, const char* role) {
+  for (const Tensor* x : ts)
+    if (!x->empty() && x->dtype != t)
+      fail(op_name(op), ": ", role, " tensors must be ", dtype_name(t), " (got ", x->shape.str(),
+           " ", dtype_name(x->dtype), ")");
 }
 void need_rows(Op op, const char* name, const Tensor& t, int64_t rows, int64_t cols) {
   need(t.numel() == rows * cols && (t.shape.rank() == 1 || t.rows() == rows), op, name, t);
@@ -111,9 +131,8 @@ void need_rows(Op op, const char* name, const Tensor& t, int64_t rows, int64_t c
 // The extent of a strided (rows, cols) operand with leading dimension ld fits in the view.
 void need_extent(Op op, const char* name, const Tensor& t, int64_t rows, int64_t cols, int64_t ld) {
   const int64_t extent = rows == 0 || cols == 0 ? 0 : (rows - 1) * ld + cols;
-  BUPO_CHECK(ld >= cols && extent <= t.numel() && t.dtype == DType::F32, op_name(op), ": ", name,
-             " (", rows, " x ", cols, ", ld ", ld, ") does not fit its view ", t.shape.str(), " ",
-             dtype_name(t.dtype));
+  BUPO_CHECK(ld >= cols && extent <= t.numel(), op_name(op), ": ", name, " (", rows, " x ", cols,
+             ", ld ", ld, ") does not fit its view ", t.shape.str(), " ", dtype_name(t.dtype));
 }
 }  // namespace
 
@@ -133,17 +152,32 @@ void Backend::copy(const Tensor& dst, const Tensor& src) {
   if (dst.bytes() > 0 && dst.data != src.data) do_copy(dst.data, src.data, dst.bytes());
 }
 void Backend::fill(const Tensor& dst, float value) {
-  BUPO_CHECK(dst.device == device() && dst.dtype == DType::F32, "fill: an F32 tensor of backend '",
-             name(), "' expected");
+  BUPO_CHECK(dst.device == device() && (dst.dtype == DType::F32 || dst.dtype == DType::BF16),
+             "fill: an F32 or BF16 tensor of backend '", name(), "' expected");
   if (dst.numel() > 0) do_fill(dst, value);
+}
+void Backend::convert(const Tensor& dst, const Tensor& src) {
+  const auto floating = [](DType t) { return t == DType::F32 || t == DType::BF16; };
+  BUPO_CHECK(dst.device == device() && src.device == device() && floating(dst.dtype) &&
+                 floating(src.dtype) && dst.numel() == src.numel(),
+             "convert: ", dst.shape.str(), " ", dtype_name(dst.dtype), " <- ", src.shape.str(), " ",
+             dtype_name(src.dtype), " on backend '", name(), "'");
+  if (dst.numel() == 0) return;
+  if (dst.dtype == src.dtype)
+    copy(dst, src);
+  else
+    do_convert(dst, src);
 }
 
 // ---------------------------------------------------------------------------- linear algebra
 void Backend::gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const Tensor& A,
                    int64_t lda, const Tensor& B, int64_t ldb, float beta, const Tensor& C,
                    int64_t ldc) {
-  require(Op::Gemm, C.dtype);
+  require(Op::Gemm, A.dtype);
   check(Op::Gemm, {&A, &B, &C});
+  need_dtype(Op::Gemm, A.dtype, {&B}, "A and B");
+  BUPO_CHECK(C.dtype == A.dtype || C.dtype == DType::F32, "gemm: C must be ", dtype_name(A.dtype),
+             " or F32 (got ", dtype_name(C.dtype), ")");
   BUPO_CHECK(M >= 0 && N >= 0 && K >= 0, "gemm: negative size ", M, "x", N, "x", K);
   need_extent(Op::Gemm, "A", A, ta ? K : M, ta ? M : K, lda);
   need_extent(Op::Gemm, "B", B, tb ? N : K, tb ? K : N, ldb);
@@ -156,6 +190,7 @@ void Backend::linear_forward(const Tensor& y, const Tensor& x, const Tensor& W, 
   const Op op = Op::LinearForward;
   require(op, x.dtype);
   check(op, {&y, &x, &W, &b});
+  need_dtype(op, x.dtype, {&y, &W, &b}, "activation and weight");
   const int64_t out = W.dim(0), in = W.row_numel(), N = x.numel() / std::max<int64_t>(in, 1);
   need(W.shape.rank() == 2 && x.numel() == N * in, op, "x (N, in) with W (out, in) expected", x);
   need_rows(op, "y (N, out) expected", y, N, out);
@@ -169,6 +204,8 @@ void Backend::linear_backward(const Tensor& dx, const Tensor& dW, const Tensor& 
   const Op op = Op::LinearBackward;
   require(op, dy.dtype);
   check(op, {&dx, &dW, &db, &dy, &x, &W});
+  need_dtype(op, dy.dtype, {&dx, &x, &W}, "activation and weight");
+  need_dtype(op, DType::F32, {&dW, &db}, "parameter gradient");
   const int64_t out = W.dim(0), in = W.row_numel(), N = x.numel() / std::max<int64_t>(in, 1);
   need(dy.numel() == N * out, op, "dy (N, out) expected", dy);
   if (!dx.empty()) need(dx.numel() == N * in, op, "dx (N, in) expected", dx);
@@ -183,6 +220,8 @@ void Backend::rmsnorm_forward(const Tensor& y, const Tensor& rstd, const Tensor&
   const Op op = Op::RmsNormForward;
   require(op, x.dtype);
   check(op, {&y, &rstd, &x, &w});
+  need_dtype(op, x.dtype, {&y, &w}, "activation and weight");
+  need_dtype(op, DType::F32, {&rstd}, "statistics");
   const int64_t C = w.numel(), R = x.numel() / std::max<int64_t>(C, 1);
   need(x.numel() == R * C && y.numel() == x.numel(), op, "x, y (R, C) with w (C) expected", x);
   if (!rstd.empty()) need(rstd.numel() == R, op, "rstd (R) expected", rstd);
@@ -195,6 +234,8 @@ void Backend::rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor&
   const Op op = Op::RmsNormBackward;
   require(op, dy.dtype);
   check(op, {&dx, &dw, &dy, &x, &w, &rstd});
+  need_dtype(op, dy.dtype, {&dx, &x, &w}, "activation and weight");
+  need_dtype(op, DType::F32, {&dw, &rstd}, "gradient and statistics");
   const int64_t C = w.numel(), R = x.numel() / std::max<int64_t>(C, 1);
   need(x.numel() == R * C && dy.numel() == x.numel() && rstd.numel() == R, op,
        "dy, x (R, C), w (C), rstd (R) expected", dy);
@@ -206,8 +247,9 @@ void Backend::rmsnorm_backward(const Tensor& dx, const Tensor& dw, const Tensor&
 void Backend::rope_tables(const Tensor& cos, const Tensor& sin, const Tensor& pos,
                           const Tensor& inv_freq) {
   const Op op = Op::RopeTables;
-  require(op, cos.dtype);
+  require(op, DType::F32);
   check(op, {&cos, &sin, &pos, &inv_freq});
+  need_dtype(op, DType::F32, {&cos, &sin, &inv_freq}, "table");
   const int64_t N = pos.numel(), half = inv_freq.numel();
   need(pos.dtype == DType::I32, op, "pos (N) I32 expected", pos);
   need(cos.numel() == N * half && sin.numel() == N * half, op, "cos, sin (N, D/2) expected", cos);
@@ -217,6 +259,7 @@ void Backend::rope_tables(const Tensor& cos, const Tensor& sin, const Tensor& po
 void Backend::rope_forward(const Tensor& x, const Tensor& cos, const Tensor& sin, int64_t H) {
   require(Op::RopeForward, x.dtype);
   check(Op::RopeForward, {&x, &cos, &sin});
+  need_dtype(Op::RopeForward, DType::F32, {&cos, &sin}, "table");
   const int64_t N = cos.rows(), half = cos.row_numel();
   need(x.numel() == N * H * 2 * half, Op::RopeForward, "x (N, H·D) with cos (N, D/2) expected", x);
   do_rope(x, cos, sin, H, false);
@@ -225,6 +268,7 @@ void Backend::rope_forward(const Tensor& x, const Tensor& cos, const Tensor& sin
 void Backend::rope_backward(const Tensor& dx, const Tensor& cos, const Tensor& sin, int64_t H) {
   require(Op::RopeBackward, dx.dtype);
   check(Op::RopeBackward, {&dx, &cos, &sin});
+  need_dtype(Op::RopeBackward, DType::F32, {&cos, &sin}, "table");
   const int64_t N = cos.rows(), half = cos.row_numel();
   need(dx.numel() == N * H * 2 * half, Op::RopeBackward, "dx (N, H·D) with cos (N, D/2) expected",
        dx);
@@ -234,6 +278,7 @@ void Backend::rope_backward(const Tensor& dx, const Tensor& cos, const Tensor& s
 void Backend::swiglu_forward(const Tensor& a, const Tensor& g, const Tensor& u) {
   require(Op::SwigluForward, g.dtype);
   check(Op::SwigluForward, {&a, &g, &u});
+  need_dtype(Op::SwigluForward, g.dtype, {&a, &u}, "activation");
   need(a.numel() == g.numel() && u.numel() == g.numel(), Op::SwigluForward,
        "a, g, u of one size expected", a);
   do_swiglu_forward(a, g, u);
@@ -243,6 +288,7 @@ void Backend::swiglu_backward(const Tensor& dg, const Tensor& du, const Tensor& 
                               const Tensor& u) {
   require(Op::SwigluBackward, g.dtype);
   check(Op::SwigluBackward, {&dg, &du, &da, &g, &u});
+  need_dtype(Op::SwigluBackward, g.dtype, {&dg, &du, &da, &u}, "activation");
   need(dg.numel() == g.numel() && du.numel() == g.numel() && da.numel() == g.numel() &&
            u.numel() == g.numel(),
        Op::SwigluBackward, "dg, du, da, g, u of one size expected", da);
@@ -278,6 +324,8 @@ void Backend::attention_forward(const Tensor& o, const Tensor& lse, const Tensor
   const Op op = Op::AttentionForward;
   require(op, q.dtype);
   check(op, {&o, &lse, &q, &k, &v});
+  need_dtype(op, q.dtype, {&o, &k, &v}, "activation");
+  need_dtype(op, DType::F32, {&lse}, "statistics");
   need_heads(op, s);
   need_seqs(op, seqs, s.N);
   need(q.numel() == s.N * s.H * s.D && o.numel() == q.numel() && lse.numel() == s.N * s.H, op,
@@ -293,6 +341,8 @@ void Backend::attention_backward(const Tensor& dq, const Tensor& dk, const Tenso
   const Op op = Op::AttentionBackward;
   require(op, q.dtype);
   check(op, {&dq, &dk, &dv, &dout, &q, &k, &v, &o, &lse});
+  need_dtype(op, q.dtype, {&dq, &dk, &dv, &dout, &k, &v, &o}, "activation");
+  need_dtype(op, DType::F32, {&lse}, "statistics");
   need_heads(op, s);
   need_seqs(op, seqs, s.N);
   const int64_t nq = s.N * s.H * s.D, nk = s.N * s.Hkv * s.D;
@@ -309,6 +359,7 @@ void Backend::kv_append(const Tensor& kc, const Tensor& vc, const Tensor& k, con
   const Op op = Op::KvAppend;
   require(op, k.dtype);
   check(op, {&kc, &vc, &k, &v});
+  need_dtype(op, k.dtype, {&kc, &vc, &v}, "cache and activation");
   const int64_t N = seqs.N(), width = k.numel() / std::max<int64_t>(N, 1);
   need_seqs(op, seqs, N);
   need(v.numel() == k.numel() && kc.numel() == vc.numel() && max_len > 0 &&
@@ -331,6 +382,7 @@ void Backend::attention_decode(const Tensor& o, const Tensor& q, const Tensor& k
   const Op op = Op::AttentionDecode;
   require(op, q.dtype);
   check(op, {&o, &q, &kc, &vc});
+  need_dtype(op, q.dtype, {&o, &kc, &vc}, "cache and activation");
   need_heads(op, s);
   need_seqs(op, seqs, s.N);
   need(q.numel() == s.N * s.H * s.D && o.numel() == q.numel(), op, "q, o (N, H·D) expected", q);
@@ -346,6 +398,7 @@ void Backend::embedding_forward(const Tensor& y, const Tensor& ids, const Tensor
   const Op op = Op::EmbeddingForward;
   require(op, E.dtype);
   check(op, {&y, &ids, &E});
+  need_dtype(op, E.dtype, {&y}, "activation and weight");
   need(ids.dtype == DType::I32, op, "ids (N) I32 expected", ids);
   need_rows(op, "y (N, C) expected", y, ids.numel(), E.row_numel());
   do_embedding_forward(y, ids, E, vocab_start);
@@ -354,8 +407,9 @@ void Backend::embedding_forward(const Tensor& y, const Tensor& ids, const Tensor
 void Backend::embedding_backward(const Tensor& dE, const Tensor& ids, const Tensor& dy,
                                  int64_t vocab_start) {
   const Op op = Op::EmbeddingBackward;
-  require(op, dE.dtype);
+  require(op, dy.dtype);
   check(op, {&dE, &ids, &dy});
+  need_dtype(op, DType::F32, {&dE}, "parameter gradient");
   need(ids.dtype == DType::I32, op, "ids (N) I32 expected", ids);
   need(dy.numel() == ids.numel() * dE.row_numel(), op, "dy (N, C) expected", dy);
   do_embedding_backward(dE, ids, dy, vocab_start);
@@ -365,6 +419,7 @@ void Backend::gather_rows(const Tensor& out, const Tensor& x, const Tensor& rows
   const Op op = Op::GatherRows;
   require(op, x.dtype);
   check(op, {&out, &x, &rows});
+  need_dtype(op, x.dtype, {&out}, "activation");
   need(rows.dtype == DType::I32, op, "rows (R) I32 expected", rows);
   need_rows(op, "out (R, C) expected", out, rows.numel(), x.row_numel());
   do_gather_rows(out, x, rows);
@@ -374,6 +429,7 @@ void Backend::scatter_add_rows(const Tensor& dx, const Tensor& rows, const Tenso
   const Op op = Op::ScatterAddRows;
   require(op, dx.dtype);
   check(op, {&dx, &rows, &src});
+  need_dtype(op, dx.dtype, {&src}, "activation");
   need(rows.dtype == DType::I32, op, "rows (R) I32 expected", rows);
   need(src.numel() == rows.numel() * dx.row_numel(), op, "src (R, C) expected", src);
   do_scatter_add_rows(dx, rows, src);
@@ -385,6 +441,8 @@ void Backend::lens_stats(const Tensor& m, const Tensor& packed, const Tensor& x,
   const Op op = Op::LensStats;
   require(op, x.dtype);
   check(op, {&m, &packed, &x, &E, &targets});
+  need_dtype(op, x.dtype, {&E}, "activation and weight");
+  need_dtype(op, DType::F32, {&m, &packed}, "statistics");
   const int64_t d = E.row_numel(), n = x.numel() / std::max<int64_t>(d, 1);
   need(x.numel() == n * d && m.numel() == n && packed.numel() == 3 * n, op,
        "x (n, d), m (n), packed (n, 3) with E (V, d) expected", x);
@@ -397,8 +455,9 @@ void Backend::lens_stats(const Tensor& m, const Tensor& packed, const Tensor& x,
 void Backend::lens_rescale(const Tensor& packed, const Tensor& m_local, const Tensor& m_global,
                            const Tensor& targets, int64_t v0, int64_t V_local) {
   const Op op = Op::LensRescale;
-  require(op, packed.dtype);
+  require(op, DType::F32);
   check(op, {&packed, &m_local, &m_global, &targets});
+  need_dtype(op, DType::F32, {&packed, &m_local, &m_global}, "statistics");
   const int64_t n = m_local.numel();
   need(packed.numel() == 3 * n && m_global.numel() == n, op, "packed (n, 3), m (n) expected",
        packed);
@@ -407,8 +466,9 @@ void Backend::lens_rescale(const Tensor& packed, const Tensor& m_local, const Te
 
 void Backend::lens_outputs(const Tensor& entropy, const Tensor& logprob, const Tensor& packed) {
   const Op op = Op::LensOutputs;
-  require(op, packed.dtype);
+  require(op, DType::F32);
   check(op, {&entropy, &logprob, &packed});
+  need_dtype(op, DType::F32, {&entropy, &logprob, &packed}, "statistics");
   const int64_t n = packed.numel() / 3;
   if (!entropy.empty()) need(entropy.numel() == n, op, "entropy (n) expected", entropy);
   if (!logprob.empty()) need(logprob.numel() == n, op, "logprob (n) expected", logprob);
@@ -421,6 +481,8 @@ void Backend::lens_backward(const Tensor& dx, const Tensor& dE, const Tensor& x,
   const Op op = Op::LensBackward;
   require(op, x.dtype);
   check(op, {&dx, &dE, &x, &E, &m, &packed, &targets, &g_logprob, &g_entropy});
+  need_dtype(op, x.dtype, {&dx, &E}, "activation and weight");
+  need_dtype(op, DType::F32, {&dE, &m, &packed, &g_logprob, &g_entropy}, "gradient and statistics");
   const int64_t d = E.row_numel(), n = m.numel();
   need(x.numel() == n * d && dx.numel() == n * d && dE.numel() == E.numel() &&
            packed.numel() == 3 * n,
@@ -436,30 +498,33 @@ void Backend::lens_backward(const Tensor& dx, const Tensor& dE, const Tensor& x,
 // ---------------------------------------------------------------------------- optimizer
 void Backend::adamw_update(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v,
                            const AdamStep& a) {
-  require(Op::AdamwUpdate, w.dtype);
+  require(Op::AdamwUpdate, DType::F32);
   check(Op::AdamwUpdate, {&w, &g, &m, &v});
+  need_dtype(Op::AdamwUpdate, DType::F32, {&w, &g, &m, &v}, "master weight and state");
   need(g.numel() == w.numel() && m.numel() == w.numel() && v.numel() == w.numel(), Op::AdamwUpdate,
        "w, g, m, v of one size expected", w);
   do_adamw_update(w, g, m, v, a);
 }
 
 double Backend::sum_squares(const Tensor& x) {
-  require(Op::SumSquares, x.dtype);
+  require(Op::SumSquares, DType::F32);
   check(Op::SumSquares, {&x});
-  need_f32(Op::SumSquares, "an F32 tensor expected", x);
+  need_dtype(Op::SumSquares, DType::F32, {&x}, "gradient");
   return x.numel() == 0 ? 0.0 : do_sum_squares(x);
 }
 
 void Backend::scale(const Tensor& x, float c) {
-  require(Op::Scale, x.dtype);
+  require(Op::Scale, DType::F32);
   check(Op::Scale, {&x});
+  need_dtype(Op::Scale, DType::F32, {&x}, "gradient");
   if (x.numel() > 0) do_scale(x, c);
 }
 
 // ---------------------------------------------------------------------------- sampling
 void Backend::row_entropy(const Tensor& entropy, const Tensor& z, int64_t cols) {
-  require(Op::RowEntropy, z.dtype);
+  require(Op::RowEntropy, DType::F32);
   check(Op::RowEntropy, {&entropy, &z});
+  need_dtype(Op::RowEntropy, DType::F32, {&entropy, &z}, "logit and statistics");
   need(z.shape.rank() == 2 && entropy.numel() == z.rows() && cols >= 1 && cols <= z.dim(1),
        Op::RowEntropy, "z (S, ld), entropy (S), 1 <= cols <= ld expected", z);
   do_row_entropy(entropy, z, cols);
@@ -469,8 +534,9 @@ void Backend::sample(const Tensor& token, const Tensor& logprob, const Tensor& e
                      const Tensor& z, int64_t cols, const Tensor& temperature,
                      const Tensor& uniform, float top_p, int64_t top_k) {
   const Op op = Op::Sample;
-  require(op, z.dtype);
+  require(op, DType::F32);
   check(op, {&token, &logprob, &entropy, &z, &temperature, &uniform});
+  need_dtype(op, DType::F32, {&logprob, &entropy, &z, &temperature}, "logit and statistics");
   const int64_t S = z.rows();
   need(z.shape.rank() == 2 && cols >= 1 && cols <= z.dim(1), op, "z (S, ld), 1 <= cols <= ld", z);
   need(token.numel() == S && token.dtype == DType::I32, op, "token (S) I32 expected", token);

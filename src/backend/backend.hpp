@@ -11,6 +11,13 @@
 //
 // Shapes are written as in llm.c: x (N, d). `N` packed rows, `d` hidden width, `V` (local)
 // vocabulary, `H`/`Hkv` local query/KV heads, `D` head dim. Optional tensors are empty views.
+//
+// Dtypes: activations, their gradients, the working copy of the weights and the KV cache are in
+// the backend's compute dtype (compute_dtype(): F32 on the CPU, BF16 or F32 on CUDA); parameter
+// gradients, optimizer state, normalisation statistics (rstd, lse), RoPE tables, lens statistics
+// and sampling logits are F32 on every backend; indices are I32. Every softmax, entropy,
+// log-prob and loss accumulates in fp32 or wider. supports(op, dtype) is asked for the compute
+// dtype of the call.
 // Communication is not a backend op: the callers (the model's tensor-parallel layers, the lens,
 // the gradient reduction in parallel/) call a Comm between ops. The rule: MPI for host memory,
 // NCCL for device memory — comm_memory() says which this backend's tensors need, device_comm()
@@ -61,6 +68,9 @@ enum class Op : uint8_t {
 };
 constexpr size_t kNumOps = static_cast<size_t>(Op::kCount);
 const char* op_name(Op op);
+// The dtype an op is called with on a backend computing in `compute`: F32 for the ops on
+// statistics, tables, optimizer state and logits; the compute dtype for the rest.
+DType op_dtype(Op op, DType compute);
 
 // Packed variable-length sequences (flash-attn's varlen layout): sequence s owns rows
 // [cu[s], cu[s+1]). Host arrays drive loop structure and launch shapes; the *_dev tensors (I32,
@@ -110,6 +120,8 @@ class Backend {
   // True when this backend's memory is ordinary host memory (pointers may be dereferenced).
   virtual bool host_accessible() const = 0;
   virtual bool supports(Op op, DType t) const = 0;
+  // The dtype of activations and working weights on this backend.
+  virtual DType compute_dtype() const { return DType::F32; }
   void require(Op op, DType t) const;  // error naming the op, dtype and backend when unsupported
   virtual CommMemory comm_memory() const = 0;
   // The communicator for tensors in this backend's memory over the ranks of `host_group` (the CPU
@@ -130,8 +142,10 @@ class Backend {
   void upload(const Tensor& dst, const void* host_src);  // host → device, dst.bytes()
   void download(void* host_dst, const Tensor& src);      // device → host, src.bytes()
   void copy(const Tensor& dst, const Tensor& src);       // device → device, same size
-  void fill(const Tensor& dst, float value);             // F32
+  void fill(const Tensor& dst, float value);             // F32 or BF16
   void zero(const Tensor& dst) { fill(dst, 0.0f); }
+  // dst = src converted elementwise (F32 ↔ BF16 with round-to-nearest-even, or a copy).
+  void convert(const Tensor& dst, const Tensor& src);
   virtual void synchronize() {}
 
   // ---- linear algebra
@@ -240,6 +254,7 @@ class Backend {
   virtual void do_download(void* dst, const void* src, size_t bytes) = 0;
   virtual void do_copy(void* dst, const void* src, size_t bytes) = 0;
   virtual void do_fill(const Tensor& dst, float value) = 0;
+  virtual void do_convert(const Tensor& dst, const Tensor& src) = 0;
 
   virtual void do_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha,
                        const Tensor& A, int64_t lda, const Tensor& B, int64_t ldb, float beta,

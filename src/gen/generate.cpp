@@ -27,8 +27,8 @@ struct SamplingBuffers {
   Tensor uniform;           // (S) F64
   Tensor token;             // (S) I32
   Tensor logprob, entropy;  // (S)
-  SamplingBuffers(Arena& a, int64_t S, int64_t d, int64_t V, int64_t tp) {
-    last = a.alloc_f32({S, d});
+  SamplingBuffers(Arena& a, DType t, int64_t S, int64_t d, int64_t V, int64_t tp) {
+    last = a.alloc(t, {S, d});  // the compute dtype; logits and what follows are F32
     rows = a.alloc(DType::I32, {S});
     logits = a.alloc_f32({S, V});
     if (tp > 1) {
@@ -103,9 +103,9 @@ std::vector<Generation> generate(Model& model, const std::vector<std::vector<int
   const ParallelContext& pc = model.parallel();
   const int64_t tp = pc.tp_size(), Vl = V / tp;
   Arena plan = Arena::measuring();
-  SamplingBuffers(plan, slots, d, V, tp);
+  SamplingBuffers(plan, be.compute_dtype(), slots, d, V, tp);
   ArenaLease mem = be.activations().lease(plan.high_water());
-  const SamplingBuffers buf(*mem, slots, d, V, tp);
+  const SamplingBuffers buf(*mem, be.compute_dtype(), slots, d, V, tp);
   // host side of one step, sized for every slot once
   constexpr int64_t kF = 5;  // token, log-prob, entropy, temperature, raw entropy
   std::vector<float> res(static_cast<size_t>(slots * kF)), raw_h(static_cast<size_t>(slots)),

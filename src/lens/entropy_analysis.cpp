@@ -62,7 +62,7 @@ EntropyRows compute_entropy_rows(Model& model, const std::vector<TokenRecord>& r
   // the gathered rows (R, d) in the backend's memory, and which rows they are
   std::vector<int32_t> src32(src.begin(), src.end());
   ArenaLease mem = be.activations().lease(static_cast<size_t>(R * (d + 1)) * 4 + 2 * Arena::kAlign);
-  const Tensor xs = mem->alloc_f32({R, d});
+  const Tensor xs = mem->alloc(be.compute_dtype(), {R, d});
   const Tensor rows = mem->alloc(DType::I32, {R});
   be.upload(rows, src32.data());
   std::vector<float> ent(sz(1)), lp(sz(1));

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "core/error.hpp"
+#include "parallel/tensor_parallel.hpp"
 
 namespace bupo {
 
@@ -31,15 +32,16 @@ struct ChunkBuffers {
   Tensor m, m_local;  // (rows): row maxima (global after the TP reduction), this shard's
   Tensor packed;      // (rows, 3)
   Tensor dxin;        // (rows, d): backward only
-  ChunkBuffers(Arena& a, int64_t rows, int64_t d, bool normed, bool vocab_parallel, bool backward) {
+  ChunkBuffers(Arena& a, DType t, int64_t rows, int64_t d, bool normed, bool vocab_parallel,
+               bool backward) {  // t: the compute dtype of the rows
     if (normed) {
-      xn = a.alloc_f32({rows, d});
+      xn = a.alloc(t, {rows, d});
       rstd = a.alloc_f32({rows});
     }
     m = a.alloc_f32({rows});
     if (vocab_parallel) m_local = a.alloc_f32({rows});
     packed = a.alloc_f32({rows, 3});
-    if (backward) dxin = a.alloc_f32({rows, d});
+    if (backward) dxin = a.alloc(t, {rows, d});
   }
 };
 
@@ -56,7 +58,7 @@ struct Chunk {
         be(lens.backend()),
         r0(row0),
         rows(n),
-        buf(be.scratch(), n, lens.unembed->shape[1], lens.mode == LensMode::Normed,
+        buf(be.scratch(), x.dtype, n, lens.unembed->shape[1], lens.mode == LensMode::Normed,
             lens.tp && lens.tp->size() > 1, backward) {
     const int64_t V = L.unembed->full_shape[0];
     if (targets != nullptr)
@@ -66,7 +68,7 @@ struct Chunk {
     xr = x.rows(r0, rows);
     xin = xr;
     if (L.mode == LensMode::Normed) {
-      be.rmsnorm_forward(buf.xn, buf.rstd, xr, L.norm->weight(), L.eps);
+      be.rmsnorm_forward(buf.xn, buf.rstd, xr, L.norm->compute_weight(), L.eps);
       xin = buf.xn;
     }
     if (targets != nullptr) tg = staged_input(be, targets + r0, {rows});
@@ -76,7 +78,7 @@ struct Chunk {
   // sum all-reduce.
   void stats() {
     const Param& E = *L.unembed;
-    be.lens_stats(buf.m, buf.packed, xin, E.weight(), tg, E.shard_offset);
+    be.lens_stats(buf.m, buf.packed, xin, E.compute_weight(), tg, E.shard_offset);
     if (L.tp == nullptr || L.tp->size() == 1) return;
     be.copy(buf.m_local, buf.m);
     L.tp->allreduce_max(buf.m.f32(), static_cast<size_t>(rows));
@@ -121,16 +123,15 @@ void Lens::backward(const Tensor& x, const int32_t* targets, const float* g_logp
     c.stats();
     const Tensor gl = g_logprob ? staged_input(be, g_logprob + r0, {c.rows}) : Tensor{};
     const Tensor ge = g_entropy ? staged_input(be, g_entropy + r0, {c.rows}) : Tensor{};
-    be.lens_backward(c.buf.dxin, unembed->grad(), c.xin, unembed->weight(), c.buf.m, c.buf.packed,
-                     c.tg, unembed->shard_offset, gl, ge);
+    be.lens_backward(c.buf.dxin, unembed->grad(), c.xin, unembed->compute_weight(), c.buf.m,
+                     c.buf.packed, c.tg, unembed->shard_offset, gl, ge);
     unembed->has_grad = true;
-    if (tp && tp->size() > 1)
-      tp->allreduce_sum(c.buf.dxin.f32(), static_cast<size_t>(c.buf.dxin.numel()));
+    if (tp) all_reduce_sum(*tp, c.buf.dxin);
     const Tensor dxr = dx.rows(r0, c.rows);
     if (mode == LensMode::Raw) {
       be.add(dxr, dxr, c.buf.dxin);
     } else {
-      be.rmsnorm_backward(dxr, norm->grad(), c.buf.dxin, c.xr, norm->weight(), c.buf.rstd,
+      be.rmsnorm_backward(dxr, norm->grad(), c.buf.dxin, c.xr, norm->compute_weight(), c.buf.rstd,
                           /*accumulate_dx=*/true);
       norm->has_grad = true;
     }
@@ -143,16 +144,16 @@ void Lens::logits(const Tensor& x, const Tensor& out) const {
   ArenaScope scope(be.scratch());
   Tensor xin = x;
   if (mode == LensMode::Normed) {
-    xin = be.scratch().alloc_f32({n, d});
-    be.rmsnorm_forward(xin, be.scratch().alloc_f32({n}), x, norm->weight(), eps);
+    xin = be.scratch().alloc(x.dtype, {n, d});
+    be.rmsnorm_forward(xin, be.scratch().alloc_f32({n}), x, norm->compute_weight(), eps);
   }
-  be.gemm(false, true, n, Vl, d, 1.0f, xin, d, unembed->weight(), d, 0.0f, out, Vl);
+  be.gemm(false, true, n, Vl, d, 1.0f, xin, d, unembed->compute_weight(), d, 0.0f, out, Vl);
 }
 
 size_t Lens::scratch_bytes(int64_t n) const {
   Arena measure = Arena::measuring();
-  ChunkBuffers(measure, chunk_for(n), unembed->shape[1], mode == LensMode::Normed,
-               tp && tp->size() > 1, true);
+  ChunkBuffers(measure, backend().compute_dtype(), chunk_for(n), unembed->shape[1],
+               mode == LensMode::Normed, tp && tp->size() > 1, true);
   return measure.high_water() + 6 * Arena::kAlign;  // + staged targets/outputs on devices
 }
 

@@ -41,7 +41,8 @@ struct Lens {
   // Accumulates dx (n, d) (+=), E_u.g and norm.g; g_logprob / g_entropy (n) may each be null.
   void backward(const Tensor& x, const int32_t* targets, const float* g_logprob,
                 const float* g_entropy, const Tensor& dx) const;
-  // Full logits out (n, V_local) of the local shard: for sampling, tests and small analyses.
+  // Full logits out (n, V_local) of the local shard, F32 (or the compute dtype): for sampling,
+  // tests and small analyses.
   void logits(const Tensor& x, const Tensor& out) const;
   // Scratch bytes a forward + backward over n rows needs (besides the backend's op workspace).
   size_t scratch_bytes(int64_t n) const;

@@ -116,6 +116,7 @@ void load_gguf_weights(Model& m, const GgufFile& f) {
     if (p.name.ends_with("k_proj.bias")) unpermute_qk_rows(w, c.num_kv_heads, c.head_dim, 1);
     m.backend().upload(p.weight(), w);
   }
+  m.params().refresh_working_copy();
 }
 
 json tokenizer_json_from_gguf(const GgufFile& f) {

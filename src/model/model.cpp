@@ -46,7 +46,7 @@ Model::Model(const ModelConfig& cfg, ParallelContext pc, Backend& be)
   // A backend that lacks an op the model runs is refused before any work, naming what is missing.
   std::string missing;
   for (size_t i = 0; i < kNumOps; ++i)
-    if (!be.supports(static_cast<Op>(i), DType::F32))
+    if (!be.supports(static_cast<Op>(i), op_dtype(static_cast<Op>(i), be.compute_dtype())))
       missing += std::string(missing.empty() ? "" : ", ") + op_name(static_cast<Op>(i));
   BUPO_CHECK(missing.empty(), "backend '", be.name(), "' cannot run this model: it does not ",
              "implement ", missing, " (no fallback to another device)");
@@ -161,6 +161,7 @@ Model::Model(const ModelConfig& cfg, ParallelContext pc, Backend& be)
   for (auto& p : params_.all())  // RMSNorm gains start at one
     if (p.name.ends_with("norm.weight") || p.name.ends_with("layernorm.weight"))
       be.fill(p.weight(), 1.0f);
+  params_.refresh_working_copy();
 }
 
 const LayerParams& Model::layer(int l) const {
@@ -207,7 +208,9 @@ void Model::carve_activations(Arena& a, Activations& acts, int64_t N, int64_t S,
                               int nlayers) const {
   const int64_t d = cfg_.hidden_size, D = cfg_.head_dim, half = D / 2;
   const bool device_index = !be_->host_accessible();
-  auto f32 = [&](Tensor& t, Dims s) { t = a.alloc_f32(s); };
+  const DType cdt = be_->compute_dtype();
+  auto act = [&](Tensor& t, Dims s) { t = a.alloc(cdt, s); };  // activations: compute dtype
+  auto f32 = [&](Tensor& t, Dims s) { t = a.alloc_f32(s); };   // statistics and tables
   if (device_index) {  // host backends read the Batch's own arrays
     acts.ids = a.alloc(DType::I32, {N});
     acts.pos = a.alloc(DType::I32, {N});
@@ -215,34 +218,34 @@ void Model::carve_activations(Arena& a, Activations& acts, int64_t N, int64_t S,
   }
   f32(acts.rope_cos, {N, half});
   f32(acts.rope_sin, {N, half});
-  f32(acts.resid, {acts.keep ? nlayers + 1 : 2, N, d});
+  act(acts.resid, {acts.keep ? nlayers + 1 : 2, N, d});
   acts.layers.resize(static_cast<size_t>(acts.keep ? nlayers : std::min(nlayers, 1)));
   for (LayerActs& l : acts.layers) {
-    f32(l.ln1, {N, d});
+    act(l.ln1, {N, d});
     f32(l.rstd1, {N});
     if (cfg_.qk_norm) {
-      f32(l.q_pre, {N, Hl_ * D});
+      act(l.q_pre, {N, Hl_ * D});
       f32(l.rstd_q, {N * Hl_});
-      f32(l.k_pre, {N, Hkvl_ * D});
+      act(l.k_pre, {N, Hkvl_ * D});
       f32(l.rstd_k, {N * Hkvl_});
     }
-    f32(l.q, {N, Hl_ * D});
-    f32(l.k, {N, Hkvl_ * D});
-    f32(l.v, {N, Hkvl_ * D});
-    f32(l.att, {N, Hl_ * D});
+    act(l.q, {N, Hl_ * D});
+    act(l.k, {N, Hkvl_ * D});
+    act(l.v, {N, Hkvl_ * D});
+    act(l.att, {N, Hl_ * D});
     f32(l.lse, {N, Hl_});
-    f32(l.attn_out, {N, d});
-    f32(l.h_mid, {N, d});
-    f32(l.ln2, {N, d});
+    act(l.attn_out, {N, d});
+    act(l.h_mid, {N, d});
+    act(l.ln2, {N, d});
     f32(l.rstd2, {N});
-    f32(l.g, {N, ffl_});
-    f32(l.u, {N, ffl_});
-    f32(l.act, {N, ffl_});
-    f32(l.ffn_out, {N, d});
+    act(l.g, {N, ffl_});
+    act(l.u, {N, ffl_});
+    act(l.act, {N, ffl_});
+    act(l.ffn_out, {N, d});
   }
-  f32(acts.final_out, {N, d});
+  act(acts.final_out, {N, d});
   f32(acts.rstd_f, {N});
-  if (acts.keep) f32(acts.d_policy, {N, d});
+  if (acts.keep) act(acts.d_policy, {N, d});
 }
 
 size_t Model::plan_activations(int64_t N, int64_t S, bool keep, int upto) const {
@@ -261,26 +264,28 @@ struct BackwardScratch {
   Tensor d_act, dg, du;      // (N, ffl)
   Tensor d_att, dq, dq_pre;  // (N, Hl·D)
   Tensor dk, dv, dk_pre;     // (N, Hkvl·D)
-  BackwardScratch(Arena& a, int64_t N, int64_t d, int64_t ffl, int64_t q, int64_t kv) {
-    dh = a.alloc_f32({N, d});
-    d_ln = a.alloc_f32({N, d});
-    d_act = a.alloc_f32({N, ffl});
-    dg = a.alloc_f32({N, ffl});
-    du = a.alloc_f32({N, ffl});
-    d_att = a.alloc_f32({N, q});
-    dq = a.alloc_f32({N, q});
-    dq_pre = a.alloc_f32({N, q});
-    dk = a.alloc_f32({N, kv});
-    dv = a.alloc_f32({N, kv});
-    dk_pre = a.alloc_f32({N, kv});
+  BackwardScratch(Arena& a, DType t, int64_t N, int64_t d, int64_t ffl, int64_t q, int64_t kv) {
+    dh = a.alloc(t, {N, d});
+    d_ln = a.alloc(t, {N, d});
+    d_act = a.alloc(t, {N, ffl});
+    dg = a.alloc(t, {N, ffl});
+    du = a.alloc(t, {N, ffl});
+    d_att = a.alloc(t, {N, q});
+    dq = a.alloc(t, {N, q});
+    dq_pre = a.alloc(t, {N, q});
+    dk = a.alloc(t, {N, kv});
+    dv = a.alloc(t, {N, kv});
+    dk_pre = a.alloc(t, {N, kv});
   }
 };
 }  // namespace
 
 size_t Model::plan_backward_scratch(int64_t N) const {
   Arena measure = Arena::measuring();
-  measure.alloc_f32({N, cfg_.hidden_size});  // backward_from_output's dL/dH^L
-  BackwardScratch(measure, N, cfg_.hidden_size, ffl_, Hl_ * cfg_.head_dim, Hkvl_ * cfg_.head_dim);
+  const DType cdt = be_->compute_dtype();
+  measure.alloc(cdt, {N, cfg_.hidden_size});  // backward_from_output's dL/dH^L
+  BackwardScratch(measure, cdt, N, cfg_.hidden_size, ffl_, Hl_ * cfg_.head_dim,
+                  Hkvl_ * cfg_.head_dim);
   return measure.high_water();
 }
 
@@ -288,8 +293,8 @@ size_t Model::plan_kv_cache(int64_t slots, int64_t max_len) const {
   Arena measure = Arena::measuring();
   const int64_t width = Hkvl_ * cfg_.head_dim;
   for (int l = lo_; l <= hi_; ++l) {
-    measure.alloc_f32({slots * max_len, width});
-    measure.alloc_f32({slots * max_len, width});
+    measure.alloc(be_->compute_dtype(), {slots * max_len, width});
+    measure.alloc(be_->compute_dtype(), {slots * max_len, width});
   }
   return measure.high_water();
 }
@@ -340,8 +345,10 @@ KVCache Model::make_cache(int64_t slots, int64_t max_len) const {
   c.k.resize(static_cast<size_t>(cfg_.num_layers));
   c.v.resize(static_cast<size_t>(cfg_.num_layers));
   for (int l = lo_; l <= hi_; ++l) {  // this stage's layers only
-    c.k[static_cast<size_t>(l - 1)] = c.mem->alloc_f32({slots * max_len, c.width});
-    c.v[static_cast<size_t>(l - 1)] = c.mem->alloc_f32({slots * max_len, c.width});
+    c.k[static_cast<size_t>(l - 1)] =
+        c.mem->alloc(be_->compute_dtype(), {slots * max_len, c.width});
+    c.v[static_cast<size_t>(l - 1)] =
+        c.mem->alloc(be_->compute_dtype(), {slots * max_len, c.width});
   }
   return c;
 }
@@ -379,7 +386,7 @@ void Model::forward_impl(const Batch& b, Activations& acts, bool keep, int upto,
   const int L = num_layers();
   if (upto < 0) upto = L;
   BUPO_CHECK(upto <= L, "forward: upto=", upto, " exceeds the number of layers ", L);
-  const int64_t N = b.N(), d = cfg_.hidden_size, D = cfg_.head_dim;
+  const int64_t N = b.N(), D = cfg_.head_dim;
   const float eps = static_cast<float>(cfg_.rms_norm_eps);
   BUPO_CHECK(b.pos.size() == b.ids.size(), "forward: ids and pos differ in length");
   BUPO_CHECK(b.cu_seqlens.size() >= 2 && b.cu_seqlens.front() == 0 && b.cu_seqlens.back() == N,
@@ -408,7 +415,7 @@ void Model::forward_impl(const Batch& b, Activations& acts, bool keep, int upto,
     embed_.forward(tpc, acts.h(0), acts.ids);
     if (tap) (*tap)(LayerTaps{0, {}, {}, {}, {}, {}, acts.h(0)});
   } else {
-    ppc.recv(acts.h(lo_ - 1).f32(), static_cast<size_t>(N * d), ppc.rank() - 1);
+    recv_tensor(ppc, acts.h(lo_ - 1), ppc.rank() - 1);
   }
 
   const AttnShape ashape{N, Hl_, Hkvl_, D};
@@ -418,15 +425,15 @@ void Model::forward_impl(const Batch& b, Activations& acts, bool keep, int upto,
     const Tensor x = acts.h(l - 1), y = acts.h(l);
 
     // attention block: A^l = o_proj(SDPA(RoPE(norm(q)), RoPE(norm(k)), v)) of LN_in(H^{l-1})
-    be.rmsnorm_forward(a.ln1, a.rstd1, x, lp.ln1->weight(), eps);
+    be.rmsnorm_forward(a.ln1, a.rstd1, x, lp.ln1->compute_weight(), eps);
     lp.q.forward(a.q, a.ln1);
     lp.k.forward(a.k, a.ln1);
     lp.v.forward(a.v, a.ln1);
     if (cfg_.qk_norm) {
       be.copy(a.q_pre, a.q);
       be.copy(a.k_pre, a.k);
-      be.rmsnorm_forward(a.q, a.rstd_q, a.q_pre, lp.q_norm->weight(), eps);
-      be.rmsnorm_forward(a.k, a.rstd_k, a.k_pre, lp.k_norm->weight(), eps);
+      be.rmsnorm_forward(a.q, a.rstd_q, a.q_pre, lp.q_norm->compute_weight(), eps);
+      be.rmsnorm_forward(a.k, a.rstd_k, a.k_pre, lp.k_norm->compute_weight(), eps);
     }
     be.rope_forward(a.q, acts.rope_cos, acts.rope_sin, Hl_);
     be.rope_forward(a.k, acts.rope_cos, acts.rope_sin, Hkvl_);
@@ -441,7 +448,7 @@ void Model::forward_impl(const Batch& b, Activations& acts, bool keep, int upto,
     be.add(a.h_mid, x, a.attn_out);
 
     // FFN block: F^l = down(silu(gate(z)) ⊙ up(z)), z = LN_post(H^{l-1} + A^l)
-    be.rmsnorm_forward(a.ln2, a.rstd2, a.h_mid, lp.ln2->weight(), eps);
+    be.rmsnorm_forward(a.ln2, a.rstd2, a.h_mid, lp.ln2->compute_weight(), eps);
     lp.gate.forward(a.g, a.ln2);
     lp.up.forward(a.u, a.ln2);
     be.swiglu_forward(a.act, a.g, a.u);
@@ -450,9 +457,9 @@ void Model::forward_impl(const Batch& b, Activations& acts, bool keep, int upto,
 
     if (tap) (*tap)(LayerTaps{l, x, a.ln1, a.attn_out, a.ln2, a.ffn_out, y});
   }
-  if (hi_ < upto) ppc.send(acts.h(hi_).f32(), static_cast<size_t>(N * d), ppc.rank() + 1);
+  if (hi_ < upto) send_tensor(ppc, acts.h(hi_), ppc.rank() + 1);
   if (upto == L && hi_ == L)
-    be.rmsnorm_forward(acts.final_out, acts.rstd_f, acts.h(L), final_norm_->weight(), eps);
+    be.rmsnorm_forward(acts.final_out, acts.rstd_f, acts.h(L), final_norm_->compute_weight(), eps);
 }
 
 // ---------------------------------------------------------------------------- backward
@@ -466,8 +473,9 @@ void Model::backward_from_output(const Batch& b, Activations& acts, const Tensor
   }
   const int64_t N = acts.N, d = cfg_.hidden_size;
   ArenaScope scope(be_->scratch());
-  const Tensor dH = be_->scratch().alloc_f32({N, d});
-  be_->rmsnorm_backward(dH, final_norm_->grad(), dY, acts.h(L), final_norm_->weight(), acts.rstd_f);
+  const Tensor dH = be_->scratch().alloc(be_->compute_dtype(), {N, d});
+  be_->rmsnorm_backward(dH, final_norm_->grad(), dY, acts.h(L), final_norm_->compute_weight(),
+                        acts.rstd_f);
   final_norm_->has_grad = true;
   backward_from_layer(b, acts, L, dH);
 }
@@ -488,9 +496,9 @@ void Model::backward_from_layer(const Batch& b, Activations& acts, int top, cons
   const SeqIndex seqs = seq_index(b, acts);
 
   ArenaScope scope(be.scratch());
-  const BackwardScratch w(be.scratch(), N, d, ffl_, Hl_ * D, Hkvl_ * D);
+  const BackwardScratch w(be.scratch(), be.compute_dtype(), N, d, ffl_, Hl_ * D, Hkvl_ * D);
   if (top > hi_) {
-    ppc.recv(w.dh.f32(), static_cast<size_t>(N * d), ppc.rank() + 1);  // dL/dH^{hi_}
+    recv_tensor(ppc, w.dh, ppc.rank() + 1);  // dL/dH^{hi_}
     top = hi_;
   } else {
     BUPO_CHECK(!dH.empty(), "backward: no gradient given at layer ", top);
@@ -509,7 +517,7 @@ void Model::backward_from_layer(const Batch& b, Activations& acts, int top, cons
     lp.gate.backward(w.d_ln, w.dg, a.ln2);
     lp.up.backward(w.d_ln, w.du, a.ln2);
     copy_to_tp_region_backward(tpc, w.d_ln);
-    be.rmsnorm_backward(w.dh, lp.ln2->grad(), w.d_ln, a.h_mid, lp.ln2->weight(), a.rstd2,
+    be.rmsnorm_backward(w.dh, lp.ln2->grad(), w.d_ln, a.h_mid, lp.ln2->compute_weight(), a.rstd2,
                         /*accumulate_dx=*/true);
     lp.ln2->has_grad = true;
 
@@ -522,9 +530,9 @@ void Model::backward_from_layer(const Batch& b, Activations& acts, int top, cons
     if (cfg_.qk_norm) {
       // q_norm/k_norm are replicated across TP ranks: their gradients are partial sums over the
       // local heads and get all-reduced over TP by reduce_partial_grads().
-      be.rmsnorm_backward(w.dq_pre, lp.q_norm->grad(), w.dq, a.q_pre, lp.q_norm->weight(),
+      be.rmsnorm_backward(w.dq_pre, lp.q_norm->grad(), w.dq, a.q_pre, lp.q_norm->compute_weight(),
                           a.rstd_q);
-      be.rmsnorm_backward(w.dk_pre, lp.k_norm->grad(), w.dk, a.k_pre, lp.k_norm->weight(),
+      be.rmsnorm_backward(w.dk_pre, lp.k_norm->grad(), w.dk, a.k_pre, lp.k_norm->compute_weight(),
                           a.rstd_k);
       lp.q_norm->has_grad = lp.k_norm->has_grad = true;
       gq = w.dq_pre;
@@ -535,12 +543,12 @@ void Model::backward_from_layer(const Batch& b, Activations& acts, int top, cons
     lp.k.backward(w.d_ln, gk, a.ln1);
     lp.v.backward(w.d_ln, w.dv, a.ln1);
     copy_to_tp_region_backward(tpc, w.d_ln);
-    be.rmsnorm_backward(w.dh, lp.ln1->grad(), w.d_ln, x, lp.ln1->weight(), a.rstd1,
+    be.rmsnorm_backward(w.dh, lp.ln1->grad(), w.d_ln, x, lp.ln1->compute_weight(), a.rstd1,
                         /*accumulate_dx=*/true);
     lp.ln1->has_grad = true;
   }
   if (lo_ > 1)
-    ppc.send(w.dh.f32(), static_cast<size_t>(N * d), ppc.rank() - 1);
+    send_tensor(ppc, w.dh, ppc.rank() - 1);
   else
     embed_.backward(w.dh, acts.ids);
 }

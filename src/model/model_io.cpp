@@ -44,6 +44,7 @@ void Model::init_random(uint64_t seed, float stddev) {
     }
     be_->upload(p.weight(), host.data());
   }
+  params_.refresh_working_copy();
 }
 
 // ---------------------------------------------------------------------------- checkpoints
@@ -79,6 +80,7 @@ void Model::load_weights(const std::string& path) {
     copy_shard_from_full(p, full.data(), shard.data());
     be_->upload(p.weight(), shard.data());
   }
+  params_.refresh_working_copy();
 }
 
 void Model::save(const std::string& dir, DType dtype, uint64_t max_shard_bytes) const {

@@ -26,9 +26,18 @@ void ParamStore::finalize() {
   weights_ = be_->allocate(MemRole::Params, std::max<size_t>(total_, 1) * sizeof(float));
   finalized_ = true;
   be_->zero(weight_arena());
+  const DType cdt = be_->compute_dtype();
+  if (cdt != DType::F32) {
+    working_ = be_->allocate(MemRole::Params, std::max<size_t>(total_, 1) * dtype_size(cdt));
+    be_->zero(working_.view(cdt, {static_cast<int64_t>(total_)}));
+  }
   for (auto& p : params_) {
     p.w = static_cast<float*>(weights_.data()) + p.offset;
     p.backend = be_;
+    if (cdt != DType::F32) {
+      p.wc = static_cast<char*>(working_.data()) + p.offset * dtype_size(cdt);
+      p.wc_dtype = cdt;
+    }
   }
   finalized_ = true;
 }
@@ -63,15 +72,24 @@ std::vector<float> ParamStore::weights_to_host() const {
 void ParamStore::weights_from_host(const std::vector<float>& w) {
   BUPO_CHECK(w.size() == total_, "ParamStore: ", w.size(), " weights for an arena of ", total_);
   be_->upload(weight_arena(), w.data());
+  refresh_working_copy();
+}
+
+void ParamStore::refresh_working_copy() {
+  if (!has_working_copy()) return;
+  const DType cdt = be_->compute_dtype();
+  be_->convert(working_.view(cdt, {static_cast<int64_t>(total_)}), weight_arena());
 }
 
 void ParamStore::copy_weights_from(const ParamStore& o) {
   BUPO_CHECK(o.total_ == total_, "ParamStore: copying weights between different layouts (",
              o.total_, " vs ", total_, " elements)");
-  if (&o.backend() == be_)
+  if (&o.backend() == be_) {
     be_->copy(weight_arena(), o.weight_arena());
-  else
+    refresh_working_copy();
+  } else {
     weights_from_host(o.weights_to_host());
+  }
 }
 
 Param* ParamStore::find(const std::string& name) {

@@ -36,6 +36,7 @@ void AdamW::step() {
     const auto off = static_cast<int64_t>(p.offset);
     be.adamw_update(p.weight(), p.grad(), m_.flat(off, p.numel()), v_.flat(off, p.numel()), a);
   }
+  params_.refresh_working_copy();  // the compute-dtype copy follows the fp32 masters
 }
 
 void AdamW::set_step_counts(const std::vector<int64_t>& s) {

@@ -37,7 +37,7 @@ Tensor hidden_of(const Activations& acts, PolicyPath path) {
 Tensor gather_response_rows(Backend& be, const Tensor& x, const Packed& p, Tensor* rows_out) {
   const auto R = static_cast<int64_t>(p.rows.size());
   const Tensor rows = staged_input(be, p.rows.data(), {R});
-  const Tensor X = be.scratch().alloc_f32({R, x.dim(1)});
+  const Tensor X = be.scratch().alloc(x.dtype, {R, x.dim(1)});
   be.gather_rows(X, x, rows);
   if (rows_out) *rows_out = rows;
   return X;

@@ -46,7 +46,7 @@ void run_pipeline(Run& r, const MiniBatch& micros, PolicyPath path, bool entropy
     lens.forward(X, pk[u].targets.data(), H.data(), lp.data());
     std::vector<float> g_lp(static_cast<size_t>(R), 0.0f), g_ent(static_cast<size_t>(R), 0.0f);
     loss(u, lp, H, g_lp, g_ent);
-    const Tensor dX = be.scratch().alloc_f32({R, X.dim(1)});
+    const Tensor dX = be.scratch().alloc(X.dtype, {R, X.dim(1)});
     be.zero(dX);
     lens.backward(X, pk[u].targets.data(), g_lp.data(), entropy_grad ? g_ent.data() : nullptr, dX);
     // dL/dH at the policy layer: the rows' gradients at their positions, zero elsewhere

@@ -56,7 +56,22 @@ void CpuBackend::do_copy(void* dst, const void* src, size_t bytes) {
   std::memmove(dst, src, bytes);
 }
 void CpuBackend::do_fill(const Tensor& dst, float value) {
-  std::fill_n(dst.f32(), dst.numel(), value);
+  if (dst.dtype == DType::BF16)
+    std::fill_n(static_cast<uint16_t*>(dst.data), dst.numel(), f32_to_bf16(value));
+  else
+    std::fill_n(dst.f32(), dst.numel(), value);
+}
+void CpuBackend::do_convert(const Tensor& dst, const Tensor& src) {
+  const int64_t n = dst.numel();
+  if (dst.dtype == DType::BF16) {  // F32 → BF16, round to nearest even (as torch)
+    auto* d = static_cast<uint16_t*>(dst.data);
+    const float* s = src.f32();
+    for (int64_t i = 0; i < n; ++i) d[i] = f32_to_bf16(s[i]);
+  } else {
+    const auto* s = static_cast<const uint16_t*>(src.data);
+    float* d = dst.f32();
+    for (int64_t i = 0; i < n; ++i) d[i] = bf16_to_f32(s[i]);
+  }
 }
 
 // ---------------------------------------------------------------------------- linear algebra

@@ -24,6 +24,7 @@ class CpuBackend final : public Backend {
   void do_download(void* dst, const void* src, size_t bytes) override;
   void do_copy(void* dst, const void* src, size_t bytes) override;
   void do_fill(const Tensor& dst, float value) override;
+  void do_convert(const Tensor& dst, const Tensor& src) override;
 
   void do_gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const Tensor& A,
                int64_t lda, const Tensor& B, int64_t ldb, float beta, const Tensor& C,
