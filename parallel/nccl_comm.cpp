@@ -50,6 +50,7 @@ NcclComm::~NcclComm() {
   else
     ncclCommAbort(comm_);
   for (cudaStream_t s : {coll_, send_, recv_}) cudaStreamDestroy(s);
+  if (ready_ != nullptr) cudaEventDestroy(ready_);
 }
 
 void NcclComm::abort_with(const std::string& why, CommOp op, size_t bytes, int peer) {
@@ -95,32 +96,71 @@ void NcclComm::finish(ncclResult_t rc, cudaStream_t stream, CommOp op, size_t by
   }
 }
 
+namespace {
+ncclDataType_t nccl_type(DType t) {
+  switch (t) {
+    case DType::F32:
+      return ncclFloat32;
+    case DType::BF16:
+      return ncclBfloat16;
+    case DType::F64:
+      return ncclFloat64;
+    default:
+      fail("NCCL: no transfers of ", dtype_name(t), " buffers");
+  }
+}
+}  // namespace
+
+void NcclComm::set_producer_stream(cudaStream_t s) {
+  producer_ = s;
+  if (producer_ != nullptr && ready_ == nullptr)
+    CUDA_CHECK(cudaEventCreateWithFlags(&ready_, cudaEventDisableTiming));
+}
+// NCCL's streams start after the work the compute stream has queued (its kernels wrote the data).
+void NcclComm::wait_producer(cudaStream_t s) {
+  if (producer_ == nullptr) return;
+  CUDA_CHECK(cudaEventRecord(ready_, producer_));
+  CUDA_CHECK(cudaStreamWaitEvent(s, ready_, 0));
+}
+
+void NcclComm::allreduce_sum_dtype(void* buf, size_t n, DType t) {
+  const size_t bytes = n * dtype_size(t);
+  count(CommOp::AllReduce, bytes);
+  wait_producer(coll_);
+  finish(ncclAllReduce(buf, buf, n, nccl_type(t), ncclSum, comm_, coll_), coll_, CommOp::AllReduce,
+         bytes, -1);
+}
 void NcclComm::allreduce_sum(float* buf, size_t n) {
-  count(CommOp::AllReduce, n * 4);
-  finish(ncclAllReduce(buf, buf, n, ncclFloat32, ncclSum, comm_, coll_), coll_, CommOp::AllReduce,
-         n * 4, -1);
+  allreduce_sum_dtype(buf, n, DType::F32);
 }
 void NcclComm::allreduce_max(float* buf, size_t n) {
   count(CommOp::AllReduce, n * 4);
+  wait_producer(coll_);
   finish(ncclAllReduce(buf, buf, n, ncclFloat32, ncclMax, comm_, coll_), coll_, CommOp::AllReduce,
          n * 4, -1);
 }
 void NcclComm::allreduce_sum(double* buf, size_t n) {
-  count(CommOp::AllReduce, n * 8);
-  finish(ncclAllReduce(buf, buf, n, ncclFloat64, ncclSum, comm_, coll_), coll_, CommOp::AllReduce,
-         n * 8, -1);
+  allreduce_sum_dtype(buf, n, DType::F64);
 }
 void NcclComm::broadcast(void* buf, size_t bytes, int root) {
   count(CommOp::Broadcast, bytes);
+  wait_producer(coll_);
   finish(ncclBroadcast(buf, buf, bytes, ncclUint8, root, comm_, coll_), coll_, CommOp::Broadcast,
          bytes, -1);
 }
+void NcclComm::allgather_dtype(const void* in, void* out, size_t n, DType t) {
+  const size_t bytes = n * dtype_size(t);
+  count(CommOp::AllGather, bytes);
+  wait_producer(coll_);
+  finish(ncclAllGather(in, out, n, nccl_type(t), comm_, coll_), coll_, CommOp::AllGather, bytes,
+         -1);
+}
 void NcclComm::allgather(const float* in, float* out, size_t n) {
-  count(CommOp::AllGather, n * 4);
-  finish(ncclAllGather(in, out, n, ncclFloat32, comm_, coll_), coll_, CommOp::AllGather, n * 4, -1);
+  allgather_dtype(in, out, n, DType::F32);
 }
 void NcclComm::reduce_scatter_sum(const float* in, float* out, size_t n) {
   count(CommOp::ReduceScatter, n * static_cast<size_t>(size_) * 4);
+  wait_producer(coll_);
   finish(ncclReduceScatter(in, out, n, ncclFloat32, ncclSum, comm_, coll_), coll_,
          CommOp::ReduceScatter, n * static_cast<size_t>(size_) * 4, -1);
 }
@@ -137,26 +177,36 @@ void NcclComm::reap_staged(bool all) {
     staged_.pop_front();
   }
 }
-void NcclComm::send(const float* buf, size_t n, int peer) {
-  count(CommOp::Send, n * 4);
+void NcclComm::send_dtype(const void* buf, size_t n, DType t, int peer) {
+  const size_t bytes = n * dtype_size(t);
+  count(CommOp::Send, bytes);
   reap_staged(false);
-  Staged s;
-  CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&s.buf), n * 4, send_));
-  CUDA_CHECK(cudaMemcpyAsync(s.buf, buf, n * 4, cudaMemcpyDeviceToDevice, send_));
-  ncclResult_t rc = ncclSend(s.buf, n, ncclFloat32, peer, comm_, send_);
+  Staged st;
+  wait_producer(send_);
+  CUDA_CHECK(cudaMallocAsync(reinterpret_cast<void**>(&st.buf), bytes, send_));
+  CUDA_CHECK(cudaMemcpyAsync(st.buf, buf, bytes, cudaMemcpyDeviceToDevice, send_));
+  ncclResult_t rc = ncclSend(st.buf, n, nccl_type(t), peer, comm_, send_);
   if (rc == ncclInProgress)
-    finish(rc, nullptr, CommOp::Send, n * 4, peer);  // enqueued only
+    finish(rc, nullptr, CommOp::Send, bytes, peer);  // enqueued only
   else if (rc != ncclSuccess)
-    abort_with(ncclGetErrorString(rc), CommOp::Send, n * 4, peer);
-  CUDA_CHECK(cudaEventCreateWithFlags(&s.done, cudaEventDisableTiming));
-  CUDA_CHECK(cudaEventRecord(s.done, send_));
-  staged_.push_back(s);
+    abort_with(ncclGetErrorString(rc), CommOp::Send, bytes, peer);
+  CUDA_CHECK(cudaEventCreateWithFlags(&st.done, cudaEventDisableTiming));
+  CUDA_CHECK(cudaEventRecord(st.done, send_));
+  staged_.push_back(st);
+}
+void NcclComm::send(const float* buf, size_t n, int peer) {
+  send_dtype(buf, n, DType::F32, peer);
+}
+void NcclComm::recv_dtype(void* buf, size_t n, DType t, int peer) {
+  const size_t bytes = n * dtype_size(t);
+  count(CommOp::Recv, bytes);
+  const auto t0 = Clock::now();
+  wait_producer(recv_);  // the buffer may still be read by queued compute work
+  finish(ncclRecv(buf, n, nccl_type(t), peer, comm_, recv_), recv_, CommOp::Recv, bytes, peer);
+  add_wait(since(t0));
 }
 void NcclComm::recv(float* buf, size_t n, int peer) {
-  count(CommOp::Recv, n * 4);
-  const auto t0 = Clock::now();
-  finish(ncclRecv(buf, n, ncclFloat32, peer, comm_, recv_), recv_, CommOp::Recv, n * 4, peer);
-  add_wait(since(t0));
+  recv_dtype(buf, n, DType::F32, peer);
 }
 void NcclComm::barrier() {
   count(CommOp::Barrier, 0);
@@ -168,7 +218,9 @@ void NcclComm::barrier() {
   CUDA_CHECK(cudaFreeAsync(one, coll_));
 }
 std::shared_ptr<Comm> NcclComm::split(int color, int key) {
-  return std::make_shared<NcclComm>(boot_->split(color, key), name_ + ".split", timeout_s_);
+  auto c = std::make_shared<NcclComm>(boot_->split(color, key), name_ + ".split", timeout_s_);
+  c->set_producer_stream(producer_);
+  return c;
 }
 
 }  // namespace bupo::cuda

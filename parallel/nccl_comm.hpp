@@ -40,6 +40,13 @@ class NcclComm final : public Comm {
   void send(const float* buf, size_t n, int peer) override;
   void recv(float* buf, size_t n, int peer) override;
   void barrier() override;
+  void allreduce_sum_dtype(void* buf, size_t n, DType t) override;  // F32, BF16, F64
+  void allgather_dtype(const void* in, void* out, size_t n, DType t) override;
+  void send_dtype(const void* buf, size_t n, DType t, int peer) override;
+  void recv_dtype(void* buf, size_t n, DType t, int peer) override;
+  // The stream whose queued work writes the buffers (the backend's compute stream): every
+  // operation waits for it through an event before NCCL touches the memory.
+  void set_producer_stream(cudaStream_t s);
   std::shared_ptr<Comm> split(int color, int key) override;
   int world_rank_of(int r) const override { return world_ranks_.at(static_cast<size_t>(r)); }
   cudaStream_t stream() const { return coll_; }
@@ -56,6 +63,9 @@ class NcclComm final : public Comm {
     cudaEvent_t done = nullptr;
   };
   std::deque<Staged> staged_;
+  cudaStream_t producer_ = nullptr;
+  cudaEvent_t ready_ = nullptr;
+  void wait_producer(cudaStream_t s);
   // Waits for an enqueue (ncclInProgress) and then for `stream`, watching for errors/timeouts.
   void finish(ncclResult_t enqueue_rc, cudaStream_t stream, CommOp op, size_t bytes, int peer);
   void reap_staged(bool all);

@@ -581,8 +581,15 @@ bool backend_registered(const std::string& device) {
   return device == "cpu" || factories().contains(device);
 }
 
-Backend& backend_for(const std::string& spec, const std::string& source) {
-  if (spec == "cpu") return cpu_backend();
+Backend& backend_for(const std::string& spec, const std::string& source,
+                     const std::string& precision) {
+  BUPO_CHECK(precision == "auto" || precision == "bf16" || precision == "fp32", source,
+             ": precision \"", precision, "\" (expected auto, bf16 or fp32)");
+  if (spec == "cpu") {
+    BUPO_CHECK(precision != "bf16", source, " = \"cpu\": the CPU backend computes in fp32 only ",
+               "(precision bf16 needs device cuda)");
+    return cpu_backend();
+  }
   const std::string dev = spec.substr(0, spec.find(':'));
   BUPO_CHECK(dev == "cuda", source, " = \"", spec, "\": unknown device (expected \"cpu\" or ",
              "\"cuda\" / \"cuda:N\")");
@@ -590,15 +597,17 @@ Backend& backend_for(const std::string& spec, const std::string& source) {
              "\": this build of bupo has no CUDA backend (it was configured without nvcc, or with "
              "-DBUPO_CUDA=OFF); rebuild on a machine with the CUDA toolkit, or use \"cpu\"");
   auto& inst = instances();
-  auto it = inst.find(spec);
+  const DType compute = precision == "fp32" ? DType::F32 : DType::BF16;
+  const std::string key = spec + "/" + dtype_name(compute);
+  auto it = inst.find(key);
   if (it == inst.end()) {
     std::unique_ptr<Backend> be;
     try {
-      be = factories()[dev](spec);
+      be = factories()[dev](spec, compute);
     } catch (const Error& e) {
       fail(source, " = \"", spec, "\": ", e.what());
     }
-    it = inst.emplace(spec, std::move(be)).first;
+    it = inst.emplace(key, std::move(be)).first;
   }
   return *it->second;
 }

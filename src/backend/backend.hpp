@@ -107,6 +107,7 @@ struct WorkspaceNeed {      // the largest op shapes a run will use (Backend::wo
   int64_t lens_rows = 0;    // lens: rows per chunk
   int64_t lens_vocab = 0;   // lens: local vocabulary
   int64_t hidden = 0;       // d
+  int64_t sample_rows = 0;  // sampling: rows of logits sampled at once
 };
 
 class Backend {
@@ -323,11 +324,13 @@ class Backend {
 
 // ---- choosing a backend: "cpu" always; "cuda" when this build has it and a GPU is visible.
 Backend& cpu_backend();
-using BackendFactory = std::unique_ptr<Backend> (*)(const std::string& spec);
+using BackendFactory = std::unique_ptr<Backend> (*)(const std::string& spec, DType compute);
 // Called by the CUDA library's bupo_register_cuda_backend() (the bupo binary calls that at start).
 void register_backend(const std::string& device, BackendFactory f);
 // "cpu", "cuda" or "cuda:N"; errors name `source` (a config key or flag) and say what is missing.
-Backend& backend_for(const std::string& spec, const std::string& source);
+// precision: "auto" (the device's default: fp32 on the CPU, bf16 on CUDA), "bf16" or "fp32".
+Backend& backend_for(const std::string& spec, const std::string& source,
+                     const std::string& precision = "auto");
 bool backend_registered(const std::string& device);
 
 // A view of host data usable by `be`'s ops: the data itself on host backends, else a copy in

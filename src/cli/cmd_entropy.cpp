@@ -45,7 +45,7 @@ bool find_tokenizer(const std::string& model, const std::string& explicit_path,
 
 Runner add_entropy(CLI::App& app) {
   struct Opts {
-    std::string model, data, out, lens = "raw", tokenizer, device = "cpu";
+    std::string model, data, out, lens = "raw", tokenizer, device = "cpu", precision = "auto";
     int64_t batch_tokens = 4096, chunk = 0;
     int tp = 1, pp = 1;
     double timeout_s = 600;
@@ -93,6 +93,8 @@ Runner add_entropy(CLI::App& app) {
                   "seconds a collective may take before the job ends, naming the rank");
   sub->add_option("--device", o->device,
                   "backend: cpu, cuda or cuda:N (a build with CUDA and a visible GPU)");
+  sub->add_option("--precision", o->precision, "compute dtype: auto, bf16 (cuda), fp32")
+      ->check(CLI::IsMember({"auto", "bf16", "fp32"}));
   return [o]() {
     ParallelLayout lay;
     lay.tp = o->tp;
@@ -104,7 +106,7 @@ Runner add_entropy(CLI::App& app) {
     const ModelConfig mc = model_config_of(o->model);
     validate_layout(lay, world, mc, "bupo entropy");
     set_comm_timeout(o->timeout_s);
-    Backend& be = backend_for(o->device, "bupo entropy --device");
+    Backend& be = backend_for(o->device, "bupo entropy --device", o->precision);
     auto model =
         load_model(o->model,
                    make_parallel_context(lay, static_cast<int>(mc.num_layers), "bupo entropy")

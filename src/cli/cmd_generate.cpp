@@ -15,7 +15,7 @@ bool find_tokenizer(const std::string& model, const std::string& explicit_path,
 
 Runner add_generate(CLI::App& app) {
   struct Opts {
-    std::string model, tokenizer, prompt, data, tmpl = "auto", device = "cpu";
+    std::string model, tokenizer, prompt, data, tmpl = "auto", device = "cpu", precision = "auto";
     int64_t n = 1, limit = 0;
     GenerateOptions gen;
   };
@@ -38,10 +38,12 @@ Runner add_generate(CLI::App& app) {
   add_sampling_options(sub, o->gen);
   sub->add_option("--device", o->device,
                   "backend: cpu, cuda or cuda:N (a build with CUDA and a visible GPU)");
+  sub->add_option("--precision", o->precision, "compute dtype: auto, bf16 (cuda), fp32")
+      ->check(CLI::IsMember({"auto", "bf16", "fp32"}));
   return [o]() {
     BUPO_CHECK(!o->prompt.empty() || !o->data.empty(), "generate: give --prompt or --data");
     auto model = load_model(o->model, ParallelContext::single(),
-                            backend_for(o->device, "bupo generate --device"));
+                            backend_for(o->device, "bupo generate --device", o->precision));
     std::optional<Tokenizer> tok;
     BUPO_CHECK(find_tokenizer(o->model, o->tokenizer, tok), o->model,
                ": no tokenizer found (no tokenizer.json in the model directory); pass --tokenizer");

@@ -4,17 +4,12 @@
 #include <cmath>
 #include <limits>
 
+#include "backend/device_math.hpp"
 #include "core/error.hpp"
 #include "lens/lens.hpp"
 
 namespace bupo {
 namespace {
-uint64_t mix(uint64_t z) {
-  z += 0x9e3779b97f4a7c15ull;
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
 
 // The per-step buffers of sampling, for up to `S` sequences, carved once per generate() call.
 struct SamplingBuffers {
@@ -46,11 +41,7 @@ struct SamplingBuffers {
 }  // namespace
 
 double sampling_uniform(uint64_t seed, int64_t prompt, int64_t sample, int64_t position) {
-  uint64_t h = mix(seed);
-  h = mix(h ^ static_cast<uint64_t>(prompt));
-  h = mix(h ^ static_cast<uint64_t>(sample));
-  h = mix(h ^ static_cast<uint64_t>(position));
-  return static_cast<double>(h >> 11) * (1.0 / 9007199254740992.0);
+  return dmath::sampling_uniform(seed, prompt, sample, position);  // one definition, any device
 }
 
 std::vector<int32_t> default_stop_ids(const Tokenizer& tok) {

@@ -215,6 +215,7 @@ void Model::carve_activations(Arena& a, Activations& acts, int64_t N, int64_t S,
     acts.ids = a.alloc(DType::I32, {N});
     acts.pos = a.alloc(DType::I32, {N});
     acts.seq_starts = a.alloc(DType::I32, {S + 1});
+    acts.slots = a.alloc(DType::I32, {S});
   }
   f32(acts.rope_cos, {N, half});
   f32(acts.rope_sin, {N, half});
@@ -308,6 +309,7 @@ void Model::reserve(const MemoryPlan& p) {
   need.lens_rows = p.lens_rows;
   need.lens_vocab = unembedding().shape[0];
   need.hidden = cfg_.hidden_size;
+  need.sample_rows = p.max_sequences;
   const size_t scratch = (p.train ? plan_backward_scratch(p.max_tokens) : 0) +
                          be_->workspace_bytes(need) + static_cast<size_t>(p.extra_scratch);
   be_->scratch().reserve(std::max(be_->scratch().capacity(), scratch));
@@ -354,7 +356,7 @@ KVCache Model::make_cache(int64_t slots, int64_t max_len) const {
 }
 
 // Host backends read the Batch's arrays in place; device backends get I32 copies in the arena.
-void Model::bind_batch(const Batch& b, Activations& acts) const {
+void Model::bind_batch(const Batch& b, Activations& acts, const std::vector<int64_t>* slots) const {
   const int64_t N = b.N();
   if (be_->host_accessible()) {
     acts.ids = Tensor::host(b.ids.data(), {N});
@@ -365,6 +367,10 @@ void Model::bind_batch(const Batch& b, Activations& acts) const {
   be_->upload(acts.pos, b.pos.data());
   std::vector<int32_t> cu(b.cu_seqlens.begin(), b.cu_seqlens.end());
   be_->upload(acts.seq_starts, cu.data());
+  if (slots) {
+    const std::vector<int32_t> sl(slots->begin(), slots->end());
+    be_->upload(acts.slots, sl.data());
+  }
 }
 
 SeqIndex Model::seq_index(const Batch& b, const Activations& acts,
@@ -376,6 +382,7 @@ SeqIndex Model::seq_index(const Batch& b, const Activations& acts,
   s.pos = b.pos.data();
   s.pos_dev = acts.pos;
   s.cu_dev = acts.seq_starts;
+  s.slots_dev = acts.slots;
   if (slots) s.slots = slots->data();
   return s;
 }
@@ -406,7 +413,7 @@ void Model::forward_impl(const Batch& b, Activations& acts, bool keep, int upto,
   if (!acts.mem) acts.mem = be.activations().lease(plan_activations(N, b.S(), keep, upto));
   acts.mem->reset();
   carve_activations(*acts.mem, acts, N, b.S(), std::max(0, top - acts.base));
-  bind_batch(b, acts);
+  bind_batch(b, acts, slots);
   const SeqIndex seqs = seq_index(b, acts, slots);
   be.rope_tables(acts.rope_cos, acts.rope_sin, acts.pos, inv_freq_);
 

@@ -74,6 +74,7 @@ struct Activations {
   Tensor final_out, rstd_f;       // (N, d): LN_final(H^L), (N) — on the last stage
   Tensor rope_cos, rope_sin;      // (N, D/2)
   Tensor ids, pos, seq_starts;    // (N), (N), (S+1) I32: the batch on the device
+  Tensor slots;                   // (S) I32: the KV-cache slot of each sequence (device, cached)
   Tensor d_policy;                // (N, d) when keep: dL/dH at the policy's layer (set by a loss)
   ArenaLease mem;
 
@@ -198,7 +199,7 @@ class Model {
   // Every tensor of a forward's activations with its shape, in carve order: planning (a
   // measuring arena) and carving use this one list (llm.c's fill_in_activation_sizes).
   void carve_activations(Arena& a, Activations& acts, int64_t N, int64_t S, int nlayers) const;
-  void bind_batch(const Batch& b, Activations& acts) const;
+  void bind_batch(const Batch& b, Activations& acts, const std::vector<int64_t>* slots) const;
   SeqIndex seq_index(const Batch& b, const Activations& acts,
                      const std::vector<int64_t>* slots = nullptr) const;
   void forward_impl(const Batch& b, Activations& acts, bool keep, int upto, const TapFn* tap,

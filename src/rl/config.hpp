@@ -19,7 +19,8 @@ struct TrainConfig {
   };
   struct Model {
     std::string path, tokenizer, template_name = "qwen3-nothink";
-    std::string device = "cpu";  // the backend: "cpu", "cuda" or "cuda:N"
+    std::string device = "cpu";      // the backend: "cpu", "cuda" or "cuda:N"
+    std::string precision = "auto";  // its compute dtype: auto, bf16, fp32
     Init init;
   } model;
   struct Arithmetic {

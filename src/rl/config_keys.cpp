@@ -28,6 +28,13 @@ std::vector<Field> fields(TrainConfig& c) {
        {},
        "backend the model computes on: \"cpu\", \"cuda\" or \"cuda:N\" (a build with CUDA and a "
        "GPU)"},
+      {"model.precision",
+       &c.model.precision,
+       0,
+       0,
+       {"auto", "bf16", "fp32"},
+       "compute dtype: auto (the device's default: fp32 on cpu, bf16 with fp32 masters and "
+       "accumulation on cuda), bf16 or fp32"},
       {"model.template", &c.model.template_name, 0, 0, templates,
        "chat template for prompts ('plain': contents as they are)"},
       {"model.init.arch",

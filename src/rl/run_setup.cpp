@@ -201,7 +201,8 @@ void load_run(Run& r) {
   r.reward_kind = cfg.algorithm.reward == "pm1" ? RewardKind::PlusMinusOne : RewardKind::ZeroOne;
   r.agg = aggregation_from_string(cfg.algorithm.loss_agg);
   r.sign = cfg.hapo.sign == "paper" ? HSign::Paper : HSign::Code;
-  r.backend = &backend_for(cfg.model.device, cfg.source + ": key 'model.device'");
+  r.backend =
+      &backend_for(cfg.model.device, cfg.source + ": key 'model.device'", cfg.model.precision);
 
   // the tokenizer, the model's shape, the parallel layout (checked before any work), the shard
   load_tokenizer_of(r);
