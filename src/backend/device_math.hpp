@@ -140,6 +140,48 @@ BUPO_HD double sampling_uniform(uint64_t seed, int64_t prompt, int64_t sample, i
   return static_cast<double>(h >> 11) * (1.0 / 9007199254740992.0);
 }
 
+// ---------------------------------------------------------------------------- sampling, per row
+// The CPU sampler's (backend/cpu/sampling.cpp) choice of a token from tempered weights p_j =
+// e^{(z_j − m)/T} with sum S, at the row's uniform number u. Without a cut: the inverse CDF in
+// token-id order. With one: `sp`/`order` are the weights and ids sorted by weight (descending,
+// ties by id); the cut keeps the top_k first (0: all), then the shortest prefix of probability
+// mass >= top_p (at least one token), and the inverse CDF runs over the kept mass.
+BUPO_HD int32_t pick_in_id_order(const double* p, int64_t cols, double S, double u) {
+  const double target = u * S;
+  double c = 0;
+  for (int64_t j = 0; j < cols; ++j) {
+    c += p[j];
+    if (c > target) return static_cast<int32_t>(j);
+  }
+  return static_cast<int32_t>(cols - 1);
+}
+BUPO_HD int64_t cut_keep(const double* sp, int64_t cols, double S, float top_p, int64_t top_k) {
+  int64_t keep = top_k > 0 && top_k < cols ? top_k : cols;
+  if (top_p < 1.0f) {
+    double c = 0;
+    for (int64_t i = 0; i < keep; ++i) {
+      c += sp[i] / S;
+      if (c >= top_p) return i + 1;
+    }
+  }
+  return keep;
+}
+BUPO_HD int32_t pick_sorted(const double* sp, const int32_t* order, int64_t keep, double u) {
+  double mass = 0;
+  for (int64_t i = 0; i < keep; ++i) mass += sp[i];
+  const double target = u * mass;
+  double c = 0;
+  for (int64_t i = 0; i < keep; ++i) {
+    c += sp[i];
+    if (c > target) return order[i];
+  }
+  return order[keep - 1];
+}
+// log-prob of token logit z_tok under the tempered distribution (inv_t = 1/T, or 1 when greedy)
+BUPO_HD double tempered_logprob(float z_tok, float m, double inv_t, double logS) {
+  return (static_cast<double>(z_tok) - m) * inv_t - logS;
+}
+
 // ---------------------------------------------------------------------------- index helpers
 // The sequence holding packed row n: the last s with cu[s] <= n (binary search, S >= 1).
 BUPO_HD int64_t sequence_of(const int32_t* cu, int64_t S, int64_t n) {

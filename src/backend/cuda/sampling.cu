@@ -98,48 +98,15 @@ __global__ void pick_kernel(int32_t* __restrict__ token, float* __restrict__ log
   const float t = temperature[r];
   const double inv_t = t > 0 ? 1.0 / t : 1.0;
   int32_t tok;
-  if (t <= 0.0f) {
+  if (t <= 0.0f)
     tok = argmax[r];
-  } else if (top_k <= 0 && top_p >= 1.0f) {
-    const double target = uniform[r] * S;
-    double c = 0;
-    tok = static_cast<int32_t>(cols - 1);
-    for (int64_t j = 0; j < cols; ++j) {
-      c += p[r * cols + j];
-      if (c > target) {
-        tok = static_cast<int32_t>(j);
-        break;
-      }
-    }
-  } else {
-    const double* sr = sp + r * cols;
-    const int32_t* orr = order + r * cols;
-    int64_t keep = top_k > 0 && top_k < cols ? top_k : cols;
-    if (top_p < 1.0f) {
-      double c = 0;
-      for (int64_t i = 0; i < keep; ++i) {
-        c += sr[i] / S;
-        if (c >= top_p) {
-          keep = i + 1;
-          break;
-        }
-      }
-    }
-    double mass = 0;
-    for (int64_t i = 0; i < keep; ++i) mass += sr[i];
-    const double target = uniform[r] * mass;
-    double c = 0;
-    tok = orr[keep - 1];
-    for (int64_t i = 0; i < keep; ++i) {
-      c += sr[i];
-      if (c > target) {
-        tok = orr[i];
-        break;
-      }
-    }
-  }
+  else if (top_k <= 0 && top_p >= 1.0f)
+    tok = dmath::pick_in_id_order(p + r * cols, cols, S, uniform[r]);
+  else
+    tok = dmath::pick_sorted(sp + r * cols, order + r * cols,
+                             dmath::cut_keep(sp + r * cols, cols, S, top_p, top_k), uniform[r]);
   token[r] = tok;
-  logprob[r] = static_cast<float>((static_cast<double>(z[r * ld + tok]) - rowM[r]) * inv_t - logS);
+  logprob[r] = static_cast<float>(dmath::tempered_logprob(z[r * ld + tok], rowM[r], inv_t, logS));
 }
 
 }  // namespace
