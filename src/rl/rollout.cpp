@@ -45,6 +45,7 @@ std::vector<Rollout> gather_over_dp(Run& r, std::vector<Rollout> mine) {
     put_i(static_cast<int64_t>(x.raw_entropy.size()));
     put(x.raw_entropy.data(), x.raw_entropy.size() * 4);
     put(x.temperature.data(), x.temperature.size() * 4);
+    put(x.rollout_logp.data(), x.rollout_logp.size() * 4);
   }
   std::vector<Rollout> all;
   for (int src = 0; src < pc.dp_size(); ++src) {
@@ -76,8 +77,10 @@ std::vector<Rollout> gather_over_dp(Run& r, std::vector<Rollout> mine) {
       get(x.ids.data(), x.ids.size() * 4);
       x.raw_entropy.resize(static_cast<size_t>(get_i()));
       x.temperature.resize(x.raw_entropy.size());
+      x.rollout_logp.resize(x.raw_entropy.size());
       get(x.raw_entropy.data(), x.raw_entropy.size() * 4);
       get(x.temperature.data(), x.temperature.size() * 4);
+      get(x.rollout_logp.data(), x.rollout_logp.size() * 4);
       all.push_back(std::move(x));
     }
   }
@@ -123,6 +126,7 @@ std::vector<Rollout> sample_rollouts(Run& r, const std::vector<Sampler::Draw>& a
     x.truncated = gn.finish_reason == "length";
     x.raw_entropy = gn.raw_entropies;
     x.temperature = gn.temperatures;
+    x.rollout_logp = gn.logprobs;
     // reward: the verifier on the decoded answer, DAPO's overlong penalty
     const Verdict v = verify(gn.text, r.train->at(d.index).ground_truth);
     x.score = v.correct ? 1.0 : 0.0;

@@ -22,6 +22,9 @@ struct Rollout {
   double reward = 0, score = 0, adv = 0;
   bool truncated = false;
   std::vector<float> old_logp, ref_logp, raw_entropy, temperature;
+  // log π_T(token) as the sampler saw it (the tempered distribution; T = 1 unless a temperature or
+  // HAPO A changed it): against old_logp for the logprob_mismatch metric
+  std::vector<float> rollout_logp;
 };
 
 // Micro-batches view the step's rollouts; mini-batches (one optimizer step each) group them.

@@ -1,6 +1,7 @@
 #include "rl/step_metrics.hpp"
 
 #include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 #include "rl/run.hpp"
@@ -69,6 +70,29 @@ Metrics step_metrics(Run& r, bool phase1, const RolloutBatch& rb, const UpdateSt
   add("kl", us.kl);
   add("entropy", us.entropy);
   add("entropy_rollout", raw_ent / nt);
+  // verl's rollout/actor probability gap: |log p when sampled − log p recomputed for the update|
+  // over the tokens sampled from the untempered full policy (T = 1, or greedy, whose reported
+  // distribution is T = 1), on the ranks that recomputed them. Undefined (null) in BuPO phase 1,
+  // where the update recomputes π^l, not the policy that sampled.
+  {
+    double mm[2] = {0, 0};  // Σ|Δ|, tokens
+    float mx = 0;
+    for (const auto& x : rolls) {
+      if (x.old_logp.size() != x.rollout_logp.size()) continue;  // not recomputed on this rank
+      for (size_t i = 0; i < x.old_logp.size(); ++i) {
+        if (x.temperature[i] > 0 && x.temperature[i] != 1.0f) continue;
+        const float d = std::fabs(x.rollout_logp[i] - x.old_logp[i]);
+        mm[0] += d;
+        mm[1] += 1;
+        mx = std::max(mx, d);
+      }
+    }
+    r.pc.world->allreduce_sum(mm, 2);
+    r.pc.world->allreduce_max(&mx, 1);
+    const bool defined = !phase1 && mm[1] > 0;
+    add("logprob_mismatch_mean", defined ? mm[0] / mm[1] : NAN);
+    add("logprob_mismatch_max", defined ? mx : NAN);
+  }
   add("clip_frac", us.clip_frac());
   add("clip_frac_low", us.tok ? us.clip_low / us.tok : 0.0);
   add("clip_frac_high", us.tok ? us.clip_high / us.tok : 0.0);

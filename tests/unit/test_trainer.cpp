@@ -397,3 +397,21 @@ TEST(Trainer, TheCliRefusesCudaWithoutABackendOrAGpu) {
       << out;
   EXPECT_NE(out.find("model.device"), std::string::npos) << out;
 }
+
+// The rollout's log-probs (KV-cache decode) against those recomputed for the update (a full
+// forward): on the CPU in fp32 they agree to rounding; undefined in BuPO phase 1 (π^l recomputed).
+TEST(Trainer, LogprobMismatchIsRoundingOnTheCpuAndUndefinedInPhase1) {
+  const std::string dir = tmpdir("mismatch");
+  Trainer t(tiny(dir, {"bupo.internal_layer=1", "bupo.internal_steps=1", "trainer.steps=2"}),
+            quiet());
+  ASSERT_EQ(t.run(), 0);
+  const auto m = metrics(dir);
+  ASSERT_EQ(m.size(), 2u);
+  EXPECT_TRUE(m[0]["logprob_mismatch_mean"].is_null()) << m[0].dump();
+  EXPECT_TRUE(m[0]["logprob_mismatch_max"].is_null());
+  const double mean = m[1]["logprob_mismatch_mean"].get<double>(),
+               mx = m[1]["logprob_mismatch_max"].get<double>();
+  EXPECT_GE(mean, 0.0);
+  EXPECT_LE(mean, mx);
+  EXPECT_LT(mx, 1e-4) << "decode and full-forward log-probs differ beyond fp32 rounding";
+}
