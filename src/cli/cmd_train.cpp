@@ -19,7 +19,7 @@ Runner add_train(CLI::App& app) {
     std::string config;
     std::vector<std::string> set;
     bool resume = false, overwrite = false, quiet = false, help_config = false;
-    std::string resume_from, device;
+    std::string resume_from, device, precision;
     int64_t stop_after = 0;
   };
   auto o = std::make_shared<Opts>();
@@ -32,6 +32,9 @@ Runner add_train(CLI::App& app) {
   sub->add_option("--set", o->set, "override a key: --set optim.lr=1e-5 (repeatable)");
   sub->add_option("--device", o->device,
                   "the backend, as --set model.device=...: cpu, cuda or cuda:N");
+  sub->add_option("--precision", o->precision,
+                  "compute dtype, as --set model.precision=...: auto, bf16 (cuda), fp32")
+      ->check(CLI::IsMember({"auto", "bf16", "fp32"}));
   sub->add_flag("--resume", o->resume, "continue from the latest complete checkpoint in out_dir");
   sub->add_option("--resume-from", o->resume_from, "continue from this checkpoint folder");
   sub->add_flag("--overwrite", o->overwrite, "replace an existing run in out_dir");
@@ -46,6 +49,7 @@ Runner add_train(CLI::App& app) {
     }
     BUPO_CHECK(!o->config.empty() || !o->set.empty(), "bupo train: --config FILE is required");
     if (!o->device.empty()) o->set.push_back("model.device=\"" + o->device + "\"");
+    if (!o->precision.empty()) o->set.push_back("model.precision=\"" + o->precision + "\"");
     rl::TrainConfig cfg = rl::load_train_config(o->config, o->set);
     rl::TrainOptions to;
     to.resume = o->resume;
