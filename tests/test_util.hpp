@@ -5,11 +5,14 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
+
+#include <sys/wait.h>
 
 namespace bupo::test {
 
@@ -40,5 +43,26 @@ inline std::string temp_dir(const std::string& name) {
   std::filesystem::create_directories(p);
   return p.string();
 }
+
+#ifdef BUPO_BINARY
+// The bupo binary with `args` (shell words, stdin redirections allowed); its exit code (128 + the
+// signal when killed) and stdout + stderr.
+struct RunResult {
+  int code = -1;
+  std::string output;
+};
+inline RunResult run_bupo(const std::string& args) {
+  RunResult r;
+  const std::string cmd = std::string(BUPO_BINARY) + " " + args + " 2>&1";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return r;
+  char buf[4096];
+  size_t n;
+  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
+  const int st = pclose(p);
+  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+  return r;
+}
+#endif
 
 }  // namespace bupo::test

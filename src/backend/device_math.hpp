@@ -58,9 +58,16 @@ BUPO_HD SoftmaxStats stats_merge(SoftmaxStats a, SoftmaxStats b) {
   stats_shift(b.S, b.T, b.m, M);
   return {M, a.S + b.S, a.T + b.T};
 }
-BUPO_HD float entropy_of(float S, float T) {  // H = log S − T/S (clamped at 0 as the CPU lens)
-  const float h = logf(S) - T / S;
-  return h > 0.0f ? h : 0.0f;
+// A computed entropy clamped at 0 (rounding can make it slightly negative) — NaN stays NaN, so
+// that non-finite weights or logits show as NaN and are counted, never as a plausible 0.
+BUPO_HD float clamp_entropy(float h) {
+  return h < 0.0f ? 0.0f : h;
+}
+BUPO_HD double clamp_entropy(double h) {
+  return h < 0.0 ? 0.0 : h;
+}
+BUPO_HD float entropy_of(float S, float T) {  // H = log S − T/S
+  return clamp_entropy(logf(S) - T / S);
 }
 // dL/dz of Σ g_lp·log p_t + g_ent·H at one logit w = z − m (logS, H of the row).
 BUPO_HD float lens_dlogit(float w, float S, float logS, float H, float glp, float gent,

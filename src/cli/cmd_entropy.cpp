@@ -1,6 +1,8 @@
 #include <unistd.h>
 
+#include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 
 #include "cli/commands.hpp"
@@ -12,11 +14,28 @@
 
 namespace bupo::cli {
 
+namespace {
+// CLI11's range checks compare, and every comparison with NaN is false: nan passed them.
+const CLI::Validator kFinite(
+    [](std::string& s) {
+      char* end = nullptr;
+      const double v = std::strtod(s.c_str(), &end);
+      if (end == s.c_str() || *end != '\0') return "not a number: '" + s + "'";
+      return std::isfinite(v) ? std::string() : "must be a finite number, got '" + s + "'";
+    },
+    "FINITE");
+const CLI::Validator kNonEmpty(
+    [](std::string& s) { return s.empty() ? std::string("must not be empty") : std::string(); },
+    "NONEMPTY");
+}  // namespace
+
 // Options shared by `generate` and `entropy --generate`.
 void add_sampling_options(CLI::App* sub, GenerateOptions& g) {
   sub->add_option("--temperature", g.temperature, "sampling temperature (0: greedy)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(kFinite)
+      ->check(CLI::Range(0.0f, 100.0f));
   sub->add_option("--top-p", g.top_p, "nucleus sampling mass (1: off)")
+      ->check(kFinite)
       ->check(CLI::Range(0.0f, 1.0f));
   sub->add_option("--top-k", g.top_k, "keep the k most likely tokens (0: off)")
       ->check(CLI::NonNegativeNumber);
@@ -24,7 +43,7 @@ void add_sampling_options(CLI::App* sub, GenerateOptions& g) {
       ->check(CLI::PositiveNumber);
   sub->add_option("--seed", g.seed,
                   "random seed; tokens are keyed by (seed, prompt, sample, position)");
-  sub->add_option("--stop", g.stop_strings, "stop string (repeatable)");
+  sub->add_option("--stop", g.stop_strings, "stop string (repeatable)")->check(kNonEmpty);
 }
 
 // A tokenizer for `model` unless `explicit_path` names one: .gguf models carry theirs, HF

@@ -9,6 +9,7 @@
 #include "core/error.hpp"
 #include "io/json_util.hpp"
 #include "rl/config.hpp"
+#include "rl/data.hpp"
 #include "rl/reward.hpp"
 #include "rl/trainer.hpp"
 
@@ -124,8 +125,7 @@ Runner add_verify(CLI::App& app) {
       BUPO_CHECK(j.contains("ground_truth") &&
                      (j["ground_truth"].is_string() || j["ground_truth"].is_number()),
                  where, ": field 'ground_truth': expected a string");
-      const std::string gt = j["ground_truth"].is_string() ? j["ground_truth"].get<std::string>()
-                                                           : j["ground_truth"].dump();
+      const std::string gt = rl::ground_truth_text(line, where, "ground_truth");
       const rl::Verdict v = rl::verify(j["response"].get<std::string>(), gt);
       json out = {{"score", rl::reward_value(v, kind)}};
       out["answer"] = v.has_answer ? json(v.answer) : json(nullptr);

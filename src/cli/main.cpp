@@ -40,7 +40,9 @@ int main(int argc, char** argv) {
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // --help / --version: 0; every bad flag or value: 1, like every other bad input (CLI11's own
+    // codes 105-109 read as crashes to job scripts)
+    return app.exit(e) == 0 ? 0 : 1;
   }
   // Under mpirun / srun every rank runs this binary; MPI is initialised only then. A rank that
   // fails ends the whole job (MPI_Abort) after naming itself — never a silent hang of the others.

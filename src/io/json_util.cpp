@@ -26,6 +26,29 @@ json parse_json(std::string_view text, const std::string& where) {
 }
 
 namespace {
+class ExactNumbers : public nlohmann::detail::json_sax_dom_parser<json> {
+ public:
+  using json_sax_dom_parser::json_sax_dom_parser;
+  bool number_float(json::number_float_t, const json::string_t& text) {
+    json::string_t s = text;
+    return string(s);
+  }
+};
+}  // namespace
+
+json parse_json_exact_numbers(std::string_view text, const std::string& where) {
+  parse_json(text, where);  // the errors of the plain parser, with their byte offsets
+  json out;
+  ExactNumbers sax(out, true);
+  try {
+    json::sax_parse(text.begin(), text.end(), &sax);
+  } catch (const json::exception& e) {
+    fail(where, ": invalid JSON: ", e.what());
+  }
+  return out;
+}
+
+namespace {
 const json* get(const json& j, const std::string& key, const std::string& src) {
   BUPO_CHECK(j.is_object(), src, ": expected a JSON object");
   auto it = j.find(key);

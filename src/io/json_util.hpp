@@ -11,6 +11,10 @@ json read_json_file(const std::string& path);  // "<path>: malformed JSON at byt
 // Parses text; any JSON error (syntax, or a number out of range) becomes one bupo::Error:
 // "<where>: malformed JSON at byte N: ..." or "<where>: invalid JSON: ...".
 json parse_json(std::string_view text, const std::string& where);
+// The same, but every non-integer number (and every integer beyond 64 bits) kept as its exact
+// source text, a JSON string: for values that are data, not quantities (a ground truth such as
+// 12345678901234567890123 must not become 1.2345678901234568e+22).
+json parse_json_exact_numbers(std::string_view text, const std::string& where);
 
 // Typed accessors: "<src>: field '<key>': expected <what>, got <value>"
 int64_t json_int(const json& j, const std::string& key, const std::string& src, int64_t min_value);

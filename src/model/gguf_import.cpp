@@ -108,6 +108,7 @@ void load_gguf_weights(Model& m, const GgufFile& f) {
     host.resize(static_cast<size_t>(p.numel()));
     float* w = host.data();
     f.dequantize(*t, w);
+    require_finite_weights(f.path(), g, w, host.size());
     if (p.name.ends_with("q_proj.weight"))
       unpermute_qk_rows(w, c.num_heads, c.head_dim, c.hidden_size);
     if (p.name.ends_with("k_proj.weight"))

@@ -72,6 +72,7 @@ void Model::load_weights(const std::string& path) {
                shape_str(p.full_shape), ")");
     full.resize(static_cast<size_t>(numel_of(p.full_shape)));
     f.read_f32(t, full.data());
+    require_finite_weights(f.path(), p.name, full.data(), full.size());
     if (p.shard_dim < 0 || p.shape == p.full_shape) {
       be_->upload(p.weight(), full.data());
       continue;

@@ -1,8 +1,17 @@
 #include "model/params.hpp"
 
 #include <algorithm>
+#include <cmath>
 
 namespace bupo {
+
+void require_finite_weights(const std::string& file, const std::string& tensor, const float* w,
+                            size_t n) {
+  for (size_t i = 0; i < n; ++i)
+    if (!std::isfinite(w[i]))
+      fail(file, ": tensor '", tensor, "' holds a non-finite value (", w[i], ") at element ", i,
+           " of ", n, "; refusing corrupt weights");
+}
 
 size_t ParamStore::add(std::string name, Shape local, Shape full, int shard_dim,
                        int64_t shard_offset) {

@@ -42,6 +42,12 @@ struct Param {
   }
 };
 
+// Loaded weights must be finite: a NaN or Inf would give NaN entropies and log-probs downstream
+// (or, through max/argmax, plausible-looking garbage). Error naming the file, the tensor and the
+// element.
+void require_finite_weights(const std::string& file, const std::string& tensor, const float* w,
+                            size_t n);
+
 class ParamStore {
  public:
   explicit ParamStore(Backend& be = cpu_backend()) : be_(&be) {}

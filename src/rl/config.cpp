@@ -153,6 +153,8 @@ void validate(const TrainConfig& c, const std::string& where) {
        "model.init.heads must be a multiple of model.init.kv_heads");
   need(c.warmup.sft_steps == 0 || c.data.train == "builtin:arithmetic",
        "warmup.sft_steps needs data.train = \"builtin:arithmetic\" (its answers are known)");
+  for (const std::string& st : c.rollout.stop)
+    need(!st.empty(), "key 'rollout.stop' holds an empty string (it would stop at once)");
   for (int64_t k : c.validation.k)
     need(k <= c.validation.n, "validation.k value ", k, " exceeds validation.n = ", c.validation.n);
   need(c.validation.every == 0 || !c.validation.sets.empty(),

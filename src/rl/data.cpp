@@ -1,5 +1,6 @@
 #include "rl/data.hpp"
 
+#include <algorithm>
 #include <fstream>
 #include <numeric>
 
@@ -8,6 +9,21 @@
 #include "tokenizer/chat_template.hpp"
 
 namespace bupo::rl {
+
+std::string ground_truth_text(const std::string& line, const std::string& where,
+                              const std::string& field) {
+  json j = parse_json_exact_numbers(line, where);
+  const json* v = &j;
+  for (size_t a = 0; a <= field.size();) {  // a dotted path into nested objects
+    const size_t b = std::min(field.find('.', a), field.size());
+    v = &v->at(field.substr(a, b - a));
+    a = b + 1;
+  }
+  const std::string t = v->is_string() ? v->get<std::string>() : v->dump();
+  BUPO_CHECK(t.find_first_not_of(" \t\r\n") != std::string::npos, where, ": field '", field,
+             "' is empty (a ground truth is needed to score answers)");
+  return t;
+}
 
 uint64_t mix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
@@ -53,7 +69,7 @@ PromptSet PromptSet::from_jsonl(const std::string& path, const Tokenizer& tok,
     auto gt = rm->find("ground_truth");
     BUPO_CHECK(gt != rm->end() && (gt->is_string() || gt->is_number()), where,
                ": field 'reward_model.ground_truth': expected a string");
-    p.ground_truth = gt->is_string() ? gt->get<std::string>() : gt->dump();
+    p.ground_truth = ground_truth_text(line, where, "reward_model.ground_truth");
     if (auto ds = j.find("data_source"); ds != j.end() && ds->is_string())
       p.data_source = ds->get<std::string>();
     p.prompt = tok.encode(render(template_name, msgs));

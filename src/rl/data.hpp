@@ -13,6 +13,11 @@
 
 namespace bupo::rl {
 
+// The ground truth at `field` (dotted path) of a JSONL row as written: a string, or a number in its
+// exact source text. Empty or blank: an error naming the field.
+std::string ground_truth_text(const std::string& line, const std::string& where,
+                              const std::string& field);
+
 struct Problem {
   int64_t index = 0;            // row in the source (0-based)
   std::vector<int32_t> prompt;  // token ids, generation prompt included

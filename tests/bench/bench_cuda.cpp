@@ -204,9 +204,9 @@ int main(int argc, char** argv) {
     clip_grad_norm(m.params(), 1.0);
     opt.step();
   };
-  const double t_step = seconds(be, 2, [&] { train_step(-1); });
+  const double t_step = seconds(be, 1, [&] { train_step(-1); });
   const int l = static_cast<int>(L / 4);
-  const double t_p1 = seconds(be, 2, [&] { train_step(l); });
+  const double t_p1 = seconds(be, 1, [&] { train_step(l); });
   const double HD = static_cast<double>(cfg.num_heads * cfg.head_dim),
                KD = static_cast<double>(cfg.num_kv_heads * cfg.head_dim);
   const double p_matmul =

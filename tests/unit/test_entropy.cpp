@@ -17,20 +17,8 @@ namespace bupo {
 namespace {
 namespace fs = std::filesystem;
 
-struct RunResult {
-  int code = -1;
-  std::string output;
-};
-RunResult run(const std::string& args) {
-  RunResult r;
-  const std::string cmd = std::string(BUPO_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) r.output.append(buf, n);
-  const int st = pclose(p);
-  r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-  return r;
+test::RunResult run(const std::string& args) {
+  return test::run_bupo(args);
 }
 
 class EntropyCommand : public ::testing::Test {

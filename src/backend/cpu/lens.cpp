@@ -1,5 +1,7 @@
 #include "backend/cpu/lens.hpp"
 
+#include "backend/device_math.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -69,7 +71,7 @@ void lens_outputs(float* entropy, float* logprob, const float* packed, int64_t r
   for (int64_t r = 0; r < rows; ++r) {
     const float S = packed[3 * r], T = packed[3 * r + 1];
     const float logS = std::log(S);
-    if (entropy) entropy[r] = std::max(0.0f, logS - T / S);  // H = log S − Σp(z−m)
+    if (entropy) entropy[r] = dmath::clamp_entropy(logS - T / S);  // H = log S − Σp(z−m); NaN kept
     if (logprob) logprob[r] = packed[3 * r + 2] - logS;
   }
 }

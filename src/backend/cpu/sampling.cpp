@@ -1,5 +1,7 @@
 #include "backend/cpu/sampling.hpp"
 
+#include "backend/device_math.hpp"
+
 #include <algorithm>
 #include <cmath>
 #include <numeric>
@@ -15,7 +17,7 @@ float entropy_of_logits(const float* z, int64_t V) {
     S += e;
     T += e * w;
   }
-  return static_cast<float>(std::max(0.0, std::log(S) - T / S));
+  return static_cast<float>(dmath::clamp_entropy(std::log(S) - T / S));
 }
 
 int32_t sample_token(const float* z, int64_t V, float temperature, float top_p, int64_t top_k,
@@ -30,7 +32,7 @@ int32_t sample_token(const float* z, int64_t V, float temperature, float top_p, 
       T += e * w;
     }
     *logprob = static_cast<float>(-std::log(S));
-    *entropy = static_cast<float>(std::max(0.0, std::log(S) - T / S));
+    *entropy = static_cast<float>(dmath::clamp_entropy(std::log(S) - T / S));
     return best;
   }
   std::vector<double> own_p;
@@ -51,7 +53,7 @@ int32_t sample_token(const float* z, int64_t V, float temperature, float top_p, 
     T += p[j] * w;
   }
   const double logS = std::log(S);
-  *entropy = static_cast<float>(std::max(0.0, logS - T / S));
+  *entropy = static_cast<float>(dmath::clamp_entropy(logS - T / S));
   int32_t tok = -1;
   if (top_k <= 0 && top_p >= 1.0f) {
     double target = u * S, c = 0.0;  // inverse CDF in token-id order

@@ -31,7 +31,7 @@ __global__ void row_entropy_kernel(float* __restrict__ ent, const float* __restr
   }
   S = block_sum_d(S);
   T = block_sum_d(T);
-  if (threadIdx.x == 0) ent[blockIdx.x] = static_cast<float>(fmax(0.0, log(S) - T / S));
+  if (threadIdx.x == 0) ent[blockIdx.x] = static_cast<float>(dmath::clamp_entropy(log(S) - T / S));
 }
 
 // per row: max, the tempered weights p_j = exp((z_j − m)/T) into `p` (fp64), their sum and Σp·w;
@@ -94,7 +94,7 @@ __global__ void pick_kernel(int32_t* __restrict__ token, float* __restrict__ log
   const int64_t r = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (r >= rows) return;
   const double S = rowS[r], logS = log(S);
-  entropy[r] = static_cast<float>(fmax(0.0, logS - rowT[r] / S));
+  entropy[r] = static_cast<float>(dmath::clamp_entropy(logS - rowT[r] / S));
   const float t = temperature[r];
   const double inv_t = t > 0 ? 1.0 / t : 1.0;
   int32_t tok;
