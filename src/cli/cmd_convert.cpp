@@ -11,6 +11,7 @@ namespace bupo::cli {
 Runner add_convert(CLI::App& app) {
   struct Opts {
     std::string gguf, out, dtype = "f32";
+    bool overwrite = false;
   };
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand(
@@ -21,7 +22,9 @@ Runner add_convert(CLI::App& app) {
   sub->add_option("--out", o->out, "output directory")->required();
   sub->add_option("--dtype", o->dtype, "storage dtype of the dequantised weights: f32 | bf16 | f16")
       ->check(CLI::IsMember({"f32", "bf16", "f16"}));
+  sub->add_flag("--overwrite", o->overwrite, "replace the files of an existing --out folder");
   return [o]() {
+    require_new_folder(o->out, o->overwrite);
     auto f = GgufFile::open(o->gguf);
     Model m(config_from_gguf(*f), ParallelContext::single());
     load_gguf_weights(m, *f);

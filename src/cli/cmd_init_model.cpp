@@ -8,9 +8,19 @@
 
 namespace bupo::cli {
 
+void require_new_folder(const std::string& dir, bool overwrite) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return;
+  BUPO_CHECK(fs::is_directory(dir, ec), dir, ": exists and is not a folder");
+  BUPO_CHECK(overwrite || fs::is_empty(dir, ec), dir,
+             ": the folder already holds files; pass --overwrite to replace them");
+}
+
 Runner add_init_model(CLI::App& app) {
   struct Opts {
     std::string out, arch = "qwen3", dtype = "f32", sample;
+    bool overwrite = false;
     int64_t layers = 4, hidden = 64, heads = 4, kv_heads = 2, head_dim = 16, ffn = 192,
             vocab = 1024;
     int64_t records = 8, length = 48;
@@ -23,6 +33,7 @@ Runner add_init_model(CLI::App& app) {
       "Write a randomly initialised Hugging Face checkpoint (config.json + "
       "model.safetensors) that transformers can load, and optionally sample data rows.");
   sub->add_option("--out", o->out, "output directory")->required();
+  sub->add_flag("--overwrite", o->overwrite, "replace the files of an existing --out folder");
   sub->add_option("--arch", o->arch, "llama | qwen2 | qwen3")
       ->check(CLI::IsMember({"llama", "qwen2", "qwen3"}));
   sub->add_option("--layers", o->layers)->check(CLI::PositiveNumber);
@@ -56,6 +67,7 @@ Runner add_init_model(CLI::App& app) {
     c.qk_norm = c.arch == Arch::Qwen3;
     c.tie_word_embeddings = o->tied;
     c.validate("init-model");
+    require_new_folder(o->out, o->overwrite);
     Model m(c, ParallelContext::single());
     m.init_random(o->seed);
     const DType dt = o->dtype == "bf16" ? DType::BF16 : o->dtype == "f16" ? DType::F16 : DType::F32;

@@ -3,9 +3,12 @@
 #pragma once
 #include <CLI/CLI.hpp>
 #include <functional>
+#include <string>
 
 namespace bupo::cli {
 using Runner = std::function<int()>;
+// An output folder is new, empty, or replaced only with --overwrite (never a file).
+void require_new_folder(const std::string& dir, bool overwrite);
 Runner add_entropy(CLI::App& app);
 Runner add_init_model(CLI::App& app);
 Runner add_tokenize(CLI::App& app);

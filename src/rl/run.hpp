@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "io/folder_lock.hpp"
 #include "model/model.hpp"
 #include "optim/adamw.hpp"
 #include "rl/checkpoint.hpp"
@@ -44,6 +45,7 @@ struct Run {
   std::vector<std::unique_ptr<PromptSet>> val;
   std::unique_ptr<Sampler> sampler;
   std::unique_ptr<AdamW> optim;
+  FolderLock lock;                // world rank 0: the run folder is this run's alone
   std::unique_ptr<TrainLog> log;  // world rank 0 only
   TrainState st;
   std::vector<int32_t> stop_ids;

@@ -28,12 +28,27 @@ void open_run_folder(Run& r) {
   const TrainConfig& cfg = r.cfg;
   ParallelContext& pc = r.pc;
   const int64_t L = r.model->num_layers();
-  if (r.root()) fs::create_directories(r.out_dir);
+  // one owner: the lock comes before anything in the folder is read, removed or written
+  if (r.root()) r.lock = FolderLock::acquire(r.out_dir, "bupo train");
   std::string ck = r.opt.resume_from;
-  if (ck.empty() && r.opt.resume) ck = latest_checkpoint(r.out_dir);
+  const std::string newest = latest_checkpoint(r.out_dir);
+  if (ck.empty() && r.opt.resume) ck = newest;
   BUPO_CHECK(!(r.opt.resume && ck.empty()), r.out_dir,
              ": --resume, but there is no complete checkpoint under ", r.out_dir, "/checkpoints");
   const bool resuming = !ck.empty();
+  if (r.root() && !r.opt.overwrite) {
+    // a fresh run would prune and overwrite an earlier run's checkpoints; --resume-from another
+    // checkpoint would discard this folder's later ones and truncate its logs
+    BUPO_CHECK(resuming || newest.empty(), r.out_dir, ": holds checkpoints of an earlier run (",
+               newest, "); pass --resume to continue it or --overwrite to start again");
+    const bool holds_run = !newest.empty() || fs::exists(fs::path(r.out_dir) / "metrics.jsonl");
+    std::error_code ec;
+    BUPO_CHECK(r.opt.resume_from.empty() || !holds_run ||
+                   (!newest.empty() && fs::equivalent(r.opt.resume_from, newest, ec)),
+               r.out_dir, ": --resume-from ", r.opt.resume_from,
+               " into a folder that holds a run would discard its later checkpoints and truncate "
+               "its logs; pass --overwrite to do that, or choose another trainer.out_dir");
+  }
   if (!resuming && r.opt.overwrite && r.root()) {  // a fresh run: stale checkpoints never resume
     fs::remove_all(fs::path(r.out_dir) / "checkpoints");
     fs::remove_all(fs::path(r.out_dir) / "hf");

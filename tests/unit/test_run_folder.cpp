@@ -1,0 +1,156 @@
+// One owner per run folder (issue 13, item 2): an flock held for the whole run, released by the
+// kernel however the owner dies; a second process refused naming the owner, before it touches
+// anything; fresh runs and --resume-from never discard another run's checkpoints or logs without
+// --overwrite; init-model and convert never write into a non-empty folder without --overwrite.
+#include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <thread>
+
+#include "../test_util.hpp"
+#include "core/error.hpp"
+#include "io/folder_lock.hpp"
+#include "rl/checkpoint.hpp"
+#include "rl/config.hpp"
+#include "rl/trainer.hpp"
+
+namespace fs = std::filesystem;
+
+namespace bupo {
+namespace {
+
+const char* kTiny = R"(
+[model]
+template = "plain"
+init = { arch = "qwen3", layers = 2, hidden = 32, heads = 2, kv_heads = 1, head_dim = 16, ffn = 64, seed = 3 }
+[data]
+train = "builtin:arithmetic"
+arithmetic = { digits = 1, ops = "+", size = 100 }
+[rollout]
+n = 2
+max_tokens = 4
+[trainer]
+steps = 2
+prompts_per_step = 2
+mini_batch_prompts = 2
+micro_batch_seqs = 4
+checkpoint_every = 1
+export_hf = false
+[diagnostics]
+every = 0
+)";
+
+int train(const std::string& dir, bool overwrite, bool resume = false, std::string from = "") {
+  rl::TrainOptions o;
+  o.quiet = true;
+  o.overwrite = overwrite;
+  o.resume = resume;
+  o.resume_from = std::move(from);
+  rl::Trainer t(rl::parse_train_config(kTiny, "tiny.toml", {"trainer.out_dir=\"" + dir + "\""}), o);
+  return t.run();
+}
+
+TEST(RunFolder, ASecondProcessIsRefusedNamingTheOwnerAndTouchesNothing) {
+  const std::string dir = test::temp_dir("locked");
+  ASSERT_EQ(train(dir, true), 0);
+  const auto ck_before = rl::latest_checkpoint(dir);
+  const auto size_before = fs::file_size(fs::path(dir) / "metrics.jsonl");
+  FolderLock held = FolderLock::acquire(dir, "the test");  // this process owns it now
+  for (const char* flags : {"--overwrite", "--resume", ""}) {
+    const auto r =
+        test::run_bupo("train --config " BUPO_CONFIGS_DIR "/default.toml --quiet " +
+                       std::string(flags) + " --set trainer.out_dir=\\\"" + dir + "\\\"");
+    EXPECT_EQ(r.code, 1) << flags << ": " << r.output;
+    EXPECT_NE(r.output.find("in use by another live process"), std::string::npos) << r.output;
+    EXPECT_NE(r.output.find("pid " + std::to_string(::getpid())), std::string::npos) << r.output;
+  }
+  EXPECT_EQ(rl::latest_checkpoint(dir), ck_before);
+  EXPECT_EQ(fs::file_size(fs::path(dir) / "metrics.jsonl"), size_before);
+}
+
+TEST(RunFolder, TheLockDiesWithItsOwnerEvenByKill9) {
+  const std::string dir = test::temp_dir("kill9");
+  const pid_t child = fork();
+  if (child == 0) {
+    FolderLock l = FolderLock::acquire(dir, "child");
+    for (;;) pause();
+  }
+  bool refused = false;  // while the child lives, the lock is its
+  for (int i = 0; i < 200 && !refused; ++i) {
+    try {
+      FolderLock::acquire(dir, "parent");
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    } catch (const Error&) {
+      refused = true;
+    }
+  }
+  EXPECT_TRUE(refused);
+  kill(child, SIGKILL);
+  waitpid(child, nullptr, 0);
+  EXPECT_NO_THROW(FolderLock::acquire(dir, "parent"));
+}
+
+TEST(RunFolder, AFreshRunNeverReplacesAnEarlierRunsCheckpointsWithoutOverwrite) {
+  const std::string dir = test::temp_dir("fresh");
+  ASSERT_EQ(train(dir, true), 0);
+  fs::remove(fs::path(dir) / "metrics.jsonl");  // only checkpoints left
+  fs::remove(fs::path(dir) / "diagnostics.h5");
+  const auto ck = rl::latest_checkpoint(dir);
+  try {
+    train(dir, false);
+    FAIL() << "a fresh run went ahead over an earlier run's checkpoints";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("holds checkpoints of an earlier run"), std::string::npos)
+        << e.what();
+  }
+  EXPECT_EQ(rl::latest_checkpoint(dir), ck);
+  EXPECT_EQ(train(dir, false, true), 0);  // --resume continues it
+}
+
+TEST(RunFolder, ResumeFromAnotherRunsCheckpointNeedsOverwrite) {
+  const std::string a = test::temp_dir("a"), b = test::temp_dir("b");
+  ASSERT_EQ(train(a, true), 0);
+  ASSERT_EQ(train(b, true), 0);
+  const std::string from = (fs::path(a) / "checkpoints" / "step_00000001").string();
+  ASSERT_TRUE(fs::exists(from)) << from;
+  const auto b_ck = rl::latest_checkpoint(b);
+  try {
+    train(b, false, false, from);
+    FAIL() << "--resume-from into a folder holding a run went ahead";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--resume-from"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--overwrite"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(rl::latest_checkpoint(b), b_ck);
+  EXPECT_EQ(train(b, true, false, from), 0);  // with --overwrite it is what the user asked for
+  // --resume-from the folder's own newest checkpoint is --resume, and needs nothing
+  EXPECT_EQ(train(a, false, false, rl::latest_checkpoint(a)), 0);
+}
+
+TEST(RunFolder, InitModelAndConvertNeedOverwriteForANonEmptyFolder) {
+  const std::string dir = test::temp_dir("init");
+  const std::string m = dir + "/model";
+  const std::string args =
+      "init-model --layers 1 --hidden 16 --heads 2 --kv-heads 1 --head-dim 8 "
+      "--ffn 32 --vocab 64 --out " +
+      m;
+  ASSERT_EQ(test::run_bupo(args).code, 0);
+  auto r = test::run_bupo(args);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find(m + ": the folder already holds files; pass --overwrite"),
+            std::string::npos)
+      << r.output;
+  EXPECT_EQ(test::run_bupo(args + " --overwrite").code, 0);
+  std::ofstream(dir + "/afile") << "x";
+  r = test::run_bupo("init-model --out " + dir + "/afile");
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find("exists and is not a folder"), std::string::npos) << r.output;
+}
+
+}  // namespace
+}  // namespace bupo
