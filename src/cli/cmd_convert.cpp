@@ -4,6 +4,7 @@
 
 #include "cli/commands.hpp"
 #include "core/error.hpp"
+#include "io/atomic_file.hpp"
 #include "model/gguf_import.hpp"
 
 namespace bupo::cli {
@@ -33,9 +34,7 @@ Runner add_convert(CLI::App& app) {
     m.save(o->out, dt);
     for (const auto& [name, j] : {std::pair<const char*, const json*>{"tokenizer.json", &tok},
                                   {"tokenizer_config.json", &tok_cfg}}) {
-      std::ofstream out(std::filesystem::path(o->out) / name);
-      out << j->dump(1) << "\n";
-      BUPO_CHECK(out.good(), o->out, "/", name, ": write failed");
+      write_file_atomic((std::filesystem::path(o->out) / name).string(), j->dump(1) + "\n");
     }
     std::printf("wrote %s (%s, L=%lld, d=%lld, V=%lld) from %s\n", o->out.c_str(),
                 arch_name(m.config().arch), (long long)m.config().num_layers,

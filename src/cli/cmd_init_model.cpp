@@ -1,9 +1,10 @@
 #include <cstdio>
 #include <filesystem>
-#include <fstream>
+#include <sstream>
 
 #include "cli/commands.hpp"
 #include "core/error.hpp"
+#include "io/atomic_file.hpp"
 #include "model/model.hpp"
 
 namespace bupo::cli {
@@ -76,8 +77,7 @@ Runner add_init_model(CLI::App& app) {
                 arch_name(c.arch), (long long)c.num_layers, (long long)c.hidden_size,
                 (long long)c.vocab_size, m.params().total_elements());
     if (!o->sample.empty()) {
-      std::ofstream f(o->sample);
-      BUPO_CHECK(f.good(), o->sample, ": cannot open for writing");
+      std::ostringstream f;
       uint64_t s = o->seed * 0x9e3779b97f4a7c15ull + 1;
       for (int64_t r = 0; r < o->records; ++r) {
         f << "{\"ids\": [";
@@ -89,7 +89,7 @@ Runner add_init_model(CLI::App& app) {
         }
         f << "], \"response_start\": " << o->length / 3 << "}\n";
       }
-      BUPO_CHECK(f.good(), o->sample, ": write failed");
+      write_file_atomic(o->sample, f.str());
       std::printf("wrote %s (%lld records of %lld ids)\n", o->sample.c_str(), (long long)o->records,
                   (long long)o->length);
     }

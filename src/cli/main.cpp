@@ -1,5 +1,6 @@
 // bupo — Bottom-up Policy Optimization and internal-policy diagnostics.
 #include <CLI/CLI.hpp>
+#include <csignal>
 #include <cstdio>
 #include <map>
 #include <memory>
@@ -14,6 +15,9 @@
 #endif
 
 int main(int argc, char** argv) {
+  // A file-size limit (ulimit -f, some quota setups) makes the write fail with EFBIG, which the
+  // writers report naming the file, instead of killing the process mid-file.
+  std::signal(SIGXFSZ, SIG_IGN);
 #if BUPO_WITH_CUDA
   bupo_register_cuda_backend();  // model.device = "cuda" / --device cuda
 #endif

@@ -10,6 +10,7 @@
 #include <fstream>
 
 #include "core/error.hpp"
+#include "io/atomic_file.hpp"
 #include "io/json_util.hpp"
 
 namespace bupo {
@@ -217,15 +218,13 @@ void save_safetensors(const std::string& path, const std::vector<NamedTensor>& t
   }
   std::string hs = h.dump();
   while ((8 + hs.size()) % 8 != 0) hs.push_back(' ');  // align the data section to 8 bytes
-  const std::string tmp = path + ".tmp";
   {
-    std::ofstream out(tmp, std::ios::binary | std::ios::trunc);
-    BUPO_CHECK(out.good(), tmp, ": cannot open for writing");
+    AtomicFile out(path);
     unsigned char len[8];
     uint64_t hl = hs.size();
     for (int i = 0; i < 8; ++i) len[i] = static_cast<unsigned char>((hl >> (8 * i)) & 0xff);
-    out.write(reinterpret_cast<const char*>(len), 8);
-    out.write(hs.data(), static_cast<std::streamsize>(hs.size()));
+    out.write(len, 8);
+    out.write(hs);
     std::vector<char> buf;
     for (const auto& t : tensors) {
       const size_t n = static_cast<size_t>(numel_of(t.shape));
@@ -238,12 +237,10 @@ void save_safetensors(const std::string& path, const std::vector<NamedTensor>& t
           std::memcpy(buf.data() + 2 * i, &v, 2);
         }
       }
-      out.write(buf.data(), static_cast<std::streamsize>(buf.size()));
+      out.write(buf.data(), buf.size());
     }
-    out.flush();
-    BUPO_CHECK(out.good(), tmp, ": write failed (disk full?)");
+    out.commit();
   }
-  fs::rename(tmp, path);
 }
 
 void save_checkpoint_weights(const std::string& dir, const std::vector<NamedTensor>& tensors,
@@ -277,9 +274,7 @@ void save_checkpoint_weights(const std::string& dir, const std::vector<NamedTens
     for (const auto& t : shards[i]) wm[t.name] = name;
   }
   json index = {{"metadata", {{"total_size", total}}}, {"weight_map", wm}};
-  std::ofstream out(d / "model.safetensors.index.json");
-  out << index.dump(2) << "\n";
-  BUPO_CHECK(out.good(), dir, "/model.safetensors.index.json: write failed");
+  write_file_atomic((d / "model.safetensors.index.json").string(), index.dump(2) + "\n");
   fs::remove(d / "model.safetensors");
 }
 

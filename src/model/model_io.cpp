@@ -7,6 +7,7 @@
 #include <numbers>
 
 #include "core/error.hpp"
+#include "io/atomic_file.hpp"
 #include "io/safetensors.hpp"
 #include "model/gather.hpp"
 #include "model/model.hpp"
@@ -93,9 +94,7 @@ void Model::save(const std::string& dir, DType dtype, uint64_t max_shard_bytes) 
   save_checkpoint_weights(dir, ts, dtype, max_shard_bytes);
   ModelConfig c = cfg_;
   c.torch_dtype = dtype == DType::BF16 ? "bfloat16" : dtype == DType::F16 ? "float16" : "float32";
-  std::ofstream out(fs::path(dir) / "config.json");
-  out << c.to_json().dump(2) << "\n";
-  BUPO_CHECK(out.good(), dir, "/config.json: write failed");
+  write_file_atomic((fs::path(dir) / "config.json").string(), c.to_json().dump(2) + "\n");
 }
 
 }  // namespace bupo

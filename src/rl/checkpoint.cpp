@@ -15,6 +15,7 @@
 
 #include "bupo/version.hpp"
 #include "core/error.hpp"
+#include "io/atomic_file.hpp"
 #include "io/json_util.hpp"
 
 namespace fs = std::filesystem;
@@ -22,20 +23,8 @@ namespace fs = std::filesystem;
 namespace bupo::rl {
 namespace {
 
-void fsync_path(const fs::path& p) {
-  const int fd = ::open(p.c_str(), O_RDONLY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
-}
-
 void write_file(const fs::path& p, const std::string& data) {
-  std::ofstream out(p, std::ios::binary | std::ios::trunc);
-  BUPO_CHECK(out.good(), p.string(), ": cannot write");
-  out.write(data.data(), static_cast<std::streamsize>(data.size()));
-  out.close();
-  BUPO_CHECK(out.good(), p.string(), ": write failed (disk full?)");
+  write_file_atomic(p.string(), data);
 }
 
 std::string hex(double v) {  // exact round trip

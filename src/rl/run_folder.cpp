@@ -4,6 +4,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "io/atomic_file.hpp"
 #include "model/gather.hpp"
 #include "model/gguf_import.hpp"
 #include "rl/diagnostics.hpp"
@@ -121,7 +122,7 @@ void export_final_model(Run& r) {
       r.pc.world->size() > 1 ? gather_model(*r.model, {}, nullptr, nullptr, nullptr) : nullptr;
   if (r.root()) {
     (full ? *full : *r.model).save(hf, DType::F32);
-    std::ofstream(fs::path(hf) / "tokenizer.json") << r.tok_json;
+    write_file_atomic((fs::path(hf) / "tokenizer.json").string(), r.tok_json);
   }
   r.say("final model (Hugging Face format): " + hf);
 }

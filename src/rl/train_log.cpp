@@ -8,6 +8,7 @@
 
 #include "bupo/version.hpp"
 #include "core/error.hpp"
+#include "io/atomic_file.hpp"
 #include "io/json_util.hpp"
 
 namespace fs = std::filesystem;
@@ -51,12 +52,7 @@ void truncate_jsonl(const std::string& path, int64_t keep_step) {
     kept += line + "\n";
   }
   in.close();
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << kept;
-  }
-  fs::rename(tmp, path);
+  write_file_atomic(path, kept);
 }
 
 }  // namespace
@@ -95,7 +91,7 @@ TrainLog::TrainLog(const std::string& h5_path, const std::string& jsonl_path, in
     file_.set_attr("/", "program_version", std::string(kVersion));
     file_.set_attr("/", "created_by", std::string("bupo train"));
     file_.set_attr("/", "num_layers", static_cast<int64_t>(num_layers));
-    std::ofstream(jsonl_path_, std::ios::trunc);
+    write_file_atomic(jsonl_path_, "");
   }
   file_.set_attr("/", "config", config_toml);
   file_.flush();
