@@ -33,6 +33,9 @@ inline double seconds_since(Clock::time_point t0) {
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+// The file a run stopped before its first step leaves in its folder: --resume then starts afresh.
+inline constexpr const char* kPreemptedMarker = ".stopped_before_step1";
+
 struct Run {
   TrainConfig cfg;
   TrainOptions opt;
@@ -54,6 +57,9 @@ struct Run {
   HSign sign = HSign::Code;
   bool tty = false;
   int64_t cur_step = 0;
+  // a stop (SIGTERM/SIGUSR1/SIGINT) arrived before step 1 (loading, the warm start): nothing to
+  // checkpoint yet; run() exits 75 and --resume starts afresh (kPreemptedMarker in the folder)
+  bool stopped_before_start = false;
   // this step's pipelined passes on this rank (the measured bubble): wall and receive-wait time,
   // the stages taking part and the micro-batches per pass
   struct PipeClock {
@@ -67,6 +73,10 @@ struct Run {
   int64_t fault_step = -1;
 
   bool root() const { return pc.world->rank() == 0; }
+  // Collective: did any rank receive a stop signal? (every rank then stops at the same point)
+  bool stop_requested_everywhere() const;
+  // Records a stop before step 1 (the marker file) and sets stopped_before_start.
+  void stop_before_start(const std::string& during);
   void say(const std::string& s) const;     // a line on stderr (rank 0)
   void status(const std::string& s) const;  // a transient line (rank 0, TTY only)
   // The pipeline stage that holds the policy of `path` (the one owning layer l, or the last).

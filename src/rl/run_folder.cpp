@@ -34,6 +34,14 @@ void open_run_folder(Run& r) {
   std::string ck = r.opt.resume_from;
   const std::string newest = latest_checkpoint(r.out_dir);
   if (ck.empty() && r.opt.resume) ck = newest;
+  const fs::path marker = fs::path(r.out_dir) / kPreemptedMarker;
+  // a run stopped before step 1 left no checkpoint, only the marker: --resume starts it afresh
+  const bool restart = r.opt.resume && ck.empty() && fs::exists(marker);
+  if (restart) {
+    r.opt.resume = false;
+    r.opt.overwrite = true;  // its diagnostics.h5 / metrics.jsonl hold no step yet
+    r.say("no checkpoint yet (the run was stopped before step 1): starting it afresh");
+  }
   BUPO_CHECK(!(r.opt.resume && ck.empty()), r.out_dir,
              ": --resume, but there is no complete checkpoint under ", r.out_dir, "/checkpoints");
   const bool resuming = !ck.empty();
@@ -55,6 +63,8 @@ void open_run_folder(Run& r) {
     fs::remove_all(fs::path(r.out_dir) / "hf");
   }
   pc.world->barrier();
+  if (r.root() && fs::exists(marker)) fs::remove(marker);
+  if (r.stop_requested_everywhere()) return r.stop_before_start("loading");
   if (resuming) {
     load_checkpoint(ck, *r.model, *r.optim, r.st);
     r.sampler->set_state(r.st.sampler);
@@ -73,7 +83,9 @@ void open_run_folder(Run& r) {
           std::to_string(pc.world->size()) + " ranks (MPI); stage layers " + stage_list(r));
   if (!resuming) {
     if (cfg.warmup.sft_steps > 0) warm_start(r);
+    if (r.stopped_before_start) return;
     if (cfg.bupo.auto_layer) pick_bupo_layer(r);
+    if (r.stop_requested_everywhere()) return r.stop_before_start("the BuPO layer pick");
   }
   if (cfg.algorithm.kl_coef > 0) {  // the reference policy: the initial (post warm-start) model
     r.ref = std::make_unique<Model>(r.model->config(), pc, *r.backend);

@@ -10,6 +10,9 @@
 #include <cstdio>
 #include <cstdlib>
 
+#include <filesystem>
+
+#include "io/atomic_file.hpp"
 #include "model/gather.hpp"
 #include "parallel/mpi_comm.hpp"
 #include "rl/advantage.hpp"
@@ -22,6 +25,8 @@
 
 namespace bupo::rl {
 
+namespace fs = std::filesystem;
+
 // ---------------------------------------------------------------------------- preemption
 namespace {
 std::atomic<int> g_signal{0};
@@ -32,6 +37,21 @@ extern "C" void on_preempt(int sig) {
 void install_preemption_handlers() {
   std::signal(SIGTERM, on_preempt);
   std::signal(SIGUSR1, on_preempt);
+  std::signal(SIGINT, on_preempt);  // Ctrl-C: the same orderly stop
+}
+
+bool Run::stop_requested_everywhere() const {
+  float sig = static_cast<float>(g_signal.load());
+  pc.world->allreduce_max(&sig, 1);
+  if (sig != 0) g_signal.store(static_cast<int>(sig));
+  return sig != 0;
+}
+
+void Run::stop_before_start(const std::string& during) {
+  stopped_before_start = true;
+  if (root()) write_file_atomic((fs::path(out_dir) / kPreemptedMarker).string(), during + "\n");
+  say("stopped by signal " + std::to_string(g_signal.load()) + " during " + during +
+      ", before step 1: nothing to checkpoint yet; --resume starts the run afresh");
 }
 bool preemption_requested() {
   return g_signal.load() != 0;
@@ -197,6 +217,7 @@ struct Trainer::Impl {
 
   int run() {
     install_preemption_handlers();
+    if (r.stopped_before_start) return kExitPreempted;
     const TrainConfig& cfg = r.cfg;
     const int64_t last = r.opt.stop_after_step > 0
                              ? std::min(r.opt.stop_after_step, cfg.trainer.steps)
@@ -226,6 +247,7 @@ struct Trainer::Impl {
 };
 
 Trainer::Trainer(TrainConfig cfg, TrainOptions opt) : impl_(std::make_unique<Impl>()) {
+  install_preemption_handlers();  // from the first second: loading and the warm start included
   impl_->r.cfg = std::move(cfg);
   impl_->r.opt = std::move(opt);
   load_run(impl_->r);

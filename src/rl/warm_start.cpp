@@ -18,6 +18,8 @@ void warm_start(Run& r) {
   Sampler s(r.train->size(), static_cast<uint64_t>(cfg.data.seed) ^ 0x5F7ull, true);
   double loss = 0;
   for (int64_t it = 1; it <= cfg.warmup.sft_steps; ++it) {
+    if (r.stop_requested_everywhere())
+      return r.stop_before_start("the warm start (step " + std::to_string(it) + ")");
     std::vector<Rollout> rs;
     for (const auto& dr : s.next(cfg.warmup.sft_batch)) {
       const Problem& p = r.train->at(dr.index);
