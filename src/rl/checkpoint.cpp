@@ -50,7 +50,65 @@ std::string step_name(int64_t step) {
   return buf;
 }
 
+std::string read_all(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  BUPO_CHECK(in.good(), p.string(), ": cannot open");
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+std::string hex64(uint64_t v) {
+  char buf[20];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+constexpr const char* kManifest = "checksums.json";
+
 }  // namespace
+
+uint64_t content_hash(const void* data, size_t bytes) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  uint64_t h = 0x243f6a8885a308d3ull;
+  auto step = [&h](uint64_t w) {
+    h = (h ^ w) * 0x9e3779b97f4a7c15ull;  // odd multiplier: a bijection of h
+    h ^= h >> 29;                         // xorshift: a bijection of h
+  };
+  size_t i = 0;
+  for (; i + 8 <= bytes; i += 8) {
+    uint64_t w;
+    std::memcpy(&w, p + i, 8);
+    step(w);
+  }
+  uint64_t tail = 0;
+  std::memcpy(&tail, p + i, bytes - i);
+  step(tail);
+  step(static_cast<uint64_t>(bytes));
+  return h;
+}
+
+std::string verify_checkpoint(const std::string& dir) {
+  const fs::path d(dir);
+  if (!fs::exists(d / "COMPLETE")) return dir + ": not a complete checkpoint (no COMPLETE marker)";
+  if (!fs::exists(d / kManifest)) return "";
+  json m;
+  try {
+    m = json::parse(read_all(d / kManifest));
+  } catch (const std::exception& e) {
+    return (d / kManifest).string() + ": unreadable (" + e.what() + ")";
+  }
+  if (!m.is_object() || m.empty()) return (d / kManifest).string() + ": not a file -> hash map";
+  for (const auto& [name, want] : m.items()) {
+    const fs::path f = d / name;
+    if (!fs::exists(f)) return f.string() + ": missing (listed in " + kManifest + ")";
+    const std::string bytes = read_all(f);
+    const std::string got = hex64(content_hash(bytes.data(), bytes.size()));
+    if (!want.is_string() || got != want.get<std::string>())
+      return f.string() + ": checksum mismatch (stored " +
+             (want.is_string() ? want.get<std::string>() : want.dump()) + ", computed " + got +
+             "): the file is damaged";
+  }
+  return "";
+}
 
 std::string save_checkpoint(const std::string& out_dir, const Model& model, const AdamW& opt,
                             const TrainState& st, const std::string& config_toml,
@@ -97,6 +155,14 @@ std::string save_checkpoint(const std::string& out_dir, const Model& model, cons
              {"bupo_layer", st.bupo_layer},
              {"program_version", kVersion}};
   write_file(tmp / "state.json", js.dump(2));
+  {  // the manifest: every file's hash, verified on resume
+    json sums = json::object();
+    for (const auto& e : fs::directory_iterator(tmp)) {
+      const std::string bytes = read_all(e.path());
+      sums[e.path().filename().string()] = hex64(content_hash(bytes.data(), bytes.size()));
+    }
+    write_file(tmp / kManifest, sums.dump(1));
+  }
   write_file(tmp / "COMPLETE", name + "\n");
   for (const auto& e : fs::directory_iterator(tmp)) fsync_path(e.path());
   fsync_path(tmp);
@@ -212,6 +278,11 @@ void load_checkpoint(const std::string& dir, Model& model, AdamW& opt, TrainStat
   } catch (const json::exception& e) {
     fail(sp, ": malformed training state: ", e.what());
   }
+  BUPO_CHECK(st.step >= 0 && st.sampler.epoch >= 0 && st.sampler.pos >= 0 &&
+                 st.sampler.drawn >= 0 && st.nonfinite_in_row >= 0 && st.optimizer_steps >= 0 &&
+                 st.bupo_layer >= 0 && st.bupo_layer <= model.config().num_layers,
+             sp, ": a value is out of range (negative, or bupo_layer beyond the model's ",
+             model.config().num_layers, " layers)");
 }
 
 }  // namespace bupo::rl

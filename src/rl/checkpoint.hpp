@@ -36,6 +36,14 @@ std::vector<std::string> complete_checkpoints(const std::string& out_dir);
 // Removes the checkpoints of steps after `step` (resuming from an older one abandons them).
 void discard_checkpoints_after(const std::string& out_dir, int64_t step);
 // Loads weights, optimizer state and the training state; errors name the file and field.
+// (The caller verifies first: verify_checkpoint, once, on one rank.)
 void load_checkpoint(const std::string& dir, Model& model, AdamW& opt, TrainState& st);
+// Every file of a checkpoint against its checksums.json (a 64-bit hash per file, written before
+// COMPLETE): "" when intact, else what is wrong, naming the file. Checkpoints of earlier versions
+// without the manifest: "" (nothing to check against).
+std::string verify_checkpoint(const std::string& dir);
+// The 64-bit content hash of the manifest: 8-byte words through a bijective multiply-xorshift step,
+// so two files of one length that differ anywhere hash differently; the length is mixed in last.
+uint64_t content_hash(const void* data, size_t bytes);
 
 }  // namespace bupo::rl

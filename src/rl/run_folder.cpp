@@ -33,7 +33,26 @@ void open_run_folder(Run& r) {
   if (r.root()) r.lock = FolderLock::acquire(r.out_dir, "bupo train");
   std::string ck = r.opt.resume_from;
   const std::string newest = latest_checkpoint(r.out_dir);
-  if (ck.empty() && r.opt.resume) ck = newest;
+  if (!ck.empty()) {  // --resume-from: that checkpoint must verify (rank 0 reads it, all agree)
+    std::string damage = r.root() ? verify_checkpoint(ck) : "";
+    int64_t bad = damage.empty() ? 0 : 1;
+    pc.world->broadcast(&bad, 8, 0);
+    BUPO_CHECK(bad == 0, r.root() ? damage : ck + ": damaged (see rank 0)");
+  } else if (r.opt.resume) {  // the newest checkpoint that verifies; say which were damaged
+    const auto all = complete_checkpoints(r.out_dir);
+    int64_t pick = -1;
+    for (size_t i = all.size(); r.root() && i-- > 0 && pick < 0;) {
+      const std::string damage = verify_checkpoint(all[i]);
+      if (damage.empty())
+        pick = static_cast<int64_t>(i);
+      else
+        r.say("checkpoint " + all[i] + " is damaged (" + damage + "); trying the one before");
+    }
+    pc.world->broadcast(&pick, 8, 0);
+    BUPO_CHECK(all.empty() || pick >= 0, r.out_dir, ": every checkpoint under ", r.out_dir,
+               "/checkpoints is damaged (see above); nothing to resume from");
+    if (pick >= 0) ck = all[static_cast<size_t>(pick)];
+  }
   const fs::path marker = fs::path(r.out_dir) / kPreemptedMarker;
   // a run stopped before step 1 left no checkpoint, only the marker: --resume starts it afresh
   const bool restart = r.opt.resume && ck.empty() && fs::exists(marker);

@@ -15,6 +15,7 @@
 #include "../test_util.hpp"
 #include "core/error.hpp"
 #include "io/folder_lock.hpp"
+#include "io/json_util.hpp"
 #include "rl/checkpoint.hpp"
 #include "rl/config.hpp"
 #include "rl/trainer.hpp"
@@ -130,6 +131,61 @@ TEST(RunFolder, ResumeFromAnotherRunsCheckpointNeedsOverwrite) {
   EXPECT_EQ(train(b, true, false, from), 0);  // with --overwrite it is what the user asked for
   // --resume-from the folder's own newest checkpoint is --resume, and needs nothing
   EXPECT_EQ(train(a, false, false, rl::latest_checkpoint(a)), 0);
+}
+
+// Checkpoints you can trust (issue 13, item 4): a flipped bit in any checkpoint file is found on
+// resume, named, and the previous complete checkpoint used; an explicit --resume-from of a damaged
+// one is an error; out-of-range state.json values are errors.
+void flip_bit(const fs::path& f, size_t at) {
+  std::fstream io(f, std::ios::in | std::ios::out | std::ios::binary);
+  io.seekg(static_cast<std::streamoff>(at));
+  char c = 0;
+  io.read(&c, 1);
+  c = static_cast<char>(c ^ 0x10);
+  io.seekp(static_cast<std::streamoff>(at));
+  io.write(&c, 1);
+}
+
+TEST(RunFolder, ADamagedCheckpointIsNamedAndThePreviousOneResumes) {
+  for (const char* file : {"optimizer.bin", "model.safetensors", "state.json"}) {
+    const std::string dir = test::temp_dir(std::string("flip_") + file);
+    ASSERT_EQ(train(dir, true), 0);  // checkpoints at steps 1 and 2
+    const fs::path newest = rl::latest_checkpoint(dir);
+    ASSERT_EQ(newest.filename(), "step_00000002");
+    flip_bit(newest / file, fs::file_size(newest / file) / 2);
+    EXPECT_NE(
+        rl::verify_checkpoint(newest.string()).find(std::string(file) + ": checksum mismatch"),
+        std::string::npos)
+        << rl::verify_checkpoint(newest.string());
+    try {
+      train(dir, true, false, newest.string());
+      FAIL() << "--resume-from a damaged checkpoint went ahead";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("checksum mismatch"), std::string::npos) << e.what();
+    }
+    // --resume: the damaged step-2 checkpoint is skipped (and discarded), step 1 resumes
+    EXPECT_EQ(train(dir, false, true), 0);
+    EXPECT_EQ(rl::verify_checkpoint(rl::latest_checkpoint(dir)), "");
+  }
+}
+
+TEST(RunFolder, OutOfRangeTrainingStateIsAnError) {
+  const std::string dir = test::temp_dir("state");
+  ASSERT_EQ(train(dir, true), 0);
+  const fs::path ck = rl::latest_checkpoint(dir);
+  std::ifstream in(ck / "state.json");
+  json st = json::parse(in);
+  in.close();
+  st["step"] = -3;
+  std::ofstream(ck / "state.json") << st.dump(2);
+  fs::remove(ck / "checksums.json");  // as a checkpoint of an earlier version: no manifest
+  try {
+    train(dir, false, true);
+    FAIL() << "a negative step was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("state.json: a value is out of range"), std::string::npos)
+        << e.what();
+  }
 }
 
 TEST(RunFolder, InitModelAndConvertNeedOverwriteForANonEmptyFolder) {
