@@ -208,11 +208,15 @@ struct Trainer::Impl {
       r.say("step " + std::to_string(s) + ": skipped " + std::to_string(us.nonfinite_skips) +
             " update(s) with a non-finite loss or gradient (" +
             std::to_string(r.st.nonfinite_in_row) + " step(s) in a row)");
-    BUPO_CHECK(r.st.nonfinite_in_row < r.cfg.trainer.max_nonfinite_in_row, "step ", s, ": ",
-               r.st.nonfinite_in_row,
-               " steps in a row had only non-finite losses or gradients "
-               "(trainer.max_nonfinite_in_row = ",
-               r.cfg.trainer.max_nonfinite_in_row, "); stopping. The last checkpoint is intact.");
+    if (r.st.nonfinite_in_row >= r.cfg.trainer.max_nonfinite_in_row) {
+      const std::string ck = latest_checkpoint(r.out_dir);
+      fail("step ", s, ": ", r.st.nonfinite_in_row,
+           " steps in a row had only non-finite losses or gradients (trainer.max_nonfinite_in_row "
+           "= ",
+           r.cfg.trainer.max_nonfinite_in_row, "); stopping. ",
+           ck.empty() ? std::string("No checkpoint has been written yet.")
+                      : "The last checkpoint (" + ck + ") is intact.");
+    }
   }
 
   int run() {
