@@ -37,11 +37,12 @@ class ExactNumbers : public nlohmann::detail::json_sax_dom_parser<json> {
 }  // namespace
 
 json parse_json_exact_numbers(std::string_view text, const std::string& where) {
-  parse_json(text, where);  // the errors of the plain parser, with their byte offsets
   json out;
   ExactNumbers sax(out, true);
   try {
     json::sax_parse(text.begin(), text.end(), &sax);
+  } catch (const json::parse_error& e) {  // the same messages as parse_json
+    fail(where, ": malformed JSON at byte ", e.byte, ": ", e.what());
   } catch (const json::exception& e) {
     fail(where, ": invalid JSON: ", e.what());
   }

@@ -15,43 +15,16 @@
 #include "io/json_util.hpp"
 #include "rl/config.hpp"
 #include "rl/trainer.hpp"
+#include "tiny_run.hpp"
 
 namespace fs = std::filesystem;
 
 namespace bupo {
 namespace {
 
-const char* kTiny = R"(
-[model]
-template = "plain"
-init = { arch = "qwen3", layers = 2, hidden = 32, heads = 2, kv_heads = 1, head_dim = 16, ffn = 64, seed = 3 }
-[data]
-train = "builtin:arithmetic"
-arithmetic = { digits = 1, ops = "+", size = 100 }
-[warmup]
-sft_steps = 5
-sft_batch = 8
-[rollout]
-n = 2
-max_tokens = 4
-[trainer]
-steps = 2
-prompts_per_step = 2
-mini_batch_prompts = 2
-micro_batch_seqs = 4
-checkpoint_every = 1
-export_hf = false
-[diagnostics]
-every = 0
-)";
-
-rl::Trainer make(const std::string& dir, bool resume) {
-  rl::TrainOptions o;
-  o.quiet = true;
-  o.overwrite = !resume;
-  o.resume = resume;
-  return rl::Trainer(
-      rl::parse_train_config(kTiny, "tiny.toml", {"trainer.out_dir=\"" + dir + "\""}), o);
+rl::Trainer make(const std::string& dir, bool resume) {  // the tiny run with a warm start
+  return rl::Trainer(test::tiny_run_config(dir, {"warmup.sft_steps=5", "warmup.sft_batch=8"}),
+                     test::run_options(!resume, resume));
 }
 
 std::string last_metrics(const std::string& dir) {

@@ -19,40 +19,15 @@
 #include "rl/checkpoint.hpp"
 #include "rl/config.hpp"
 #include "rl/trainer.hpp"
+#include "tiny_run.hpp"
 
 namespace fs = std::filesystem;
 
 namespace bupo {
 namespace {
 
-const char* kTiny = R"(
-[model]
-template = "plain"
-init = { arch = "qwen3", layers = 2, hidden = 32, heads = 2, kv_heads = 1, head_dim = 16, ffn = 64, seed = 3 }
-[data]
-train = "builtin:arithmetic"
-arithmetic = { digits = 1, ops = "+", size = 100 }
-[rollout]
-n = 2
-max_tokens = 4
-[trainer]
-steps = 2
-prompts_per_step = 2
-mini_batch_prompts = 2
-micro_batch_seqs = 4
-checkpoint_every = 1
-export_hf = false
-[diagnostics]
-every = 0
-)";
-
 int train(const std::string& dir, bool overwrite, bool resume = false, std::string from = "") {
-  rl::TrainOptions o;
-  o.quiet = true;
-  o.overwrite = overwrite;
-  o.resume = resume;
-  o.resume_from = std::move(from);
-  rl::Trainer t(rl::parse_train_config(kTiny, "tiny.toml", {"trainer.out_dir=\"" + dir + "\""}), o);
+  rl::Trainer t(test::tiny_run_config(dir), test::run_options(overwrite, resume, std::move(from)));
   return t.run();
 }
 

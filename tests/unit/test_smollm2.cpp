@@ -85,13 +85,8 @@ TEST_F(SmolLM2, LastPositionLogitsMatchTransformers) {
 }
 
 std::pair<int, std::string> run_bupo(const std::string& args) {
-  std::string out;
-  FILE* p = popen((std::string(BUPO_BINARY) + " " + args + " 2>&1").c_str(), "r");
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof buf, p)) > 0) out.append(buf, n);
-  const int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128, out};
+  const test::RunResult r = test::run_bupo(args);
+  return {r.code, r.output};
 }
 
 TEST_F(SmolLM2, ConvertWritesACheckpointWithTheSameWeightsAndTokenizer) {

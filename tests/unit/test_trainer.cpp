@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "../test_util.hpp"
 #include "core/error.hpp"
 #include "io/h5.hpp"
 #include "io/json_util.hpp"
@@ -383,18 +384,10 @@ TEST(Trainer, DeviceSelectionErrorsNameTheKeyAndWhatIsMissing) {
 
 TEST(Trainer, TheCliRefusesCudaWithoutABackendOrAGpu) {
   const std::string dir = tmpdir("device_cli");
-  const std::string cmd = std::string(BUPO_BINARY) +
-                          " train --config " BUPO_CONFIGS_DIR
-                          "/default.toml --device cuda "
-                          "--set trainer.out_dir=\\\"" +
-                          dir + "\\\" --quiet 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  ASSERT_NE(p, nullptr);
-  std::string out;
-  char buf[512];
-  while (fgets(buf, sizeof buf, p)) out += buf;
-  const int rc = pclose(p);
-  EXPECT_EQ(WEXITSTATUS(rc), 1) << out;
+  const auto [rc, out] = test::run_bupo("train --config " BUPO_CONFIGS_DIR
+                                        "/default.toml --device cuda --set trainer.out_dir=\\\"" +
+                                        dir + "\\\" --quiet");
+  EXPECT_EQ(rc, 1) << out;
   // a build without nvcc has no CUDA backend; a CUDA build on this GPU-less machine sees no device
   EXPECT_TRUE(out.find("no CUDA backend") != std::string::npos ||
               out.find("no CUDA device is visible") != std::string::npos)
