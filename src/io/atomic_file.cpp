@@ -72,6 +72,29 @@ void write_file_atomic(const std::string& path, std::string_view bytes) {
   f.commit();
 }
 
+void append_durably(const std::string& path, std::string_view bytes) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0644);
+  BUPO_CHECK(fd >= 0, path, ": cannot open for appending: ", std::strerror(errno));
+  const char* p = bytes.data();
+  size_t left = bytes.size();
+  while (left > 0) {
+    const ssize_t n = ::write(fd, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) {
+      const int err = n < 0 ? errno : ENOSPC;
+      ::close(fd);
+      fail(path, ": append failed: ", std::strerror(err));
+    }
+    p += n;
+    left -= static_cast<size_t>(n);
+  }
+  const bool synced = ::fsync(fd) == 0 || errno == EINVAL;
+  const int err = errno;
+  const bool closed = ::close(fd) == 0;
+  BUPO_CHECK(synced && closed, path, ": ", !synced ? "fsync" : "close",
+             " after appending failed: ", std::strerror(synced ? errno : err));
+}
+
 void fsync_path(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd >= 0) {

@@ -26,6 +26,9 @@ class AtomicFile {
 };
 
 void write_file_atomic(const std::string& path, std::string_view bytes);
+// Appends `bytes` to `path` (created when missing) with O_APPEND, every write checked, then
+// fsync: for journals such as metrics.jsonl, whose last line a crash may tear but never the rest.
+void append_durably(const std::string& path, std::string_view bytes);
 // fsync of a file or folder by path (errors ignored: some filesystems refuse it for folders).
 void fsync_path(const std::string& path);
 

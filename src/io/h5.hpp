@@ -1,6 +1,6 @@
-// A small RAII layer over the HDF5 C API for extendible, chunked, compressed row datasets that
-// are appended to and flushed batch by batch: a killed writer leaves a file whose flushed rows
-// are readable (ecosystem.md §2.2: default libver + H5Fflush after each append).
+// A small RAII layer over the HDF5 C API: files in the HDF5 1.10 format (superblock v3, the one
+// SWMR needs), extendible row datasets without filters, attributes and readers. The crash-safe
+// append discipline built on it is io/h5_append.hpp.
 #pragma once
 #include <hdf5.h>
 
@@ -28,6 +28,11 @@ class Handle {  // owns one hid_t, closed with the matching H5?close
   Handle(const Handle&) = delete;
   Handle& operator=(const Handle&) = delete;
   hid_t id() const { return id_; }
+  hid_t release() {
+    const hid_t id = id_;
+    id_ = -1;
+    return id;
+  }
   void reset() {
     if (id_ >= 0 && closer_) closer_(id_);
     id_ = -1;
@@ -40,52 +45,63 @@ class Handle {  // owns one hid_t, closed with the matching H5?close
 
 enum class Kind { F32, I32, I64 };
 
-// A dataset of rows: shape (rows, cols) with cols fixed (cols = 0 means 1-D (rows)).
-class RowDataset {
- public:
-  RowDataset() = default;
-  RowDataset(hid_t loc, const std::string& path, Kind kind, int64_t cols, int64_t chunk_rows,
-             const std::string& description);
-  // An existing extendible dataset, for appending after a restart.
-  static RowDataset open(hid_t loc, const std::string& path, Kind kind);
-  void append(const void* data, int64_t rows);  // rows × cols values, row-major
-  void truncate(int64_t rows);                  // shrink to the first `rows` rows
-  int64_t rows() const { return rows_; }
-  int64_t cols() const { return cols_; }
+// The innermost messages of HDF5's error stack (e.g. "... errno = 28, error message = 'No space
+// left on device'"), for our own error text; "" when the stack is empty. Clears the stack.
+std::string error_detail();
 
- private:
-  Handle ds_;
-  Kind kind_ = Kind::F32;
-  int64_t cols_ = 0, rows_ = 0;
-  std::string path_;
+// How a file is opened.
+enum class Access {
+  Read,       // read only; a file a SWMR writer holds (or died holding) is opened SWMR-read
+  Write,      // read-write, not SWMR: only on a private copy (io/h5_append.hpp)
+  SwmrWrite,  // read-write under SWMR: only extending and writing existing datasets
+  Repair,     // read-write, clearing the status flags a dead SWMR writer left and moving the
+              // end-of-allocation up to the end of the file (what `h5clear -s --increment=0` does)
 };
 
 class File {
  public:
-  // Creates a new file; refuses to replace an existing one unless overwrite.
-  static File create(const std::string& path, bool overwrite);
-  static File open_read(const std::string& path);
-  static File open_rw(const std::string& path);  // an existing file, for appending
+  File() = default;
+  // A new file in the 1.10 format (replaces `path` when it exists: callers decide).
+  static File create(const std::string& path);
+  static File open(const std::string& path, Access access);
+  static File open_read(const std::string& path) { return open(path, Access::Read); }
   hid_t id() const { return file_.id(); }
+  bool is_open() const { return file_.id() >= 0; }
   const std::string& path() const { return path_; }
   void create_group(const std::string& name);
   void set_attr(const std::string& obj, const std::string& name, const std::string& value);
   void set_attr(const std::string& obj, const std::string& name, int64_t value);
   void set_attr(const std::string& obj, const std::string& name, double value);
+  // Rewrites an existing int64 attribute in place (allowed under SWMR writing; creating is not).
+  void update_attr(const std::string& obj, const std::string& name, int64_t value);
   void flush();
+  void close();  // checked: the close writes the last metadata and clears the SWMR status flags
 
  private:
   Handle file_;
   std::string path_;
 };
 
+// Row datasets: shape (rows, cols) with cols fixed (cols = 0 means 1-D (rows)), chunked along
+// rows, extendible without bound. No filters: an unfiltered chunk keeps its size and address,
+// so appending rewrites the bytes of the rows already there with the same values and a write
+// torn by a crash cannot damage them (a compressed chunk is rewritten whole, elsewhere).
+void create_rows(hid_t file, const std::string& path, Kind kind, int64_t cols, int64_t chunk_rows,
+                 const std::string& description);
+void append_rows(hid_t file, const std::string& path, Kind kind, const void* data, int64_t rows);
+void truncate_rows(hid_t file, const std::string& path, int64_t rows);
+
 bool exists(hid_t file, const std::string& path);  // a link of that path exists (groups included)
+// Every dataset under `group` (recursively), as absolute paths.
+std::vector<std::string> list_datasets(hid_t file, const std::string& group = "/");
 
 // Readers used by tests and tools.
 std::vector<int64_t> dataset_shape(hid_t file, const std::string& path);
+Kind dataset_kind(hid_t file, const std::string& path);  // the nearest Kind of its stored type
 std::vector<float> read_f32(hid_t file, const std::string& path);
 std::vector<int64_t> read_i64(hid_t file, const std::string& path);
 std::string read_attr_string(hid_t file, const std::string& obj, const std::string& name);
 int64_t read_attr_int(hid_t file, const std::string& obj, const std::string& name);
+bool attr_exists(hid_t file, const std::string& obj, const std::string& name);
 
 }  // namespace bupo::h5

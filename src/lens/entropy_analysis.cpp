@@ -112,74 +112,81 @@ EntropyRows compute_entropy_rows(Model& model, const std::vector<TokenRecord>& r
 EntropyWriter::EntropyWriter(const std::string& path, bool overwrite, const Model& model,
                              const std::string& model_path, const std::string& data_path,
                              LensMode lens)
-    : file_(h5::File::create(path, overwrite)) {
+    : L_(model.config().num_layers) {
   const auto& c = model.config();
-  const int64_t L = c.num_layers;
+  const int64_t L = L_;
   const int64_t chunk = 4096;
-  file_.create_group("/tokens");
-  file_.create_group("/entropy");
-  file_.create_group("/logprob");
-  record_ = h5::RowDataset(file_.id(), "/tokens/record", h5::Kind::I64, 0, chunk,
-                           "0-based index of the data row (non-blank line) this token belongs to");
-  position_ = h5::RowDataset(
-      file_.id(), "/tokens/position", h5::Kind::I64, 0, chunk,
-      "index t of the token in its record's ids; distributions are read at position t-1");
-  token_ =
-      h5::RowDataset(file_.id(), "/tokens/token_id", h5::Kind::I32, 0, chunk, "the token ids[t]");
-  const std::string lens_desc =
-      lens == LensMode::Raw ? "softmax(x E_u^T), no final norm" : "softmax(LN_final(x) E_u^T)";
-  const std::string what[6] = {
-      "H^l for l = 0..L (column l)",   "LN_in(H^{l-1}) for l = 1..L (column l-1)",
-      "A^l for l = 1..L (column l-1)", "LN_post(H^{l-1}+A^l) for l = 1..L (column l-1)",
-      "F^l for l = 1..L (column l-1)", "softmax(LN_final(H^L) E_u^T): the output policy"};
-  const int64_t cols[6] = {L + 1, L, L, L, L, 0};
-  for (int i = 0; i < 6; ++i) {
-    const std::string lensd = i == 5 ? "" : " under the lens " + lens_desc;
-    ent_[i] = h5::RowDataset(file_.id(), std::string("/entropy/") + kModules[i], h5::Kind::F32,
-                             cols[i], chunk / 4, "entropy (nats) of " + what[i] + lensd);
-    lp_[i] =
-        h5::RowDataset(file_.id(), std::string("/logprob/") + kModules[i], h5::Kind::F32, cols[i],
-                       chunk / 4, "log-prob (nats) of token_id under " + what[i] + lensd);
-  }
-  file_.set_attr("/", "schema", std::string("bupo-entropy"));
-  file_.set_attr("/", "schema_version", int64_t{1});
-  file_.set_attr("/", "program", std::string("bupo"));
-  file_.set_attr("/", "program_version", std::string(kVersion));
-  file_.set_attr("/", "created_utc", utc_now());
-  file_.set_attr("/", "model_path", model_path);
-  file_.set_attr("/", "data_path", data_path);
-  file_.set_attr("/", "architecture", std::string(arch_name(c.arch)));
-  file_.set_attr("/", "num_layers", L);
-  file_.set_attr("/", "vocab_size", c.vocab_size);
-  file_.set_attr("/", "hidden_size", c.hidden_size);
-  file_.set_attr("/", "tie_word_embeddings", int64_t{c.tie_word_embeddings ? 1 : 0});
-  file_.set_attr("/", "lens", std::string(lens_mode_name(lens)));
-  file_.set_attr("/", "entropy_units", std::string("nats"));
-  file_.set_attr("/", "complete", int64_t{0});
-  file_.set_attr("/", "num_records", int64_t{0});
-  file_.flush();
+  file_ = h5::AppendFile::create(
+      path, overwrite,
+      [&](h5::File& f) {
+        f.create_group("/tokens");
+        f.create_group("/entropy");
+        f.create_group("/logprob");
+        h5::create_rows(f.id(), "/tokens/record", h5::Kind::I64, 0, chunk,
+                        "0-based index of the data row (non-blank line) this token belongs to");
+        h5::create_rows(
+            f.id(), "/tokens/position", h5::Kind::I64, 0, chunk,
+            "index t of the token in its record's ids; distributions are read at position t-1");
+        h5::create_rows(f.id(), "/tokens/token_id", h5::Kind::I32, 0, chunk, "the token ids[t]");
+        const std::string lens_desc = lens == LensMode::Raw ? "softmax(x E_u^T), no final norm"
+                                                            : "softmax(LN_final(x) E_u^T)";
+        const std::string what[6] = {
+            "H^l for l = 0..L (column l)",   "LN_in(H^{l-1}) for l = 1..L (column l-1)",
+            "A^l for l = 1..L (column l-1)", "LN_post(H^{l-1}+A^l) for l = 1..L (column l-1)",
+            "F^l for l = 1..L (column l-1)", "softmax(LN_final(H^L) E_u^T): the output policy"};
+        const int64_t cols[6] = {L + 1, L, L, L, L, 0};
+        for (int i = 0; i < 6; ++i) {
+          const std::string lensd = i == 5 ? "" : " under the lens " + lens_desc;
+          h5::create_rows(f.id(), std::string("/entropy/") + kModules[i], h5::Kind::F32, cols[i],
+                          chunk / 4, "entropy (nats) of " + what[i] + lensd);
+          h5::create_rows(f.id(), std::string("/logprob/") + kModules[i], h5::Kind::F32, cols[i],
+                          chunk / 4, "log-prob (nats) of token_id under " + what[i] + lensd);
+        }
+        f.set_attr("/", "schema", std::string("bupo-entropy"));
+        f.set_attr("/", "schema_version", int64_t{1});
+        f.set_attr("/", "program", std::string("bupo"));
+        f.set_attr("/", "program_version", std::string(kVersion));
+        f.set_attr("/", "created_utc", utc_now());
+        f.set_attr("/", "model_path", model_path);
+        f.set_attr("/", "data_path", data_path);
+        f.set_attr("/", "architecture", std::string(arch_name(c.arch)));
+        f.set_attr("/", "num_layers", L);
+        f.set_attr("/", "vocab_size", c.vocab_size);
+        f.set_attr("/", "hidden_size", c.hidden_size);
+        f.set_attr("/", "tie_word_embeddings", int64_t{c.tie_word_embeddings ? 1 : 0});
+        f.set_attr("/", "lens", std::string(lens_mode_name(lens)));
+        f.set_attr("/", "entropy_units", std::string("nats"));
+        // rewritten in place by finish() (SWMR allows that, not creating attributes)
+        f.set_attr("/", "complete", int64_t{0});
+        f.set_attr("/", "num_records", int64_t{0});
+        f.set_attr("/", "num_tokens", int64_t{0});
+      },
+      h5::Commit::Swmr);
 }
 
 void EntropyWriter::append(const EntropyRows& r) {
-  record_.append(r.record.data(), r.rows);
-  position_.append(r.position.data(), r.rows);
-  token_.append(r.token_id.data(), r.rows);
+  file_.append("/tokens/record", h5::Kind::I64, 0, r.record.data(), r.rows);
+  file_.append("/tokens/position", h5::Kind::I64, 0, r.position.data(), r.rows);
+  file_.append("/tokens/token_id", h5::Kind::I32, 0, r.token_id.data(), r.rows);
   const std::vector<float>* e[6] = {&r.layer,  &r.attn_in, &r.attn_out,
                                     &r.ffn_in, &r.ffn_out, &r.output};
   const std::vector<float>* p[6] = {&r.lp_layer,  &r.lp_attn_in, &r.lp_attn_out,
                                     &r.lp_ffn_in, &r.lp_ffn_out, &r.lp_output};
+  const int64_t cols[6] = {L_ + 1, L_, L_, L_, L_, 0};
   for (int i = 0; i < 6; ++i) {
-    ent_[i].append(e[i]->data(), r.rows);
-    lp_[i].append(p[i]->data(), r.rows);
+    file_.append(std::string("/entropy/") + kModules[i], h5::Kind::F32, cols[i], e[i]->data(),
+                 r.rows);
+    file_.append(std::string("/logprob/") + kModules[i], h5::Kind::F32, cols[i], p[i]->data(),
+                 r.rows);
   }
   rows_ += r.rows;
   file_.flush();
 }
 
 void EntropyWriter::finish(int64_t records) {
-  file_.set_attr("/", "num_records", records);
-  file_.set_attr("/", "num_tokens", rows_);
-  file_.set_attr("/", "complete", int64_t{1});
+  file_.update_attr("/", "num_records", records);
+  file_.update_attr("/", "num_tokens", rows_);
+  file_.update_attr("/", "complete", int64_t{1});
   file_.flush();
 }
 

@@ -12,7 +12,7 @@
 #include <functional>
 #include <string>
 
-#include "io/h5.hpp"
+#include "io/h5_append.hpp"
 #include "io/token_data.hpp"
 #include "lens/lens.hpp"
 #include "model/model.hpp"
@@ -39,7 +39,8 @@ struct EntropyRows {
 EntropyRows compute_entropy_rows(Model& model, const std::vector<TokenRecord>& recs,
                                  int64_t first_record, const EntropyOptions& opt);
 
-// Writes the HDF5 schema documented in README.md.
+// Writes the HDF5 schema documented in README.md: created whole, then one SWMR append per batch
+// (io/h5_append.hpp), so a writer killed at any instant leaves every flushed batch readable.
 class EntropyWriter {
  public:
   EntropyWriter(const std::string& path, bool overwrite, const Model& model,
@@ -49,10 +50,8 @@ class EntropyWriter {
   int64_t rows() const { return rows_; }
 
  private:
-  h5::File file_;
-  h5::RowDataset record_, position_, token_;
-  h5::RowDataset ent_[6], lp_[6];
-  int64_t rows_ = 0;
+  h5::AppendFile file_;
+  int64_t L_ = 0, rows_ = 0;
 };
 
 // Whole command over validated records: runs all batches and writes the file. progress(done,

@@ -129,11 +129,11 @@ LayerChoice pick_layer_command(const TrainConfig& cfg, const std::string& out_h5
   if (cfg.warmup.sft_steps > 0) warm_start(r);
   const LayerChoice c = baseline_layer_choice(r);
   if (!r.root()) return c;
-  h5::File f = h5::File::create(out_h5, overwrite);
-  f.set_attr("/", "program_version", std::string(kVersion));
-  f.set_attr("/", "config", cfg.to_toml());
-  write_layer_evidence(f, "", c.ffn_dh, c.attn_dh, c.chosen, c.tokens);
-  f.flush();
+  h5::AppendFile::create(out_h5, overwrite, [&](h5::File& f) {
+    f.set_attr("/", "program_version", std::string(kVersion));
+    f.set_attr("/", "config", cfg.to_toml());
+    write_layer_evidence(f, "", c.ffn_dh, c.attn_dh, c.chosen, c.tokens);
+  });
   return c;
 }
 

@@ -78,6 +78,7 @@ struct Run {
   // Records a stop before step 1 (the marker file) and sets stopped_before_start.
   void stop_before_start(const std::string& during);
   void say(const std::string& s) const;     // a line on stderr (rank 0)
+  void warn(const std::string& s) const;    // "bupo: warning: ..." on stderr, even when quiet
   void status(const std::string& s) const;  // a transient line (rank 0, TTY only)
   // The pipeline stage that holds the policy of `path` (the one owning layer l, or the last).
   int stage_of_policy(PolicyPath path) const;

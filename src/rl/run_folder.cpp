@@ -4,6 +4,8 @@
 #include <filesystem>
 #include <fstream>
 
+#include "io/json_util.hpp"
+
 #include "io/atomic_file.hpp"
 #include "model/gather.hpp"
 #include "model/gguf_import.hpp"
@@ -22,6 +24,16 @@ std::string stage_list(const Run& r) {
     o += (s ? ", " : "") + std::to_string(r.pc.stage_lo(s, L)) + ".." +
          std::to_string(r.pc.stage_hi(s, L));
   return o;
+}
+// metrics.jsonl records at least one whole step (a complete line with a step number)
+bool holds_a_step(const std::string& out_dir) {
+  std::ifstream in(fs::path(out_dir) / "metrics.jsonl");
+  for (std::string line; std::getline(in, line);) {
+    if (in.eof()) break;  // the last line had no newline: torn
+    const json j = json::parse(line, nullptr, false);
+    if (j.is_object() && j.contains("step")) return true;
+  }
+  return false;
 }
 }  // namespace
 
@@ -46,7 +58,7 @@ void open_run_folder(Run& r) {
       if (damage.empty())
         pick = static_cast<int64_t>(i);
       else
-        r.say("checkpoint " + all[i] + " is damaged (" + damage + "); trying the one before");
+        r.warn("checkpoint " + all[i] + " is damaged (" + damage + "); trying the one before");
     }
     pc.world->broadcast(&pick, 8, 0);
     BUPO_CHECK(all.empty() || pick >= 0, r.out_dir, ": every checkpoint under ", r.out_dir,
@@ -54,12 +66,31 @@ void open_run_folder(Run& r) {
     if (pick >= 0) ck = all[static_cast<size_t>(pick)];
   }
   const fs::path marker = fs::path(r.out_dir) / kPreemptedMarker;
-  // a run stopped before step 1 left no checkpoint, only the marker: --resume starts it afresh
-  const bool restart = r.opt.resume && ck.empty() && fs::exists(marker);
+  // No checkpoint to resume from: a run stopped before step 1 (only the marker), or one killed
+  // (kill -9, a lost node) before its first checkpoint. --resume starts it afresh, so that a
+  // requeued job goes on; the steps it had logged cannot be continued and are kept aside.
+  const bool restart = r.opt.resume && ck.empty() && r.opt.resume_from.empty();
   if (restart) {
     r.opt.resume = false;
-    r.opt.overwrite = true;  // its diagnostics.h5 / metrics.jsonl hold no step yet
-    r.say("no checkpoint yet (the run was stopped before step 1): starting it afresh");
+    r.opt.overwrite = true;
+    std::string aside;
+    if (r.root() && holds_a_step(r.out_dir))
+      for (const char* name : {"metrics.jsonl", "diagnostics.h5"}) {
+        const fs::path p = fs::path(r.out_dir) / name;
+        if (!fs::exists(p)) continue;
+        fs::path to = p.string() + ".abandoned";
+        for (int i = 1; fs::exists(to); ++i) to = p.string() + ".abandoned." + std::to_string(i);
+        fs::rename(p, to);
+        aside += (aside.empty() ? "" : ", ") + to.filename().string();
+      }
+    const std::string why =
+        fs::exists(marker) ? "no checkpoint yet (the run was stopped before step 1): starting it "
+                             "afresh"
+                           : "no checkpoint under " + r.out_dir + "/checkpoints: starting afresh";
+    if (aside.empty())
+      r.say(why);
+    else
+      r.warn(why + " (the steps logged without a checkpoint are kept in " + aside + ")");
   }
   BUPO_CHECK(!(r.opt.resume && ck.empty()), r.out_dir,
              ": --resume, but there is no complete checkpoint under ", r.out_dir, "/checkpoints");
@@ -96,6 +127,8 @@ void open_run_folder(Run& r) {
                                        (fs::path(r.out_dir) / "metrics.jsonl").string(),
                                        static_cast<int>(L), cfg.to_toml(), resuming, r.st.step,
                                        r.opt.overwrite);
+  if (r.log)
+    for (const auto& note : r.log->notes()) r.warn(note);
   if (pc.world->size() > 1)
     r.say("parallel layout: tp " + std::to_string(pc.tp_size()) + " x pp " +
           std::to_string(pc.pp_size()) + " x dp " + std::to_string(pc.dp_size()) + " = " +

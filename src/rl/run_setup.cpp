@@ -24,6 +24,11 @@ void Run::say(const std::string& s) const {
   std::fprintf(stderr, "%s%s\n", tty ? "\r\033[K" : "", s.c_str());
   std::fflush(stderr);
 }
+void Run::warn(const std::string& s) const {
+  if (!root()) return;
+  std::fprintf(stderr, "%sbupo: warning: %s\n", tty ? "\r\033[K" : "", s.c_str());
+  std::fflush(stderr);
+}
 void Run::status(const std::string& s) const {
   if (opt.quiet || !tty || !root()) return;
   std::fprintf(stderr, "\r\033[K%s", s.c_str());

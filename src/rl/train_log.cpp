@@ -4,174 +4,359 @@
 #include <filesystem>
 #include <fstream>
 #include <limits>
-#include <sstream>
+#include <set>
 
 #include "bupo/version.hpp"
 #include "core/error.hpp"
 #include "io/atomic_file.hpp"
-#include "io/json_util.hpp"
 
 namespace fs = std::filesystem;
 
 namespace bupo::rl {
 namespace {
 
-// Truncate every dataset of a group to the rows whose <group>/step <= keep_step.
-void truncate_group(hid_t file, const std::string& group, int64_t keep_step) {
-  if (!h5::exists(file, group + "/step")) return;
-  const auto steps = h5::read_i64(file, group + "/step");
+constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
+const char* const kEntropyRows[] = {"layer", "attn_in", "attn_out", "ffn_in", "ffn_out"};
+
+// JSON of a float row: NaN/Inf as null (JSON has neither), read back as NaN.
+json floats_json(const std::vector<float>& v) {
+  json a = json::array();
+  for (float x : v) a.push_back(std::isfinite(x) ? json(x) : json(nullptr));
+  return a;
+}
+float json_float(const json& j) {
+  return j.is_number() ? j.get<float>() : kNaN;
+}
+std::vector<float> json_floats(const json& j, size_t n) {
+  std::vector<float> v(n, kNaN);
+  if (j.is_array())
+    for (size_t i = 0; i < std::min(n, j.size()); ++i) v[i] = json_float(j[i]);
+  return v;
+}
+
+// metrics.jsonl cut back to the steps <= keep_step (rewritten atomically); its records. A torn
+// last line (a writer killed mid-append) is dropped; anything else malformed is an error.
+std::vector<json> truncate_jsonl(const std::string& path, int64_t keep_step) {
+  std::vector<json> kept;
+  if (!fs::exists(path)) return kept;
+  std::ifstream in(path);
+  std::vector<std::string> lines;
+  for (std::string line; std::getline(in, line);)
+    if (!line.empty()) lines.push_back(line);
+  in.close();
+  std::string text;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    const std::string where = path + ":" + std::to_string(i + 1);
+    json j;
+    try {
+      j = parse_json(lines[i], where);
+    } catch (const Error&) {
+      if (i + 1 == lines.size()) break;  // torn by a crash
+      throw;
+    }
+    BUPO_CHECK(j.is_object() && j.contains("step") && j["step"].is_number_integer(), where,
+               ": field 'step': expected an integer step number");
+    if (j["step"].get<int64_t>() > keep_step) break;
+    text += lines[i] + "\n";
+    kept.push_back(std::move(j));
+  }
+  write_file_atomic(path, text);
+  return kept;
+}
+
+// Every dataset of a group cut back to the rows whose <group>/step <= keep_step.
+void truncate_group(h5::File& f, const std::string& group, int64_t keep_step) {
+  if (!h5::exists(f.id(), group + "/step")) return;
+  const auto steps = h5::read_i64(f.id(), group + "/step");
   int64_t keep = 0;
   while (keep < static_cast<int64_t>(steps.size()) && steps[static_cast<size_t>(keep)] <= keep_step)
     ++keep;
-  h5::Handle g(H5Gopen2(file, group.c_str(), H5P_DEFAULT), H5Gclose);
-  BUPO_CHECK(g.id() >= 0, "HDF5: cannot open group ", group);
-  hsize_t n = 0;
-  H5Gget_num_objs(g.id(), &n);
-  for (hsize_t i = 0; i < n; ++i) {
-    char name[256];
-    H5Gget_objname_by_idx(g.id(), i, name, sizeof name);
-    if (H5Gget_objtype_by_idx(g.id(), i) != H5G_DATASET) continue;
-    auto ds = h5::RowDataset::open(file, group + "/" + name, h5::Kind::F32);
-    ds.truncate(keep);
-  }
+  for (const auto& ds : h5::list_datasets(f.id(), group))
+    if (fs::path(ds).parent_path().string() == group) h5::truncate_rows(f.id(), ds, keep);
 }
 
-void truncate_jsonl(const std::string& path, int64_t keep_step) {
-  if (!fs::exists(path)) return;
-  std::ifstream in(path);
-  std::string line, kept;
-  while (std::getline(in, line)) {
-    if (line.empty()) continue;
-    json j;
-    try {
-      j = json::parse(line);
-    } catch (const json::exception&) {
-      break;  // a torn last line from a killed writer
-    }
-    if (!j.contains("step") || j["step"].get<int64_t>() > keep_step) break;
-    kept += line + "\n";
-  }
-  in.close();
-  write_file_atomic(path, kept);
+std::vector<std::string> validation_sets(const std::vector<std::string>& datasets) {
+  std::set<std::string> sets;
+  for (const auto& ds : datasets)
+    if (ds.rfind("/validation/", 0) == 0) sets.insert(fs::path(ds).parent_path().string());
+  return {sets.begin(), sets.end()};
 }
 
-}  // namespace
-
-TrainLog::TrainLog(const std::string& h5_path, const std::string& jsonl_path, int num_layers,
-                   const std::string& config_toml, bool resume, int64_t keep_step, bool overwrite)
-    : jsonl_path_(jsonl_path), L_(num_layers) {
-  if (resume && fs::exists(h5_path)) {
-    file_ = h5::File::open_rw(h5_path);
-    const int64_t v = h5::read_attr_int(file_.id(), "/", "schema_version");
-    BUPO_CHECK(v == kTrainSchemaVersion, h5_path, ": schema_version ", v, "; this bupo writes ",
-               kTrainSchemaVersion);
-    truncate_group(file_.id(), "/steps", keep_step);
-    truncate_group(file_.id(), "/entropy", keep_step);
-    if (h5::exists(file_.id(), "/validation")) {
-      h5::Handle g(H5Gopen2(file_.id(), "/validation", H5P_DEFAULT), H5Gclose);
-      hsize_t n = 0;
-      H5Gget_num_objs(g.id(), &n);
-      std::vector<std::string> sets;
-      for (hsize_t i = 0; i < n; ++i) {
-        char name[256];
-        H5Gget_objname_by_idx(g.id(), i, name, sizeof name);
-        sets.push_back(name);
-      }
-      for (const auto& s : sets) truncate_group(file_.id(), "/validation/" + s, keep_step);
-    }
-    truncate_jsonl(jsonl_path_, keep_step);
-    file_.set_attr("/", "resumed_at_step", keep_step);
-  } else {
-    BUPO_CHECK(overwrite || (!fs::exists(h5_path) && !fs::exists(jsonl_path)), h5_path,
-               ": a run already exists in this folder; pass --resume to continue it or "
-               "--overwrite to start again");
-    file_ = h5::File::create(h5_path, true);
-    file_.set_attr("/", "schema", std::string("bupo-train"));
-    file_.set_attr("/", "schema_version", kTrainSchemaVersion);
-    file_.set_attr("/", "program_version", std::string(kVersion));
-    file_.set_attr("/", "created_by", std::string("bupo train"));
-    file_.set_attr("/", "num_layers", static_cast<int64_t>(num_layers));
-    write_file_atomic(jsonl_path_, "");
-  }
-  file_.set_attr("/", "config", config_toml);
-  file_.flush();
-}
-
-h5::RowDataset& TrainLog::dataset(const std::string& path, h5::Kind kind, int64_t cols) {
-  auto it = ds_.find(path);
-  if (it != ds_.end()) return it->second;
-  h5::RowDataset d = h5::exists(file_.id(), path)
-                         ? h5::RowDataset::open(file_.id(), path, kind)
-                         : h5::RowDataset(file_.id(), path, kind, cols, 256, "");
-  return ds_.emplace(path, std::move(d)).first->second;
-}
-
-void TrainLog::write_step(int64_t step,
-                          const std::vector<std::pair<std::string, double>>& metrics) {
-  dataset("/steps/step", h5::Kind::I64, 0).append(&step, 1);
-  json j = {{"step", step}};
-  for (const auto& [name, v] : metrics) {
-    const float f = static_cast<float>(v);
-    dataset("/steps/" + name, h5::Kind::F32, 0).append(&f, 1);
-    j[name] = std::isfinite(v) ? json(v) : json(nullptr);
-  }
-  std::ofstream out(jsonl_path_, std::ios::app);
-  out << j.dump() << "\n";
-  out.flush();
-  BUPO_CHECK(out.good(), jsonl_path_, ": write failed");
-}
-
-void TrainLog::write_entropy(int64_t step, const EntropySummary& e) {
-  const int64_t L = L_;
-  dataset("/entropy/step", h5::Kind::I64, 0).append(&step, 1);
-  const float tokens = static_cast<float>(e.tokens);
-  dataset("/entropy/tokens", h5::Kind::F32, 0).append(&tokens, 1);
-  dataset("/entropy/layer", h5::Kind::F32, L + 1).append(e.layer.data(), 1);
-  dataset("/entropy/attn_in", h5::Kind::F32, L).append(e.attn_in.data(), 1);
-  dataset("/entropy/attn_out", h5::Kind::F32, L).append(e.attn_out.data(), 1);
-  dataset("/entropy/ffn_in", h5::Kind::F32, L).append(e.ffn_in.data(), 1);
-  dataset("/entropy/ffn_out", h5::Kind::F32, L).append(e.ffn_out.data(), 1);
-  dataset("/entropy/output", h5::Kind::F32, 0).append(&e.output, 1);
-  dataset("/entropy/bupo_layer", h5::Kind::F32, 0).append(&e.bupo_layer, 1);
-}
-
-void TrainLog::write_validation(int64_t step, const std::string& set, double avg,
-                                const std::vector<int64_t>& k, const std::vector<double>& pass) {
-  const std::string g = "/validation/" + set;
-  dataset(g + "/step", h5::Kind::I64, 0).append(&step, 1);
-  const float a = static_cast<float>(avg);
-  dataset(g + "/avg", h5::Kind::F32, 0).append(&a, 1);
-  std::vector<float> p(pass.begin(), pass.end());
-  auto& pk = dataset(g + "/pass_at_k", h5::Kind::F32, static_cast<int64_t>(k.size()));
-  pk.append(p.data(), 1);
+std::string k_list(const std::vector<int64_t>& k) {
   std::string ks;
   for (int64_t v : k) {
     if (!ks.empty()) ks += ',';
     ks += std::to_string(v);
   }
-  file_.set_attr(g + "/pass_at_k", "k", ks);
+  return ks;
 }
+
+}  // namespace
 
 void write_layer_evidence(h5::File& f, const std::string& group, const std::vector<float>& ffn_dh,
                           const std::vector<float>& attn_dh, int64_t chosen, int64_t tokens) {
-  h5::RowDataset(f.id(), group + "/ffn_delta_h", h5::Kind::F32, 0, 256,
-                 "mean Delta H_FFN per layer l = 1..L (papers.md Eq. 13)")
-      .append(ffn_dh.data(), static_cast<int64_t>(ffn_dh.size()));
-  h5::RowDataset(f.id(), group + "/attn_delta_h", h5::Kind::F32, 0, 256,
-                 "mean Delta H_ATTN per layer l = 1..L (papers.md Eq. 12)")
-      .append(attn_dh.data(), static_cast<int64_t>(attn_dh.size()));
+  h5::create_rows(f.id(), group + "/ffn_delta_h", h5::Kind::F32, 0, 256,
+                  "mean Delta H_FFN per layer l = 1..L (papers.md Eq. 13)");
+  h5::append_rows(f.id(), group + "/ffn_delta_h", h5::Kind::F32, ffn_dh.data(),
+                  static_cast<int64_t>(ffn_dh.size()));
+  h5::create_rows(f.id(), group + "/attn_delta_h", h5::Kind::F32, 0, 256,
+                  "mean Delta H_ATTN per layer l = 1..L (papers.md Eq. 12)");
+  h5::append_rows(f.id(), group + "/attn_delta_h", h5::Kind::F32, attn_dh.data(),
+                  static_cast<int64_t>(attn_dh.size()));
   const std::string obj = group.empty() ? "/" : group;
   f.set_attr(obj, "chosen_layer", chosen);
   f.set_attr(obj, "tokens", tokens);
   f.set_attr(obj, "rule", std::string("last layer with mean Delta H_FFN > 0 (papers.md 1.6)"));
 }
 
+void TrainLog::init_file(h5::File& f) const {
+  f.set_attr("/", "schema", std::string("bupo-train"));
+  f.set_attr("/", "schema_version", kTrainSchemaVersion);
+  f.set_attr("/", "program_version", std::string(kVersion));
+  f.set_attr("/", "created_by", std::string("bupo train"));
+  f.set_attr("/", "num_layers", static_cast<int64_t>(L_));
+  f.set_attr("/", "config", config_toml_);
+  const json history = json::array({{{"step", 0}, {"event", "created"}, {"config", config_toml_}}});
+  f.set_attr("/", "config_history", history.dump());
+}
+
+TrainLog::TrainLog(const std::string& h5_path, const std::string& jsonl_path, int num_layers,
+                   const std::string& config_toml, bool resume, int64_t keep_step, bool overwrite)
+    : h5_path_(h5_path),
+      jsonl_path_(jsonl_path),
+      selection_path_((fs::path(jsonl_path).parent_path() / "bupo_layer_selection.json").string()),
+      config_toml_(config_toml),
+      L_(num_layers) {
+  if (!resume) {
+    BUPO_CHECK(overwrite || (!fs::exists(h5_path) && !fs::exists(jsonl_path)), h5_path,
+               ": a run already exists in this folder; pass --resume to continue it or "
+               "--overwrite to start again");
+    file_ = h5::AppendFile::create(h5_path, true, [&](h5::File& f) { init_file(f); });
+    write_file_atomic(jsonl_path_, "");
+    std::error_code ec;
+    fs::remove(selection_path_, ec);
+    return;
+  }
+  const std::vector<json> journal = truncate_jsonl(jsonl_path_, keep_step);
+  std::string why;
+  if (!fs::exists(h5_path)) {
+    why = "it is missing";
+  } else {
+    try {
+      file_ = h5::AppendFile::open(h5_path);
+    } catch (const Error& e) {
+      why = e.what();
+    }
+  }
+  if (why.empty()) {
+    if (file_.repaired())
+      notes_.push_back(h5_path +
+                       ": its writer had died during a flush; repaired on a copy "
+                       "(superblock marks cleared, as h5clear does)");
+    int64_t version = -1;
+    {
+      h5::File f = h5::File::open_read(h5_path);
+      if (h5::attr_exists(f.id(), "/", "schema_version"))
+        version = h5::read_attr_int(f.id(), "/", "schema_version");
+    }
+    BUPO_CHECK(version == kTrainSchemaVersion, h5_path, ": schema_version ", version,
+               "; this bupo writes ", kTrainSchemaVersion);
+    std::string history = "[]";
+    try {
+      file_.edit([&](h5::File& f) {
+        truncate_group(f, "/steps", keep_step);
+        truncate_group(f, "/entropy", keep_step);
+        for (const auto& g : validation_sets(h5::list_datasets(f.id())))
+          truncate_group(f, g, keep_step);
+        json h = json::array();
+        if (h5::attr_exists(f.id(), "/", "config_history"))
+          h = parse_json(h5::read_attr_string(f.id(), "/", "config_history"), h5_path);
+        h.push_back({{"step", keep_step}, {"event", "resumed"}, {"config", config_toml_}});
+        f.set_attr("/", "config_history", h.dump());
+        f.set_attr("/", "config", config_toml_);
+        f.set_attr("/", "resumed_at_step", keep_step);
+      });
+    } catch (const Error& e) {
+      why = e.what();
+    }
+  }
+  if (why.empty()) {  // the journal must not hold rows the file lacks
+    int64_t steps = 0, entropy = 0;
+    std::map<std::string, int64_t> validation;
+    for (const auto& j : journal) {
+      ++steps;
+      if (j.contains("layer_entropy")) ++entropy;
+      if (j.contains("validation") && j["validation"].is_object())
+        for (auto it = j["validation"].begin(); it != j["validation"].end(); ++it)
+          ++validation["/validation/" + it.key()];
+    }
+    if (file_.rows("/steps/step") < steps)
+      why = "it holds " + std::to_string(file_.rows("/steps/step")) + " of the " +
+            std::to_string(steps) + " steps in metrics.jsonl";
+    else if (file_.rows("/entropy/step") < entropy)
+      why = "it holds " + std::to_string(file_.rows("/entropy/step")) + " of the " +
+            std::to_string(entropy) + " entropy rows in metrics.jsonl";
+    for (const auto& [g, n] : validation)
+      if (why.empty() && file_.rows(g + "/step") < n) why = "it lacks validation rows of " + g;
+  }
+  if (!why.empty()) rebuild(keep_step, why);
+}
+
+void TrainLog::rebuild(int64_t keep_step, const std::string& why) {
+  const std::string& h5_path = h5_path_;
+  std::string kept;
+  if (fs::exists(h5_path)) {  // kept for inspection, never deleted
+    kept = h5_path + ".damaged";
+    std::error_code ec;
+    fs::rename(h5_path, kept, ec);
+    BUPO_CHECK(!ec, h5_path, ": cannot move the damaged file aside: ", ec.message());
+  }
+  file_ = h5::AppendFile::create(h5_path, true, [&](h5::File& f) {
+    init_file(f);
+    f.set_attr("/", "resumed_at_step", keep_step);
+    f.set_attr("/", "rebuilt_from", std::string("metrics.jsonl"));
+  });
+  const std::vector<json> journal = truncate_jsonl(jsonl_path_, keep_step);
+  int64_t entropy_rows = 0;
+  for (const auto& j : journal) {
+    const int64_t step = j["step"].get<int64_t>();
+    if (j.contains("layer_entropy") && j["layer_entropy"].is_object()) {
+      const json& e = j["layer_entropy"];
+      EntropySummary s;
+      s.tokens = e.value("tokens", int64_t{0});
+      s.layer = json_floats(e.value("layer", json()), static_cast<size_t>(L_) + 1);
+      std::vector<float>* rows[] = {&s.attn_in, &s.attn_out, &s.ffn_in, &s.ffn_out};
+      for (int i = 0; i < 4; ++i)
+        *rows[i] = json_floats(e.value(kEntropyRows[i + 1], json()), static_cast<size_t>(L_));
+      s.output = json_float(e.value("output", json()));
+      s.bupo_layer = json_float(e.value("bupo_layer", json()));
+      write_entropy(step, s);
+      ++entropy_rows;
+    }
+    if (j.contains("validation") && j["validation"].is_object())
+      for (auto it = j["validation"].begin(); it != j["validation"].end(); ++it) {
+        const json& v = it.value();
+        std::vector<int64_t> k;
+        std::vector<double> pass;
+        for (const auto& x : v.value("k", json::array())) k.push_back(x.get<int64_t>());
+        for (const auto& x : v.value("pass_at_k", json::array()))
+          pass.push_back(x.is_number() ? x.get<double>() : std::nan(""));
+        pass.resize(k.size(), std::nan(""));
+        write_validation(step, it.key(), json_float(v.value("avg", json())), k, pass);
+      }
+    std::vector<std::pair<std::string, double>> metrics;
+    for (auto it = j.begin(); it != j.end(); ++it)
+      if (it.key() != "step" && (it->is_number() || it->is_null()))
+        metrics.emplace_back(it.key(), it->is_number() ? it->get<double>() : std::nan(""));
+    // queue the row without journaling it again
+    pending_entropy_ = json();
+    pending_validation_ = json();
+    const int64_t s = step;
+    file_.append("/steps/step", h5::Kind::I64, 0, &s, 1);
+    for (const auto& [name, v] : metrics) {
+      const float x = static_cast<float>(v);
+      file_.append("/steps/" + name, h5::Kind::F32, 0, &x, 1);
+    }
+  }
+  if (fs::exists(selection_path_)) {
+    const json sel = read_json_file(selection_path_);
+    file_.edit([&](h5::File& f) {
+      write_layer_evidence(f, "/bupo_layer_selection",
+                           json_floats(sel.value("ffn_delta_h", json()), static_cast<size_t>(L_)),
+                           json_floats(sel.value("attn_delta_h", json()), static_cast<size_t>(L_)),
+                           sel.value("chosen_layer", int64_t{0}), sel.value("tokens", int64_t{0}));
+    });
+  }
+  file_.flush();
+  notes_.push_back(h5_path + ": " + why + (kept.empty() ? "" : "; kept it as " + kept) +
+                   "; rebuilt it from metrics.jsonl (" + std::to_string(journal.size()) +
+                   " steps, " + std::to_string(entropy_rows) + " entropy rows" +
+                   (fs::exists(selection_path_) ? ", the layer selection" : "") +
+                   ") up to the checkpoint's step " + std::to_string(keep_step));
+}
+
+void TrainLog::write_step(int64_t step,
+                          const std::vector<std::pair<std::string, double>>& metrics) {
+  // every /steps dataset gets a row (NaN when a metric is missing), so rows stay aligned
+  const int64_t before = file_.rows("/steps/step");
+  file_.append("/steps/step", h5::Kind::I64, 0, &step, 1);
+  json j = {{"step", step}};
+  std::set<std::string> seen;
+  for (const auto& [name, v] : metrics) {
+    const std::string ds = "/steps/" + name;
+    for (int64_t r = file_.rows(ds); r < before; ++r) file_.append(ds, h5::Kind::F32, 0, &kNaN, 1);
+    const float f = static_cast<float>(v);
+    file_.append(ds, h5::Kind::F32, 0, &f, 1);
+    seen.insert(ds);
+    j[name] = std::isfinite(v) ? json(v) : json(nullptr);
+  }
+  for (const auto& ds : file_.datasets("/steps/"))
+    if (ds != "/steps/step" && !seen.count(ds) && file_.rows(ds) <= before)
+      file_.append(ds, h5::Kind::F32, 0, &kNaN, 1);
+  if (!pending_entropy_.is_null()) j["layer_entropy"] = pending_entropy_;
+  if (!pending_validation_.is_null()) j["validation"] = pending_validation_;
+  pending_entropy_ = json();
+  pending_validation_ = json();
+  append_durably(jsonl_path_, j.dump() + "\n");  // the journal first: a rebuild reads it
+}
+
+void TrainLog::write_entropy(int64_t step, const EntropySummary& e) {
+  const int64_t L = L_;
+  file_.append("/entropy/step", h5::Kind::I64, 0, &step, 1);
+  const float tokens = static_cast<float>(e.tokens);
+  file_.append("/entropy/tokens", h5::Kind::F32, 0, &tokens, 1);
+  file_.append("/entropy/layer", h5::Kind::F32, L + 1, e.layer.data(), 1);
+  file_.append("/entropy/attn_in", h5::Kind::F32, L, e.attn_in.data(), 1);
+  file_.append("/entropy/attn_out", h5::Kind::F32, L, e.attn_out.data(), 1);
+  file_.append("/entropy/ffn_in", h5::Kind::F32, L, e.ffn_in.data(), 1);
+  file_.append("/entropy/ffn_out", h5::Kind::F32, L, e.ffn_out.data(), 1);
+  file_.append("/entropy/output", h5::Kind::F32, 0, &e.output, 1);
+  file_.append("/entropy/bupo_layer", h5::Kind::F32, 0, &e.bupo_layer, 1);
+  pending_entropy_ = {{"tokens", e.tokens},
+                      {"layer", floats_json(e.layer)},
+                      {"attn_in", floats_json(e.attn_in)},
+                      {"attn_out", floats_json(e.attn_out)},
+                      {"ffn_in", floats_json(e.ffn_in)},
+                      {"ffn_out", floats_json(e.ffn_out)},
+                      {"output", floats_json({e.output})[0]},
+                      {"bupo_layer", floats_json({e.bupo_layer})[0]}};
+}
+
+void TrainLog::write_validation(int64_t step, const std::string& set, double avg,
+                                const std::vector<int64_t>& k, const std::vector<double>& pass) {
+  const std::string g = "/validation/" + set;
+  const auto K = static_cast<int64_t>(k.size());
+  if (!file_.has(g + "/pass_at_k"))  // created with its `k` attribute, on a copy
+    file_.edit([&](h5::File& f) {
+      h5::create_rows(f.id(), g + "/step", h5::Kind::I64, 0, 1024, "");
+      h5::create_rows(f.id(), g + "/avg", h5::Kind::F32, 0, 1024, "");
+      h5::create_rows(f.id(), g + "/pass_at_k", h5::Kind::F32, K, 1024, "");
+      f.set_attr(g + "/pass_at_k", "k", k_list(k));
+    });
+  file_.append(g + "/step", h5::Kind::I64, 0, &step, 1);
+  const float a = static_cast<float>(avg);
+  file_.append(g + "/avg", h5::Kind::F32, 0, &a, 1);
+  std::vector<float> p(pass.begin(), pass.end());
+  file_.append(g + "/pass_at_k", h5::Kind::F32, K, p.data(), 1);
+  if (pending_validation_.is_null()) pending_validation_ = json::object();
+  std::vector<int64_t> kv(k);
+  pending_validation_[set] = {{"avg", std::isfinite(avg) ? json(avg) : json(nullptr)},
+                              {"k", kv},
+                              {"pass_at_k", floats_json(p)}};
+}
+
 void TrainLog::write_layer_selection(const std::vector<float>& ffn_dh,
                                      const std::vector<float>& attn_dh, int64_t chosen,
                                      int64_t tokens) {
   const std::string g = "/bupo_layer_selection";
-  if (h5::exists(file_.id(), g)) return;  // written once, at step 0
-  write_layer_evidence(file_, g, ffn_dh, attn_dh, chosen, tokens);
+  if (file_.has(g + "/ffn_delta_h")) return;  // written once, at step 0
+  write_file_atomic(selection_path_, json{{"ffn_delta_h", floats_json(ffn_dh)},
+                                          {"attn_delta_h", floats_json(attn_dh)},
+                                          {"chosen_layer", chosen},
+                                          {"tokens", tokens}}
+                                             .dump() +
+                                         "\n");
+  file_.edit([&](h5::File& f) { write_layer_evidence(f, g, ffn_dh, attn_dh, chosen, tokens); });
 }
 
 void TrainLog::flush() {

@@ -1,17 +1,25 @@
-// The training diagnostics file (one per run, written by one rank) and metrics.jsonl.
+// The training diagnostics file (one per run, written by one rank) and metrics.jsonl, its journal.
 //
 // HDF5 layout (schema_version 1; every dataset is extendible and chunked with step as its first
-// axis, and the file is flushed after every step so a killed writer leaves a readable file):
+// axis; rows are appended under SWMR after every step, io/h5_append.hpp):
 //   /steps/step (n) int64, /steps/<metric> (n) float32       one row per training step
 //   /entropy/step (m) int64                                  one row every diagnostics.every steps
 //   /entropy/layer (m, L+1)  H(H^l), l = 0..L                mean over the subsampled tokens
 //   /entropy/attn_in, attn_out, ffn_in, ffn_out (m, L)       H(LN_in H^{l-1}), H(A^l), H(LN_post),
-//   H(F^l) /entropy/output (m)      the model's own policy; /entropy/bupo_layer (m) H(pi^l) (NaN:
-//   off) /entropy/tokens (m)      tokens averaged /validation/<set>/step (v), avg (v), pass_at_k
-//   (v, K) with attribute k /bupo_layer_selection/... the evidence of an automatic choice of l
-//   (written once)
-// Root attributes: schema_version, program_version, config (the effective TOML), created_by.
-// On resume every group is truncated back to the rows whose step is <= the checkpoint's step.
+//                                                            H(F^l)
+//   /entropy/output (m) the model's own policy; /entropy/bupo_layer (m) H(pi^l) (NaN: off);
+//   /entropy/tokens (m) tokens averaged
+//   /validation/<set>/step (v), avg (v), pass_at_k (v, K) with attribute k
+//   /bupo_layer_selection/... the evidence of an automatic choice of l (written once)
+// Root attributes: schema, schema_version, program_version, created_by, num_layers, config (the
+// effective TOML of the latest start), config_history (JSON: every start's step and config),
+// resumed_at_step.
+//
+// metrics.jsonl holds one line per step: the /steps metrics, and "layer_entropy" / "validation"
+// objects on the steps that wrote them; bupo_layer_selection.json the layer evidence. Together with
+// the checkpoint they hold everything diagnostics.h5 does, so a resume that finds the HDF5 file
+// beyond repair rebuilds it from them (and says so) instead of failing. On resume both are
+// truncated back to the checkpoint's step.
 #pragma once
 #include <cstdint>
 #include <map>
@@ -20,7 +28,8 @@
 #include <utility>
 #include <vector>
 
-#include "io/h5.hpp"
+#include "io/h5_append.hpp"
+#include "io/json_util.hpp"
 
 namespace bupo::rl {
 
@@ -39,10 +48,13 @@ void write_layer_evidence(h5::File& f, const std::string& group, const std::vect
 
 class TrainLog {
  public:
-  // Creates <path> (refusing to replace one unless overwrite) or, when resuming, reopens it and
-  // truncates every group to steps <= keep_step. Also metrics.jsonl beside it.
+  // Creates <h5_path> (refusing to replace one unless overwrite) or, when resuming, reopens it
+  // (repairing or rebuilding it when it must: notes() says what was done) and truncates every
+  // group to steps <= keep_step. Also metrics.jsonl beside it.
   TrainLog(const std::string& h5_path, const std::string& jsonl_path, int num_layers,
            const std::string& config_toml, bool resume, int64_t keep_step, bool overwrite);
+  // A step's rows are queued by write_entropy / write_validation and then write_step, which
+  // appends the step's journal line to metrics.jsonl (fsync'ed); flush() writes them to HDF5.
   void write_step(int64_t step, const std::vector<std::pair<std::string, double>>& metrics);
   void write_entropy(int64_t step, const EntropySummary& e);
   void write_validation(int64_t step, const std::string& set, double avg,
@@ -50,14 +62,19 @@ class TrainLog {
   void write_layer_selection(const std::vector<float>& ffn_dh, const std::vector<float>& attn_dh,
                              int64_t chosen, int64_t tokens);
   void flush();
-  h5::File& file() { return file_; }
+  const std::string& path() const { return h5_path_; }
+  const std::vector<std::string>& notes() const { return notes_; }
 
  private:
-  h5::File file_;
-  std::string jsonl_path_;
+  void init_file(h5::File& f) const;
+  void rebuild(int64_t keep_step, const std::string& why);
+  void queue_entropy(int64_t step, const json& e);
+  void queue_validation(int64_t step, const std::string& set, const json& v);
+  h5::AppendFile file_;
+  std::string h5_path_, jsonl_path_, selection_path_, config_toml_;
   int L_;
-  std::map<std::string, h5::RowDataset> ds_;
-  h5::RowDataset& dataset(const std::string& path, h5::Kind kind, int64_t cols);
+  json pending_entropy_, pending_validation_;
+  std::vector<std::string> notes_;
 };
 
 }  // namespace bupo::rl

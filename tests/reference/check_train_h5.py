@@ -46,26 +46,42 @@ checkpoint_every = 1000
 internal_layer = 2
 internal_steps = 3
 """)
-env = dict(os.environ, HDF5_USE_FILE_LOCKING="FALSE", OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+# HDF5's file locking stays on (no HDF5_USE_FILE_LOCKING=FALSE): the trainer holds the file only
+# while it flushes a step
+env = dict(os.environ, OMP_NUM_THREADS="1", OMP_WAIT_POLICY="PASSIVE")
+env.pop("HDF5_USE_FILE_LOCKING", None)
 h5path = f"{work}/run/diagnostics.h5"
 p = subprocess.Popen([bupo, "train", "-c", cfg], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
 
-# read while it trains
-seen = 0
+# read while it trains: a SWMR reader always succeeds (the file appears whole, by rename); a plain
+# reader succeeds except while a step is being flushed (then HDF5 says the file is open for write)
+seen, swmr_reads, plain_reads, plain_busy = 0, 0, 0, 0
 deadline = time.time() + 300  # generous: sanitizer builds under a parallel ctest
-while time.time() < deadline and seen < 3:
-    time.sleep(0.2)
+while time.time() < deadline and (seen < 3 or plain_reads < 3):
+    time.sleep(0.05)
     if not os.path.exists(h5path):
         continue
+    with h5py.File(h5path, "r", libver="latest", swmr=True) as f:
+        n = len(f["steps/step"]) if "steps/step" in f else 0
+        assert n >= seen, (n, seen)
+        if n:
+            assert list(f["steps/step"][:n]) == list(range(1, n + 1))
+        seen = n
+        swmr_reads += 1
     try:
-        with h5py.File(h5path, "r", locking=False) as f:
-            seen = len(f["steps/step"]) if "steps/step" in f else 0
-    except Exception:  # caught between create and first flush, or mid-write
-        continue
-if seen < 3 or p.poll() is not None:
+        with h5py.File(h5path, "r") as f:
+            if "steps/step" in f:
+                f["steps/step"][:]
+            plain_reads += 1
+    except (OSError, BlockingIOError) as e:  # the moment of a flush
+        plain_busy += 1
+if seen < 3 or plain_reads < 3 or p.poll() is not None:
     p.kill()
     _, err = p.communicate()
-    sys.exit(f"read {seen} steps while training (need 3); trainer exit {p.returncode}: {err.decode()[-800:]}")
+    sys.exit(f"read {seen} steps while training (need 3), {plain_reads} plain reads; trainer exit "
+             f"{p.returncode}: {err.decode()[-800:]}")
+print(f"while training: {swmr_reads} SWMR reads all succeeded; {plain_reads} plain reads succeeded, "
+      f"{plain_busy} met a flush")
 p.send_signal(signal.SIGTERM)
 _, err = p.communicate(timeout=60)
 err = err.decode()
