@@ -44,17 +44,14 @@ inline std::string temp_dir(const std::string& name) {
   return p.string();
 }
 
-#ifdef BUPO_BINARY
-// The bupo binary with `args` (shell words, stdin redirections allowed); its exit code (128 + the
-// signal when killed) and stdout + stderr.
+// A shell command's exit code (128 + the signal when killed) and stdout + stderr.
 struct RunResult {
   int code = -1;
   std::string output;
 };
-inline RunResult run_bupo(const std::string& args) {
+inline RunResult run_shell(const std::string& command) {
   RunResult r;
-  const std::string cmd = std::string(BUPO_BINARY) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
+  FILE* p = popen((command + " 2>&1").c_str(), "r");
   if (p == nullptr) return r;
   char buf[4096];
   size_t n;
@@ -62,6 +59,11 @@ inline RunResult run_bupo(const std::string& args) {
   const int st = pclose(p);
   r.code = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
   return r;
+}
+#ifdef BUPO_BINARY
+// The bupo binary with `args` (shell words, stdin redirections allowed).
+inline RunResult run_bupo(const std::string& args) {
+  return run_shell(std::string(BUPO_BINARY) + " " + args);
 }
 #endif
 

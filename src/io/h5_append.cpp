@@ -56,15 +56,12 @@ AppendFile AppendFile::open(const std::string& path, Commit commit) {
   a.path_ = path;
   a.commit_ = commit;
   bool marked = false;
-  {
-    File probe;
-    const hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
-    if (id < 0) {
-      error_detail();
-      marked = true;  // a writer died in a flush (or the file is damaged: the repair says which)
-    } else {
-      H5Fclose(id);
-    }
+  const hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
+  if (id < 0) {
+    error_detail();
+    marked = true;  // a writer died in a flush (or the file is damaged: the repair says which)
+  } else {
+    H5Fclose(id);
   }
   if (marked) {
     replace_with(
@@ -114,18 +111,19 @@ void AppendFile::update_attr(const std::string& obj, const std::string& name, in
 }
 
 void AppendFile::flush() {
-  if (queued_.empty() && attrs_.empty()) return;
+  if (queued_.empty() && attrs_.empty() && edits_.empty()) return;
   auto write_queued = [this](File& f) {
+    for (const auto& change : edits_) change(f);
     for (const auto& [ds, q] : queued_) {
-      if (!rows_.count(ds)) create_rows(f.id(), ds, q.kind, q.cols, q.chunk_rows, "");
+      if (!exists(f.id(), ds)) create_rows(f.id(), ds, q.kind, q.cols, q.chunk_rows, "");
       append_rows(f.id(), ds, q.kind, q.bytes.data(), q.rows);
     }
     for (const auto& [obj, name, v] : attrs_) f.update_attr(obj, name, v);
   };
+  bool structure = !edits_.empty();  // new datasets are structure too: always on a copy
+  for (const auto& [ds, q] : queued_) structure = structure || !rows_.count(ds);
   try {
-    bool fresh = false;
-    for (const auto& [ds, q] : queued_) fresh = fresh || !rows_.count(ds);
-    if (commit_ == Commit::Replace || fresh) {  // new datasets are structure: always on a copy
+    if (commit_ == Commit::Replace || structure) {
       replace_with(path_, path_ + ".edit.tmp", write_queued, true);
     } else {
       File f = File::open(path_, Access::SwmrWrite);
@@ -139,10 +137,18 @@ void AppendFile::flush() {
   for (const auto& [ds, q] : queued_) rows_[ds] += q.rows;
   queued_.clear();
   attrs_.clear();
+  if (!edits_.empty()) {
+    edits_.clear();
+    scan();  // an edit may have created datasets no row was queued for
+  }
+}
+
+void AppendFile::edit_at_flush(Edit change) {
+  edits_.push_back(std::move(change));
 }
 
 void AppendFile::edit(const Edit& change) {
-  if (!queued_.empty() || !attrs_.empty()) flush();
+  flush();
   replace_with(path_, path_ + ".edit.tmp", change, true);
   scan();
 }

@@ -51,8 +51,11 @@ class AppendFile {
   // Commits everything queued (see Commit). Any failure (a full disk, a quota) is one error
   // naming the file and HDF5's cause; the file keeps its previous rows.
   void flush();
-  // A structural change on a copy renamed over the file (after the queued rows are flushed).
+  // A structural change on a copy renamed over the file, now (after the queued rows are flushed).
   void edit(const Edit& change);
+  // The same change made by the next flush(), in the copy that commits its rows (before them), so
+  // that a step's new datasets and rows land in one rename.
+  void edit_at_flush(Edit change);
   int64_t rows(const std::string& dataset) const;  // written + queued; 0 for an unknown one
   bool has(const std::string& dataset) const;      // in the file or queued
   // The datasets (in the file or queued) whose path starts with `prefix`.
@@ -71,6 +74,7 @@ class AppendFile {
   std::map<std::string, int64_t> rows_;  // rows on disk
   std::map<std::string, Queued> queued_;
   std::vector<std::tuple<std::string, std::string, int64_t>> attrs_;
+  std::vector<Edit> edits_;
   bool repaired_ = false;
   Commit commit_ = Commit::Replace;
 };

@@ -92,8 +92,6 @@ void open_run_folder(Run& r) {
     else
       r.warn(why + " (the steps logged without a checkpoint are kept in " + aside + ")");
   }
-  BUPO_CHECK(!(r.opt.resume && ck.empty()), r.out_dir,
-             ": --resume, but there is no complete checkpoint under ", r.out_dir, "/checkpoints");
   const bool resuming = !ck.empty();
   if (r.root() && !r.opt.overwrite) {
     // a fresh run would prune and overwrite an earlier run's checkpoints; --resume-from another

@@ -199,10 +199,11 @@ TrainLog::TrainLog(const std::string& h5_path, const std::string& jsonl_path, in
     for (const auto& [g, n] : validation)
       if (why.empty() && file_.rows(g + "/step") < n) why = "it lacks validation rows of " + g;
   }
-  if (!why.empty()) rebuild(keep_step, why);
+  if (!why.empty()) rebuild(keep_step, journal, why);
 }
 
-void TrainLog::rebuild(int64_t keep_step, const std::string& why) {
+void TrainLog::rebuild(int64_t keep_step, const std::vector<json>& journal,
+                       const std::string& why) {
   const std::string& h5_path = h5_path_;
   std::string kept;
   if (fs::exists(h5_path)) {  // kept for inspection, never deleted
@@ -216,7 +217,6 @@ void TrainLog::rebuild(int64_t keep_step, const std::string& why) {
     f.set_attr("/", "resumed_at_step", keep_step);
     f.set_attr("/", "rebuilt_from", std::string("metrics.jsonl"));
   });
-  const std::vector<json> journal = truncate_jsonl(jsonl_path_, keep_step);
   int64_t entropy_rows = 0;
   for (const auto& j : journal) {
     const int64_t step = j["step"].get<int64_t>();
@@ -248,22 +248,17 @@ void TrainLog::rebuild(int64_t keep_step, const std::string& why) {
     for (auto it = j.begin(); it != j.end(); ++it)
       if (it.key() != "step" && (it->is_number() || it->is_null()))
         metrics.emplace_back(it.key(), it->is_number() ? it->get<double>() : std::nan(""));
-    // queue the row without journaling it again
+    queue_step_row(step, metrics);  // (not journaled again)
     pending_entropy_ = json();
     pending_validation_ = json();
-    const int64_t s = step;
-    file_.append("/steps/step", h5::Kind::I64, 0, &s, 1);
-    for (const auto& [name, v] : metrics) {
-      const float x = static_cast<float>(v);
-      file_.append("/steps/" + name, h5::Kind::F32, 0, &x, 1);
-    }
   }
   if (fs::exists(selection_path_)) {
     const json sel = read_json_file(selection_path_);
-    file_.edit([&](h5::File& f) {
+    const auto L = static_cast<size_t>(L_);
+    file_.edit_at_flush([sel, L](h5::File& f) {
       write_layer_evidence(f, "/bupo_layer_selection",
-                           json_floats(sel.value("ffn_delta_h", json()), static_cast<size_t>(L_)),
-                           json_floats(sel.value("attn_delta_h", json()), static_cast<size_t>(L_)),
+                           json_floats(sel.value("ffn_delta_h", json()), L),
+                           json_floats(sel.value("attn_delta_h", json()), L),
                            sel.value("chosen_layer", int64_t{0}), sel.value("tokens", int64_t{0}));
     });
   }
@@ -275,9 +270,8 @@ void TrainLog::rebuild(int64_t keep_step, const std::string& why) {
                    ") up to the checkpoint's step " + std::to_string(keep_step));
 }
 
-void TrainLog::write_step(int64_t step,
-                          const std::vector<std::pair<std::string, double>>& metrics) {
-  // every /steps dataset gets a row (NaN when a metric is missing), so rows stay aligned
+json TrainLog::queue_step_row(int64_t step,
+                              const std::vector<std::pair<std::string, double>>& metrics) {
   const int64_t before = file_.rows("/steps/step");
   file_.append("/steps/step", h5::Kind::I64, 0, &step, 1);
   json j = {{"step", step}};
@@ -293,6 +287,12 @@ void TrainLog::write_step(int64_t step,
   for (const auto& ds : file_.datasets("/steps/"))
     if (ds != "/steps/step" && !seen.count(ds) && file_.rows(ds) <= before)
       file_.append(ds, h5::Kind::F32, 0, &kNaN, 1);
+  return j;
+}
+
+void TrainLog::write_step(int64_t step,
+                          const std::vector<std::pair<std::string, double>>& metrics) {
+  json j = queue_step_row(step, metrics);
   if (!pending_entropy_.is_null()) j["layer_entropy"] = pending_entropy_;
   if (!pending_validation_.is_null()) j["validation"] = pending_validation_;
   pending_entropy_ = json();
@@ -326,8 +326,8 @@ void TrainLog::write_validation(int64_t step, const std::string& set, double avg
                                 const std::vector<int64_t>& k, const std::vector<double>& pass) {
   const std::string g = "/validation/" + set;
   const auto K = static_cast<int64_t>(k.size());
-  if (!file_.has(g + "/pass_at_k"))  // created with its `k` attribute, on a copy
-    file_.edit([&](h5::File& f) {
+  if (!file_.has(g + "/pass_at_k"))  // created with its `k` attribute, in this step's commit
+    file_.edit_at_flush([g, K, k](h5::File& f) {
       h5::create_rows(f.id(), g + "/step", h5::Kind::I64, 0, 1024, "");
       h5::create_rows(f.id(), g + "/avg", h5::Kind::F32, 0, 1024, "");
       h5::create_rows(f.id(), g + "/pass_at_k", h5::Kind::F32, K, 1024, "");
@@ -356,7 +356,9 @@ void TrainLog::write_layer_selection(const std::vector<float>& ffn_dh,
                                           {"tokens", tokens}}
                                              .dump() +
                                          "\n");
-  file_.edit([&](h5::File& f) { write_layer_evidence(f, g, ffn_dh, attn_dh, chosen, tokens); });
+  file_.edit_at_flush([g, ffn_dh, attn_dh, chosen, tokens](h5::File& f) {
+    write_layer_evidence(f, g, ffn_dh, attn_dh, chosen, tokens);
+  });
 }
 
 void TrainLog::flush() {

@@ -67,9 +67,9 @@ class TrainLog {
 
  private:
   void init_file(h5::File& f) const;
-  void rebuild(int64_t keep_step, const std::string& why);
-  void queue_entropy(int64_t step, const json& e);
-  void queue_validation(int64_t step, const std::string& set, const json& v);
+  void rebuild(int64_t keep_step, const std::vector<json>& journal, const std::string& why);
+  // Queues a /steps row (every /steps dataset gets one, NaN when missing); its journal line.
+  json queue_step_row(int64_t step, const std::vector<std::pair<std::string, double>>& metrics);
   h5::AppendFile file_;
   std::string h5_path_, jsonl_path_, selection_path_, config_toml_;
   int L_;
