@@ -6,6 +6,7 @@
 #include <filesystem>
 
 #include "cli/commands.hpp"
+#include "cli/validators.hpp"
 #include "gen/text_rows.hpp"
 #include "lens/entropy_analysis.hpp"
 #include "model/gguf_import.hpp"
@@ -14,35 +15,18 @@
 
 namespace bupo::cli {
 
-namespace {
-// CLI11's range checks compare, and every comparison with NaN is false: nan passed them.
-const CLI::Validator kFinite(
-    [](std::string& s) {
-      char* end = nullptr;
-      const double v = std::strtod(s.c_str(), &end);
-      if (end == s.c_str() || *end != '\0') return "not a number: '" + s + "'";
-      return std::isfinite(v) ? std::string() : "must be a finite number, got '" + s + "'";
-    },
-    "FINITE");
-const CLI::Validator kNonEmpty(
-    [](std::string& s) { return s.empty() ? std::string("must not be empty") : std::string(); },
-    "NONEMPTY");
-}  // namespace
-
 // Options shared by `generate` and `entropy --generate`.
 void add_sampling_options(CLI::App* sub, GenerateOptions& g) {
   sub->add_option("--temperature", g.temperature, "sampling temperature (0: greedy)")
-      ->check(kFinite)
-      ->check(CLI::Range(0.0f, 100.0f));
-  sub->add_option("--top-p", g.top_p, "nucleus sampling mass (1: off)")
-      ->check(kFinite)
-      ->check(CLI::Range(0.0f, 1.0f));
+      ->check(number_in(0.0, 100.0));
+  sub->add_option("--top-p", g.top_p, "nucleus sampling mass (1: off)")->check(number_in(0.0, 1.0));
   sub->add_option("--top-k", g.top_k, "keep the k most likely tokens (0: off)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(integer_in<int64_t>(0));
   sub->add_option("--max-tokens", g.max_new_tokens, "new tokens per response")
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in<int64_t>(1, ModelLimits::max_positions));
   sub->add_option("--seed", g.seed,
-                  "random seed; tokens are keyed by (seed, prompt, sample, position)");
+                  "random seed; tokens are keyed by (seed, prompt, sample, position)")
+      ->check(integer_in<uint64_t>(0));
   sub->add_option("--stop", g.stop_strings, "stop string (repeatable)")->check(kNonEmpty);
 }
 
@@ -94,22 +78,23 @@ Runner add_entropy(CLI::App& app) {
                   "chatml, smollm2, llama3, orz");
   sub->add_flag("--generate", o->rows.generate,
                 "sample the response of rows that have only a prompt");
-  sub->add_option("--limit", o->rows.limit, "use the first N rows")->check(CLI::NonNegativeNumber);
+  sub->add_option("--limit", o->rows.limit, "use the first N rows")->check(integer_in<int64_t>(0));
   add_sampling_options(sub, o->rows.gen);
   sub->add_option("--batch-tokens", o->batch_tokens,
                   "pack records into forward batches of at most this many tokens")
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in<int64_t>(1, int64_t{1} << 26));
   sub->add_option("--lens-chunk", o->chunk, "rows per lens chunk (0: automatic)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(integer_in<int64_t>(0, int64_t{1} << 26));
   sub->add_flag("--overwrite", o->overwrite, "replace an existing output file");
   sub->add_option("--tp", o->tp, "tensor-parallel ranks (under mpirun/srun)")
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 65536));
   sub->add_option("--pp", o->pp,
                   "pipeline stages (under mpirun/srun); the rest of the ranks are "
                   "data-parallel replicas")
-      ->check(CLI::PositiveNumber);
+      ->check(integer_in(1, 65536));
   sub->add_option("--timeout", o->timeout_s,
-                  "seconds a collective may take before the job ends, naming the rank");
+                  "seconds a collective may take before the job ends, naming the rank")
+      ->check(number_in(0.001, 1e7));
   sub->add_option("--device", o->device,
                   "backend: cpu, cuda or cuda:N (a build with CUDA and a visible GPU)");
   sub->add_option("--precision", o->precision, "compute dtype: auto, bf16 (cuda), fp32")

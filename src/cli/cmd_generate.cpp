@@ -3,6 +3,7 @@
 #include <iostream>
 
 #include "cli/commands.hpp"
+#include "cli/validators.hpp"
 #include "core/error.hpp"
 #include "gen/text_rows.hpp"
 #include "model/gguf_import.hpp"
@@ -32,9 +33,9 @@ Runner add_generate(CLI::App& app) {
   sub->add_option("--tokenizer", o->tokenizer, "tokenizer (default: the model's)");
   sub->add_option("--template", o->tmpl,
                   "chat template: auto, none, qwen3, qwen3-nothink, chatml, smollm2, llama3, orz");
-  sub->add_option("--n", o->n, "samples per prompt")->check(CLI::PositiveNumber);
+  sub->add_option("--n", o->n, "samples per prompt")->check(integer_in<int64_t>(1, 65536));
   sub->add_option("--limit", o->limit, "use the first N rows of --data")
-      ->check(CLI::NonNegativeNumber);
+      ->check(integer_in<int64_t>(0));
   add_sampling_options(sub, o->gen);
   sub->add_option("--device", o->device,
                   "backend: cpu, cuda or cuda:N (a build with CUDA and a visible GPU)");

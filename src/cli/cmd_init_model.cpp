@@ -3,6 +3,7 @@
 #include <sstream>
 
 #include "cli/commands.hpp"
+#include "cli/validators.hpp"
 #include "core/error.hpp"
 #include "io/atomic_file.hpp"
 #include "model/model.hpp"
@@ -37,21 +38,23 @@ Runner add_init_model(CLI::App& app) {
   sub->add_flag("--overwrite", o->overwrite, "replace the files of an existing --out folder");
   sub->add_option("--arch", o->arch, "llama | qwen2 | qwen3")
       ->check(CLI::IsMember({"llama", "qwen2", "qwen3"}));
-  sub->add_option("--layers", o->layers)->check(CLI::PositiveNumber);
-  sub->add_option("--hidden", o->hidden)->check(CLI::PositiveNumber);
-  sub->add_option("--heads", o->heads)->check(CLI::PositiveNumber);
-  sub->add_option("--kv-heads", o->kv_heads)->check(CLI::PositiveNumber);
-  sub->add_option("--head-dim", o->head_dim)->check(CLI::PositiveNumber);
-  sub->add_option("--ffn", o->ffn, "intermediate_size")->check(CLI::PositiveNumber);
-  sub->add_option("--vocab", o->vocab)->check(CLI::PositiveNumber);
+  sub->add_option("--layers", o->layers)->check(integer_in<int64_t>(1, ModelLimits::layers));
+  sub->add_option("--hidden", o->hidden)->check(integer_in<int64_t>(1, ModelLimits::hidden));
+  sub->add_option("--heads", o->heads)->check(integer_in<int64_t>(1, ModelLimits::heads));
+  sub->add_option("--kv-heads", o->kv_heads)->check(integer_in<int64_t>(1, ModelLimits::heads));
+  sub->add_option("--head-dim", o->head_dim)->check(integer_in<int64_t>(1, ModelLimits::head_dim));
+  sub->add_option("--ffn", o->ffn, "intermediate_size")
+      ->check(integer_in<int64_t>(1, ModelLimits::ffn));
+  sub->add_option("--vocab", o->vocab)->check(integer_in<int64_t>(1, ModelLimits::vocab));
   sub->add_option("--tied", o->tied, "tie_word_embeddings (true|false)");
-  sub->add_option("--seed", o->seed);
+  sub->add_option("--seed", o->seed)->check(integer_in<uint64_t>(0));
   sub->add_option("--dtype", o->dtype, "f32 | bf16 | f16")
       ->check(CLI::IsMember({"f32", "bf16", "f16"}));
   sub->add_option("--sample-data", o->sample,
                   "also write this many random token rows to FILE (see --records)");
-  sub->add_option("--records", o->records)->check(CLI::PositiveNumber);
-  sub->add_option("--length", o->length, "ids per sampled record")->check(CLI::Range(2, 1 << 20));
+  sub->add_option("--records", o->records)->check(integer_in<int64_t>(1, int64_t{1} << 30));
+  sub->add_option("--length", o->length, "ids per sampled record")
+      ->check(integer_in<int64_t>(2, 1 << 20));
   return [o]() {
     ModelConfig c;
     c.arch = o->arch == "llama" ? Arch::Llama : o->arch == "qwen2" ? Arch::Qwen2 : Arch::Qwen3;
@@ -67,7 +70,11 @@ Runner add_init_model(CLI::App& app) {
     c.qkv_bias = c.arch == Arch::Qwen2;
     c.qk_norm = c.arch == Arch::Qwen3;
     c.tie_word_embeddings = o->tied;
-    c.validate("init-model");
+    static const ConfigFieldNames names{
+        "--vocab",      "--hidden",   "--ffn",      "--layers",
+        "--heads",      "--kv-heads", "--head-dim", "max_position_embeddings",
+        "rms_norm_eps", "rope_theta"};
+    c.validate("init-model", names);
     require_new_folder(o->out, o->overwrite);
     Model m(c, ParallelContext::single());
     m.init_random(o->seed);

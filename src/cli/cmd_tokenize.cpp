@@ -40,11 +40,10 @@ Runner add_tokenize(CLI::App& app) {
         std::vector<int32_t> v;
         for (size_t i = 0; i < ids->size(); ++i) {
           const json& x = (*ids)[i];
-          BUPO_CHECK(
-              x.is_number_integer() && x.get<int64_t>() >= 0 && x.get<int64_t>() < tok.vocab_size(),
-              where, ": field 'ids'[", i, "]: expected an id in [0, ", tok.vocab_size(), "), got ",
-              x.dump());
-          v.push_back(static_cast<int32_t>(x.get<int64_t>()));
+          const auto id = json_exact_int(x);
+          BUPO_CHECK(id && *id >= 0 && *id < tok.vocab_size(), where, ": field 'ids'[", i,
+                     "]: expected an id in [0, ", tok.vocab_size(), "), got ", x.dump());
+          v.push_back(static_cast<int32_t>(*id));
         }
         out["text"] = tok.decode(v, o->skip_special);
       } else {

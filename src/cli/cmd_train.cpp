@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "cli/commands.hpp"
+#include "cli/validators.hpp"
 #include "core/error.hpp"
 #include "io/json_util.hpp"
 #include "rl/config.hpp"
@@ -41,7 +42,8 @@ Runner add_train(CLI::App& app) {
   sub->add_flag("--overwrite", o->overwrite, "replace an existing run in out_dir");
   sub->add_flag("--quiet,-q", o->quiet, "no progress output");
   sub->add_option("--stop-after-step", o->stop_after,
-                  "stop with a checkpoint after this step (for staged runs and tests)");
+                  "stop with a checkpoint after this step (for staged runs and tests)")
+      ->check(integer_in<int64_t>(0));
   sub->add_flag("--help-config", o->help_config, "print every config key with its default");
   return [o]() {
     if (o->help_config) {

@@ -7,6 +7,7 @@
 
 #include "bupo/version.hpp"
 #include "cli/commands.hpp"
+#include "cli/validators.hpp"
 #include "core/error.hpp"
 #include "core/threads.hpp"
 #include "parallel/mpi_comm.hpp"
@@ -28,7 +29,8 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   int threads = 0;
   app.add_option("--threads", threads,
-                 "CPU threads for kernels (0: all cores); results do not depend on it");
+                 "CPU threads for kernels (0: all cores); results do not depend on it")
+      ->check(bupo::cli::integer_in(0, 1024));
   app.set_version_flag("--version", std::string("bupo ") + bupo::kVersion);
 
   std::map<std::string, bupo::cli::Runner> runners;

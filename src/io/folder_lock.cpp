@@ -19,6 +19,8 @@ namespace fs = std::filesystem;
 FolderLock FolderLock::acquire(const std::string& folder, const std::string& what) {
   FolderLock l;
   std::error_code ec;
+  BUPO_CHECK(!fs::exists(folder, ec) || fs::is_directory(folder, ec), folder,
+             ": exists and is not a folder (", what, " needs a folder here)");
   fs::create_directories(folder, ec);
   BUPO_CHECK(!ec, folder, ": cannot create the folder: ", ec.message());
   if (const char* e = std::getenv("BUPO_FOLDER_LOCK"); e && std::string(e) == "off") return l;

@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
@@ -68,8 +69,8 @@ void SafetensorsFile::parse_header() {
   f->data_start_ = 8 + hlen;
   const uint64_t data_size = f->size_ - f->data_start_;
 
-  const json h = parse_json(std::string_view(reinterpret_cast<const char*>(base + 8), hlen),
-                            path + ": header");
+  const json h = parse_json_unique_keys(
+      std::string_view(reinterpret_cast<const char*>(base + 8), hlen), path + ": header");
   BUPO_CHECK(h.is_object(), path, ": header: expected a JSON object");
   for (auto it = h.begin(); it != h.end(); ++it) {
     const std::string& name = it.key();
@@ -119,6 +120,18 @@ void SafetensorsFile::parse_header() {
                numel * dtype_size(t.dtype), " bytes but data_offsets span ", t.end - t.begin);
     f->tensors_.emplace(name, std::move(t));
   }
+  // Two tensors sharing bytes is a corrupt (or hostile) file: a write to one would show in the
+  // other. Sorted by start, each must begin at or after the previous one's end.
+  std::vector<const TensorInfo*> by_start;
+  for (const auto& [_, t] : f->tensors_)
+    if (t.end > t.begin) by_start.push_back(&t);
+  std::sort(by_start.begin(), by_start.end(),
+            [](const TensorInfo* a, const TensorInfo* b) { return a->begin < b->begin; });
+  for (size_t i = 1; i < by_start.size(); ++i)
+    BUPO_CHECK(by_start[i]->begin >= by_start[i - 1]->end, path, ": tensors '",
+               by_start[i - 1]->name, "' (data_offsets [", by_start[i - 1]->begin, ", ",
+               by_start[i - 1]->end, "]) and '", by_start[i]->name, "' ([", by_start[i]->begin,
+               ", ", by_start[i]->end, "]) overlap");
 }
 
 SafetensorsFile::~SafetensorsFile() {

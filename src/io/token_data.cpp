@@ -16,10 +16,10 @@ TokenRecord parse_token_record(const json& j, const std::string& where, int64_t 
     const json& v = (*ids)[i];
     BUPO_CHECK(v.is_number_integer(), where, ": field 'ids'[", i, "]: expected an integer, got ",
                v.dump());
-    const int64_t id = v.get<int64_t>();
-    BUPO_CHECK(id >= 0 && id < vocab_size, where, ": field 'ids'[", i, "] = ", id,
+    const auto id = json_exact_int(v);
+    BUPO_CHECK(id && *id >= 0 && *id < vocab_size, where, ": field 'ids'[", i, "] = ", v.dump(),
                " is outside the vocabulary [0, ", vocab_size, ")");
-    r.ids.push_back(static_cast<int32_t>(id));
+    r.ids.push_back(static_cast<int32_t>(*id));
   }
   const int64_t n = static_cast<int64_t>(r.ids.size());
   r.response_start = json_int(j, "response_start", where, 0);

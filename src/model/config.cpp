@@ -1,5 +1,7 @@
 #include "model/config.hpp"
 
+#include <cmath>
+
 #include "core/error.hpp"
 
 namespace bupo {
@@ -102,16 +104,46 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   return c;
 }
 
-void ModelConfig::validate(const std::string& src) const {
-  BUPO_CHECK(num_heads % num_kv_heads == 0, src, ": 'num_attention_heads' (", num_heads,
-             ") must be a multiple of 'num_key_value_heads' (", num_kv_heads, ")");
-  BUPO_CHECK(head_dim % 2 == 0, src, ": 'head_dim' (", head_dim, ") must be even for RoPE");
-  BUPO_CHECK(vocab_size < (int64_t{1} << 31), src, ": 'vocab_size' too large");
-  BUPO_CHECK(rms_norm_eps > 0.0, src, ": 'rms_norm_eps' must be > 0");
-  BUPO_CHECK(rope_theta > 0.0, src, ": 'rope_theta' must be > 0");
+const ConfigFieldNames kHfConfigNames{
+    "vocab_size",          "hidden_size",         "intermediate_size", "num_hidden_layers",
+    "num_attention_heads", "num_key_value_heads", "head_dim",          "max_position_embeddings",
+    "rms_norm_eps",        "rope_theta"};
+const ConfigFieldNames kGgufConfigNames{"token_embd.weight rows",
+                                        "llama.embedding_length",
+                                        "llama.feed_forward_length",
+                                        "llama.block_count",
+                                        "llama.attention.head_count",
+                                        "llama.attention.head_count_kv",
+                                        "llama.attention.key_length",
+                                        "llama.context_length",
+                                        "llama.attention.layer_norm_rms_epsilon",
+                                        "llama.rope.freq_base"};
+
+void ModelConfig::validate(const std::string& src, const ConfigFieldNames& n) const {
+  // bounds first: every later check divides by or multiplies these
+  auto in_range = [&](int64_t v, const char* name, int64_t lo, int64_t hi) {
+    BUPO_CHECK(v >= lo && v <= hi, src, ": '", name, "' = ", v, " is out of range [", lo, ", ", hi,
+               "]");
+  };
+  in_range(vocab_size, n.vocab, 1, ModelLimits::vocab);
+  in_range(hidden_size, n.hidden, 1, ModelLimits::hidden);
+  in_range(intermediate_size, n.ffn, 1, ModelLimits::ffn);
+  in_range(num_layers, n.layers, 1, ModelLimits::layers);
+  in_range(num_heads, n.heads, 1, ModelLimits::heads);
+  in_range(num_kv_heads, n.kv_heads, 1, num_heads);
+  in_range(head_dim, n.head_dim, 2, ModelLimits::head_dim);
+  in_range(max_position_embeddings, n.max_positions, 1, ModelLimits::max_positions);
+  BUPO_CHECK(num_heads % num_kv_heads == 0, src, ": '", n.heads, "' (", num_heads,
+             ") must be a multiple of '", n.kv_heads, "' (", num_kv_heads, ")");
+  BUPO_CHECK(head_dim % 2 == 0, src, ": '", n.head_dim, "' (", head_dim, ") must be even for RoPE");
+  BUPO_CHECK(std::isfinite(rms_norm_eps) && rms_norm_eps > 0.0 && rms_norm_eps < 1.0, src, ": '",
+             n.eps, "' = ", rms_norm_eps, " must be a finite number in (0, 1)");
+  BUPO_CHECK(std::isfinite(rope_theta) && rope_theta > 0.0, src, ": '", n.theta, "' = ", rope_theta,
+             " must be a finite number > 0");
   if (rope_scaling.factor > 0.0)
-    BUPO_CHECK(rope_scaling.high_freq_factor > rope_scaling.low_freq_factor, src,
-               ": rope_scaling: 'high_freq_factor' must exceed 'low_freq_factor'");
+    BUPO_CHECK(std::isfinite(rope_scaling.factor) &&
+                   rope_scaling.high_freq_factor > rope_scaling.low_freq_factor,
+               src, ": rope_scaling: 'high_freq_factor' must exceed 'low_freq_factor'");
 }
 
 ModelConfig ModelConfig::load(const std::string& path) {

@@ -14,6 +14,24 @@ namespace bupo {
 enum class Arch { Llama, Qwen2, Qwen3 };
 const char* arch_name(Arch a);  // the HF architecture string
 
+// The names a config source gives the hyper-parameters, so that a bad value is reported under
+// the name the user wrote (config.json field, GGUF metadata key, TOML key or CLI flag).
+struct ConfigFieldNames {
+  const char *vocab, *hidden, *ffn, *layers, *heads, *kv_heads, *head_dim, *max_positions, *eps,
+      *theta;
+};
+extern const ConfigFieldNames kHfConfigNames;    // config.json
+extern const ConfigFieldNames kGgufConfigNames;  // llama.* metadata
+
+// Upper bounds far above every released model (largest seen: vocab 262k, d 18k, FFN 73k,
+// 126 layers, 128 heads, head_dim 256, 10M positions) and low enough that no product of them
+// overflows int64 and a typo (1e12) is refused before anything is allocated.
+struct ModelLimits {
+  static constexpr int64_t vocab = int64_t{1} << 24, hidden = int64_t{1} << 17,
+                           ffn = int64_t{1} << 20, layers = 1024, heads = 1024, head_dim = 1024,
+                           max_positions = int64_t{1} << 24;
+};
+
 struct ModelConfig {
   Arch arch = Arch::Qwen3;
   int64_t vocab_size = 0;
@@ -35,7 +53,8 @@ struct ModelConfig {
   static ModelConfig from_json(const json& j, const std::string& src);
   static ModelConfig load(const std::string& path);  // path of config.json
   json to_json() const;                              // a config.json HF transformers loads
-  void validate(const std::string& src) const;
+  // Every value in range (see ModelLimits) and consistent; errors name `src` and the field.
+  void validate(const std::string& src, const ConfigFieldNames& names = kHfConfigNames) const;
 };
 
 }  // namespace bupo

@@ -38,7 +38,10 @@ ModelConfig config_from_gguf(const GgufFile& f) {
   c.num_layers = f.get_int("llama.block_count");
   c.num_heads = f.get_int("llama.attention.head_count");
   c.num_kv_heads = f.get_int_or("llama.attention.head_count_kv", c.num_heads);
-  BUPO_CHECK(c.num_heads > 0 && c.hidden_size % c.num_heads == 0, f.path(),
+  BUPO_CHECK(c.num_heads >= 1 && c.num_heads <= ModelLimits::heads, f.path(),
+             ": metadata 'llama.attention.head_count' = ", c.num_heads, " is out of range [1, ",
+             ModelLimits::heads, "]");
+  BUPO_CHECK(f.has("llama.attention.key_length") || c.hidden_size % c.num_heads == 0, f.path(),
              ": metadata 'llama.attention.head_count' must divide 'llama.embedding_length'");
   c.head_dim = f.get_int_or("llama.attention.key_length", c.hidden_size / c.num_heads);
   c.max_position_embeddings = f.get_int_or("llama.context_length", 4096);
@@ -53,7 +56,7 @@ ModelConfig config_from_gguf(const GgufFile& f) {
   c.vocab_size = static_cast<int64_t>(emb->ne.size() == 2 ? emb->ne[1] : 0);
   c.tie_word_embeddings = f.find_tensor("output.weight") == nullptr;
   c.qkv_bias = f.find_tensor("blk.0.attn_q.bias") != nullptr;
-  c.validate(f.path());
+  c.validate(f.path(), kGgufConfigNames);
   return c;
 }
 

@@ -1,10 +1,12 @@
 // Model weights in and out: deterministic random initialisation, Hugging Face safetensors
 // checkpoints (sharded slices for tensor parallelism), and export. Weights pass through host
 // staging buffers and are uploaded to the model's backend.
+#include <charconv>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
 #include <numbers>
+#include <set>
 
 #include "core/error.hpp"
 #include "io/atomic_file.hpp"
@@ -58,6 +60,46 @@ std::unique_ptr<Model> Model::load(const std::string& dir, ParallelContext pc, B
   return m;
 }
 
+namespace {
+// A checkpoint tensor the config does not account for means config.json and the weights
+// disagree (layers beyond num_hidden_layers, biases or q/k norms of another architecture, an
+// lm_head under tied embeddings): loading the rest would silently run a different model. This
+// rank holds only its pipeline stage's layers, so another layer's tensor is checked by its
+// suffix against this stage's.
+void require_no_unused_tensors(const ModelConfig& cfg, const ParamStore& params,
+                               const CheckpointReader& ck) {
+  const std::string pre = "model.layers.";
+  std::set<std::string> layer_suffixes;
+  for (const auto& p : params.all())
+    if (p.name.rfind(pre, 0) == 0)
+      layer_suffixes.insert(p.name.substr(p.name.find('.', pre.size())));
+  for (const std::string& name : ck.names()) {
+    if (params.find(name) != nullptr) continue;
+    if (name.rfind(pre, 0) == 0) {
+      const size_t dot = name.find('.', pre.size());
+      const std::string index =
+          name.substr(pre.size(), dot == std::string::npos ? 0 : dot - pre.size());
+      int64_t l = -1;
+      const auto [end, ec] = std::from_chars(index.data(), index.data() + index.size(), l);
+      const std::string suffix = dot == std::string::npos ? "" : name.substr(dot);
+      if (ec == std::errc() && end == index.data() + index.size() && !index.empty() && l >= 0) {
+        if (suffix == ".self_attn.rotary_emb.inv_freq") continue;  // a buffer old exports kept
+        if (l < cfg.num_layers && layer_suffixes.contains(suffix)) continue;
+        BUPO_CHECK(l < cfg.num_layers, ck.file_of(name).path(), ": tensor '", name,
+                   "' belongs to layer ", l + 1,
+                   ", but config.json has num_hidden_layers = ", cfg.num_layers,
+                   " (config.json and the weights disagree)");
+      }
+    }
+    fail(ck.file_of(name).path(), ": tensor '", name, "' is not used by config.json (",
+         arch_name(cfg.arch), cfg.tie_word_embeddings ? ", tied embeddings" : "",
+         cfg.qkv_bias ? ", q/k/v bias" : ", no q/k/v bias",
+         "): config.json and the weights disagree");
+  }
+}
+
+}  // namespace
+
 void Model::load_weights(const std::string& path) {
   const CheckpointReader ck = CheckpointReader::open(path);
   std::vector<float> full, shard;
@@ -83,6 +125,7 @@ void Model::load_weights(const std::string& path) {
     be_->upload(p.weight(), shard.data());
   }
   params_.refresh_working_copy();
+  require_no_unused_tensors(cfg_, params_, ck);
 }
 
 void Model::save(const std::string& dir, DType dtype, uint64_t max_shard_bytes) const {

@@ -2,6 +2,8 @@
 
 #include <toml++/toml.h>
 #include <algorithm>
+#include <charconv>
+#include <filesystem>
 #include <fstream>
 #include <functional>
 #include <map>
@@ -31,8 +33,13 @@ std::string type_name(const Field& f) {
 }
 
 void check_range(const Field& f, double v, const std::string& where) {
+  std::ostringstream hi;
+  if (f.hi > 1e299)
+    hi << "inf";
+  else
+    hi << f.hi;
   BUPO_CHECK(v >= f.lo && v <= f.hi, where, ": key '", f.key, "': ", v, " is out of range [", f.lo,
-             ", ", f.hi > 1e299 ? std::string("inf") : std::to_string(f.hi), "]");
+             ", ", hi.str(), "]");
 }
 
 void assign(Field& f, const toml::node& n, const std::string& where) {
@@ -58,6 +65,8 @@ void assign(Field& f, const toml::node& n, const std::string& where) {
         } else if constexpr (std::is_same_v<T, std::string>) {
           auto v = n.value_exact<std::string>();
           BUPO_CHECK(v.has_value(), bad);
+          BUPO_CHECK(v->find('\0') == std::string::npos, where, ": key '", f.key,
+                     "': contains a NUL character");
           if (!f.choices.empty()) {
             const bool ok = std::find(f.choices.begin(), f.choices.end(), *v) != f.choices.end();
             std::string list;
@@ -72,6 +81,8 @@ void assign(Field& f, const toml::node& n, const std::string& where) {
           for (const auto& e : *arr) {
             auto v = e.value_exact<std::string>();
             BUPO_CHECK(v.has_value(), bad);
+            BUPO_CHECK(v->find('\0') == std::string::npos, where, ": key '", f.key,
+                       "': contains a NUL character");
             p->push_back(*v);
           }
         } else {
@@ -121,6 +132,16 @@ std::string known_in_section(const std::vector<Field>& fs, const std::string& ke
   return "known keys: " + list;
 }
 
+// Digits only, and the whole text: "12x", "+3", "-1" and values beyond T are refused.
+template <typename T>
+std::optional<T> parse_count(std::string_view text) {
+  T v{};
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+  if (text.empty() || text[0] == '-' || ec != std::errc() || end != text.data() + text.size())
+    return std::nullopt;
+  return v;
+}
+
 void validate(const TrainConfig& c, const std::string& where) {
   auto need = [&](bool ok, auto&&... msg) {
     if (!ok) fail(where, ": ", msg...);
@@ -134,6 +155,11 @@ void validate(const TrainConfig& c, const std::string& where) {
   need(c.model.path.empty() || c.model.init.layers == 0,
        "model.path and model.init.layers are exclusive");
   need(!c.data.train.empty(), "key 'data.train' is required");
+  need(!c.trainer.out_dir.empty(), "key 'trainer.out_dir' is empty (expected a folder)");
+  std::error_code ec;
+  need(!std::filesystem::exists(c.trainer.out_dir, ec) ||
+           std::filesystem::is_directory(c.trainer.out_dir, ec),
+       "key 'trainer.out_dir': '", c.trainer.out_dir, "' is a file, not a folder");
   for (char ch : c.data.arithmetic.ops)
     need(ch == '+' || ch == '-' || ch == '*', "key 'data.arithmetic.ops': '", c.data.arithmetic.ops,
          "' may only contain + - *");
@@ -159,17 +185,9 @@ void validate(const TrainConfig& c, const std::string& where) {
     need(k <= c.validation.n, "validation.k value ", k, " exceeds validation.n = ", c.validation.n);
   need(c.validation.every == 0 || !c.validation.sets.empty(),
        "validation.every > 0 needs validation.sets");
-  if (!c.parallel.fault_inject.empty()) {
-    const auto& f = c.parallel.fault_inject;
-    const auto colon = f.find(':'), at = f.find('@');
-    const auto digits = [](const std::string& x) {
-      return !x.empty() && x.find_first_not_of("0123456789") == std::string::npos;
-    };
-    need(colon != std::string::npos && at != std::string::npos && at > colon &&
-             (f.substr(0, colon) == "die" || f.substr(0, colon) == "hang") &&
-             digits(f.substr(colon + 1, at - colon - 1)) && digits(f.substr(at + 1)),
-         "key 'parallel.fault_inject': '", f, "': expected die:RANK@STEP or hang:RANK@STEP");
-  }
+  need(c.parallel.fault_inject.empty() || parse_fault_injection(c.parallel.fault_inject),
+       "key 'parallel.fault_inject': '", c.parallel.fault_inject,
+       "': expected die:RANK@STEP or hang:RANK@STEP (RANK < 2^31, STEP < 2^63)");
 }
 
 std::string toml_value(const Field& f) {
@@ -196,6 +214,19 @@ std::string toml_value(const Field& f) {
 }
 
 }  // namespace
+
+std::optional<FaultInjection> parse_fault_injection(const std::string& text) {
+  const auto colon = text.find(':'), at = text.find('@');
+  if (colon == std::string::npos || at == std::string::npos || at < colon) return std::nullopt;
+  FaultInjection f;
+  f.kind = text.substr(0, colon);
+  const auto rank = parse_count<int>(std::string_view(text).substr(colon + 1, at - colon - 1));
+  const auto step = parse_count<int64_t>(std::string_view(text).substr(at + 1));
+  if ((f.kind != "die" && f.kind != "hang") || !rank || !step) return std::nullopt;
+  f.rank = *rank;
+  f.step = *step;
+  return f;
+}
 
 TrainConfig parse_train_config(const std::string& text, const std::string& source,
                                const std::vector<std::string>& overrides) {

@@ -4,6 +4,7 @@
 // configuration is written back as TOML into diagnostics.h5 and every checkpoint.
 #pragma once
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -93,6 +94,15 @@ struct TrainConfig {
   bool bupo_enabled() const { return bupo.internal_layer > 0 || bupo.auto_layer; }
   std::string to_toml() const;  // every key, effective values
 };
+
+// parallel.fault_inject = "die:RANK@STEP" or "hang:RANK@STEP"; nullopt for anything else (a
+// RANK beyond int or a STEP beyond int64 included).
+struct FaultInjection {
+  std::string kind;  // "die" or "hang"
+  int rank = -1;
+  int64_t step = -1;
+};
+std::optional<FaultInjection> parse_fault_injection(const std::string& text);
 
 // Parse a TOML file (path may be "" for all defaults), then apply overrides "key=value" (value in
 // TOML syntax; bare words are strings). Throws naming the file/override and the key.

@@ -74,11 +74,10 @@ void setup_parallel(Run& r, const ModelConfig& mc) {
   r.pc = make_parallel_context(lay, static_cast<int>(mc.num_layers), cfg.source)
              .with_device_comms(*r.backend, P.timeout_s);
   set_comm_timeout(P.timeout_s);
-  if (!P.fault_inject.empty()) {
-    const auto colon = P.fault_inject.find(':'), at = P.fault_inject.find('@');
-    r.fault_kind = P.fault_inject.substr(0, colon);
-    r.fault_rank = std::stoi(P.fault_inject.substr(colon + 1, at - colon - 1));
-    r.fault_step = std::stoll(P.fault_inject.substr(at + 1));
+  if (const auto f = parse_fault_injection(P.fault_inject)) {  // validated with the config
+    r.fault_kind = f->kind;
+    r.fault_rank = f->rank;
+    r.fault_step = f->step;
   }
 }
 
@@ -127,7 +126,18 @@ ModelConfig model_shape(const Run& r) {
   c.qkv_bias = c.arch == Arch::Qwen2;
   c.qk_norm = c.arch == Arch::Qwen3;
   c.tie_word_embeddings = in.tied;
-  c.validate(cfg.source + ": model.init");
+  static const ConfigFieldNames names{
+      "the tokenizer's vocabulary (padded to model.init.vocab_multiple)",
+      "model.init.hidden",
+      "model.init.ffn",
+      "model.init.layers",
+      "model.init.heads",
+      "model.init.kv_heads",
+      "model.init.head_dim",
+      "max_position_embeddings",
+      "rms_norm_eps",
+      "rope_theta"};
+  c.validate(cfg.source, names);
   return c;
 }
 

@@ -54,9 +54,11 @@ std::vector<json> truncate_jsonl(const std::string& path, int64_t keep_step) {
       if (i + 1 == lines.size()) break;  // torn by a crash
       throw;
     }
-    BUPO_CHECK(j.is_object() && j.contains("step") && j["step"].is_number_integer(), where,
-               ": field 'step': expected an integer step number");
-    if (j["step"].get<int64_t>() > keep_step) break;
+    const auto step =
+        j.is_object() && j.contains("step") ? json_exact_int(j["step"]) : std::nullopt;
+    BUPO_CHECK(step && *step >= 1, where, ": field 'step': expected a step number >= 1, got ",
+               j.is_object() && j.contains("step") ? j["step"].dump() : std::string("nothing"));
+    if (*step > keep_step) break;
     text += lines[i] + "\n";
     kept.push_back(std::move(j));
   }
@@ -218,40 +220,45 @@ void TrainLog::rebuild(int64_t keep_step, const std::vector<json>& journal,
     f.set_attr("/", "rebuilt_from", std::string("metrics.jsonl"));
   });
   int64_t entropy_rows = 0;
-  for (const auto& j : journal) {
-    const int64_t step = j["step"].get<int64_t>();
-    if (j.contains("layer_entropy") && j["layer_entropy"].is_object()) {
-      const json& e = j["layer_entropy"];
-      EntropySummary s;
-      s.tokens = e.value("tokens", int64_t{0});
-      s.layer = json_floats(e.value("layer", json()), static_cast<size_t>(L_) + 1);
-      std::vector<float>* rows[] = {&s.attn_in, &s.attn_out, &s.ffn_in, &s.ffn_out};
-      for (int i = 0; i < 4; ++i)
-        *rows[i] = json_floats(e.value(kEntropyRows[i + 1], json()), static_cast<size_t>(L_));
-      s.output = json_float(e.value("output", json()));
-      s.bupo_layer = json_float(e.value("bupo_layer", json()));
-      write_entropy(step, s);
-      ++entropy_rows;
-    }
-    if (j.contains("validation") && j["validation"].is_object())
-      for (auto it = j["validation"].begin(); it != j["validation"].end(); ++it) {
-        const json& v = it.value();
-        std::vector<int64_t> k;
-        std::vector<double> pass;
-        for (const auto& x : v.value("k", json::array())) k.push_back(x.get<int64_t>());
-        for (const auto& x : v.value("pass_at_k", json::array()))
-          pass.push_back(x.is_number() ? x.get<double>() : std::nan(""));
-        pass.resize(k.size(), std::nan(""));
-        write_validation(step, it.key(), json_float(v.value("avg", json())), k, pass);
+  size_t line = 0;
+  for (const auto& j : journal) try {
+      ++line;
+      const int64_t step = j["step"].get<int64_t>();
+      if (j.contains("layer_entropy") && j["layer_entropy"].is_object()) {
+        const json& e = j["layer_entropy"];
+        EntropySummary s;
+        s.tokens = e.value("tokens", int64_t{0});
+        s.layer = json_floats(e.value("layer", json()), static_cast<size_t>(L_) + 1);
+        std::vector<float>* rows[] = {&s.attn_in, &s.attn_out, &s.ffn_in, &s.ffn_out};
+        for (int i = 0; i < 4; ++i)
+          *rows[i] = json_floats(e.value(kEntropyRows[i + 1], json()), static_cast<size_t>(L_));
+        s.output = json_float(e.value("output", json()));
+        s.bupo_layer = json_float(e.value("bupo_layer", json()));
+        write_entropy(step, s);
+        ++entropy_rows;
       }
-    std::vector<std::pair<std::string, double>> metrics;
-    for (auto it = j.begin(); it != j.end(); ++it)
-      if (it.key() != "step" && (it->is_number() || it->is_null()))
-        metrics.emplace_back(it.key(), it->is_number() ? it->get<double>() : std::nan(""));
-    queue_step_row(step, metrics);  // (not journaled again)
-    pending_entropy_ = json();
-    pending_validation_ = json();
-  }
+      if (j.contains("validation") && j["validation"].is_object())
+        for (auto it = j["validation"].begin(); it != j["validation"].end(); ++it) {
+          const json& v = it.value();
+          std::vector<int64_t> k;
+          std::vector<double> pass;
+          for (const auto& x : v.value("k", json::array())) k.push_back(x.get<int64_t>());
+          for (const auto& x : v.value("pass_at_k", json::array()))
+            pass.push_back(x.is_number() ? x.get<double>() : std::nan(""));
+          pass.resize(k.size(), std::nan(""));
+          write_validation(step, it.key(), json_float(v.value("avg", json())), k, pass);
+        }
+      std::vector<std::pair<std::string, double>> metrics;
+      for (auto it = j.begin(); it != j.end(); ++it)
+        if (it.key() != "step" && (it->is_number() || it->is_null()))
+          metrics.emplace_back(it.key(), it->is_number() ? it->get<double>() : std::nan(""));
+      queue_step_row(step, metrics);  // (not journaled again)
+      pending_entropy_ = json();
+      pending_validation_ = json();
+    } catch (const json::exception& e) {  // a value of the wrong type, edited or corrupted
+      fail(jsonl_path_, ":", line, ": malformed entry, cannot rebuild ", h5_path,
+           " from it: ", e.what());
+    }
   if (fs::exists(selection_path_)) {
     const json sel = read_json_file(selection_path_);
     const auto L = static_cast<size_t>(L_);

@@ -186,19 +186,20 @@ Tokenizer Tokenizer::from_json(const json& j, const std::string& src) {
              ": field 'model.vocab': expected an object {token: id}");
   int64_t max_id = -1;
   for (auto it = vit->begin(); it != vit->end(); ++it) {
-    BUPO_CHECK(it.value().is_number_integer() && it.value().get<int64_t>() >= 0 &&
-                   it.value().get<int64_t>() < INT32_MAX,
-               src, ": field 'model.vocab'['", it.key(), "']: expected a non-negative id");
-    const auto id = static_cast<int32_t>(it.value().get<int64_t>());
+    const auto exact = json_exact_int(it.value());
+    BUPO_CHECK(exact && *exact >= 0 && *exact < INT32_MAX, src, ": field 'model.vocab'['", it.key(),
+               "']: expected an id in [0, 2^31 - 1), got ", it.value().dump());
+    const auto id = static_cast<int32_t>(*exact);
     t.vocab_.emplace(it.key(), id);
     max_id = std::max<int64_t>(max_id, id);
   }
   auto at = j.find("added_tokens");
   if (at != j.end() && at->is_array())
     for (const auto& a : *at) {
-      AddedToken tok{json_string_or(a, "content", src + ": added_tokens", ""),
-                     static_cast<int32_t>(json_int(a, "id", src + ": added_tokens", 0)),
-                     json_bool_or(a, "special", src + ": added_tokens", false)};
+      AddedToken tok{
+          json_string_or(a, "content", src + ": added_tokens", ""),
+          static_cast<int32_t>(json_int(a, "id", src + ": added_tokens", 0, INT32_MAX - 1)),
+          json_bool_or(a, "special", src + ": added_tokens", false)};
       BUPO_CHECK(!tok.content.empty(), src, ": added_tokens: empty 'content'");
       max_id = std::max<int64_t>(max_id, tok.id);
       t.added_.push_back(tok);

@@ -200,5 +200,59 @@ TEST_F(ModelFileErrors, MissingConfig) {
   expect_error([&] { Model::load(dir_, ParallelContext::single()); }, {dir_, "no config.json"});
 }
 
+// Issue 13, item 7: headers a corrupt or hostile writer produces.
+TEST(SafetensorsErrors, OverlappingDataOffsetsAndDuplicateKeys) {
+  const std::string p = test::temp_dir("e") + "/t.safetensors";
+  write_raw(p,
+            R"({"a": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]},
+                "b": {"dtype": "F32", "shape": [2], "data_offsets": [8, 16]}})",
+            std::string(16, '\0'));
+  expect_error([&] { SafetensorsFile::open(p); }, {p, "tensors 'a'", "'b'", "overlap"});
+  write_raw(p,
+            R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                "a": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})",
+            std::string(8, '\0'));
+  expect_error([&] { SafetensorsFile::open(p); }, {p, "key 'a' appears twice"});
+  write_raw(p, R"({"a": {"dtype": "F32", "dtype": "F16", "shape": [1], "data_offsets": [0, 4]}})",
+            std::string(4, '\0'));
+  expect_error([&] { SafetensorsFile::open(p); }, {p, "key 'dtype' appears twice"});
+  // adjacent and empty tensors are not overlaps
+  write_raw(p,
+            R"({"a": {"dtype": "F32", "shape": [1], "data_offsets": [0, 4]},
+                "e": {"dtype": "F32", "shape": [0], "data_offsets": [4, 4]},
+                "b": {"dtype": "F32", "shape": [1], "data_offsets": [4, 8]}})",
+            std::string(8, '\0'));
+  EXPECT_EQ(SafetensorsFile::open(p)->tensors().size(), 3u);
+}
+
+TEST(SafetensorsErrors, ATensorTheConfigDoesNotUseIsAnError) {
+  const std::string dir = test::temp_dir("unused");
+  auto m = test::tiny_model(Arch::Qwen3, true);  // 4 layers, tied
+  const std::vector<float> w = m->params().weights_to_host();
+  auto save_with = [&](const std::string& extra, const Shape& shape) {
+    std::vector<NamedTensor> ts;
+    for (const auto& p : m->params().all()) ts.push_back({p.name, p.shape, w.data() + p.offset});
+    std::vector<float> x(static_cast<size_t>(numel_of(shape)), 0.5f);
+    if (!extra.empty()) ts.push_back({extra, shape, x.data()});
+    fs::remove_all(dir + "/m");
+    m->save(dir + "/m", DType::F32);  // config.json
+    save_checkpoint_weights(dir + "/m", ts, DType::F32);
+  };
+  const int64_t d = m->config().hidden_size;
+  save_with("model.layers.4.input_layernorm.weight", {d});  // a fifth layer
+  expect_error([&] { Model::load(dir + "/m", ParallelContext::single()); },
+               {"model.safetensors", "'model.layers.4.input_layernorm.weight'", "layer 5",
+                "num_hidden_layers = 4"});
+  save_with("lm_head.weight", {m->config().vocab_size, d});  // untied head under tied config
+  expect_error([&] { Model::load(dir + "/m", ParallelContext::single()); },
+               {"model.safetensors", "'lm_head.weight'", "not used by config.json"});
+  save_with("model.layers.0.self_attn.q_proj.bias", {m->config().num_heads * m->config().head_dim});
+  expect_error([&] { Model::load(dir + "/m", ParallelContext::single()); },
+               {"'model.layers.0.self_attn.q_proj.bias'", "not used", "no q/k/v bias"});
+  // the buffer old Llama exports kept is not a weight, and loads
+  save_with("model.layers.1.self_attn.rotary_emb.inv_freq", {m->config().head_dim / 2});
+  EXPECT_NO_THROW(Model::load(dir + "/m", ParallelContext::single()));
+}
+
 }  // namespace
 }  // namespace bupo
