@@ -20,7 +20,8 @@ Runner add_train(CLI::App& app) {
   struct Opts {
     std::string config;
     std::vector<std::string> set;
-    bool resume = false, overwrite = false, quiet = false, help_config = false;
+    bool resume = false, overwrite = false, quiet = false, help_config = false,
+         allow_config_change = false;
     std::string resume_from, device, precision;
     int64_t stop_after = 0;
   };
@@ -40,6 +41,9 @@ Runner add_train(CLI::App& app) {
   sub->add_flag("--resume", o->resume, "continue from the latest complete checkpoint in out_dir");
   sub->add_option("--resume-from", o->resume_from, "continue from this checkpoint folder");
   sub->add_flag("--overwrite", o->overwrite, "replace an existing run in out_dir");
+  sub->add_flag("--allow-config-change", o->allow_config_change,
+                "resume although keys that break bit-exactness (model, data, rollout, algorithm, "
+                "optimizer, seeds, layout, device) differ from the checkpoint's train_config.toml");
   sub->add_flag("--quiet,-q", o->quiet, "no progress output");
   sub->add_option("--stop-after-step", o->stop_after,
                   "stop with a checkpoint after this step (for staged runs and tests)")
@@ -60,6 +64,7 @@ Runner add_train(CLI::App& app) {
     to.overwrite = o->overwrite;
     to.quiet = o->quiet;
     to.stop_after_step = o->stop_after;
+    to.allow_config_change = o->allow_config_change;
     BUPO_CHECK(!(to.overwrite && (to.resume || !to.resume_from.empty())),
                "bupo train: --overwrite and --resume exclude each other");
     rl::Trainer t(std::move(cfg), to);

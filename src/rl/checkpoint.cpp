@@ -110,16 +110,11 @@ std::string verify_checkpoint(const std::string& dir) {
   return "";
 }
 
-std::string save_checkpoint(const std::string& out_dir, const Model& model, const AdamW& opt,
-                            const TrainState& st, const std::string& config_toml,
-                            const std::string& tokenizer_json, int64_t keep) {
-  const fs::path root = fs::path(out_dir) / "checkpoints";
-  fs::create_directories(root);
-  const std::string name = step_name(st.step);
-  const fs::path tmp = root / (name + ".partial"), final_dir = root / name;
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-
+namespace {
+// Every file of checkpoint `name` into `tmp`, fsync'ed, then its COMPLETE marker.
+void write_checkpoint_files(const fs::path& tmp, const std::string& name, const Model& model,
+                            const AdamW& opt, const TrainState& st, const std::string& config_toml,
+                            const std::string& tokenizer_json) {
   model.save(tmp.string(), DType::F32);
   write_file(tmp / "tokenizer.json", tokenizer_json);
   write_file(tmp / "train_config.toml", config_toml);
@@ -166,6 +161,25 @@ std::string save_checkpoint(const std::string& out_dir, const Model& model, cons
   write_file(tmp / "COMPLETE", name + "\n");
   for (const auto& e : fs::directory_iterator(tmp)) fsync_path(e.path());
   fsync_path(tmp);
+}
+}  // namespace
+
+std::string save_checkpoint(const std::string& out_dir, const Model& model, const AdamW& opt,
+                            const TrainState& st, const std::string& config_toml,
+                            const std::string& tokenizer_json, int64_t keep) {
+  const fs::path root = fs::path(out_dir) / "checkpoints";
+  fs::create_directories(root);
+  const std::string name = step_name(st.step);
+  const fs::path tmp = root / (name + ".partial"), final_dir = root / name;
+  fs::remove_all(tmp);
+  fs::create_directories(tmp);
+  try {
+    write_checkpoint_files(tmp, name, model, opt, st, config_toml, tokenizer_json);
+  } catch (...) {  // a failed write (full disk, quota) leaves no half checkpoint behind
+    std::error_code ec;
+    fs::remove_all(tmp, ec);
+    throw;
+  }
   fs::remove_all(final_dir);
   fs::rename(tmp, final_dir);
   fsync_path(root);
@@ -179,6 +193,19 @@ std::string save_checkpoint(const std::string& out_dir, const Model& model, cons
   const auto done = complete_checkpoints(out_dir);
   for (size_t i = 0; i + static_cast<size_t>(keep) < done.size(); ++i) fs::remove_all(done[i]);
   return final_dir.string();
+}
+
+void remove_partial_checkpoints(const std::string& out_dir) {
+  const fs::path root = fs::path(out_dir) / "checkpoints";
+  std::error_code ec;
+  if (!fs::is_directory(root, ec)) return;
+  std::vector<fs::path> stale;
+  for (const auto& e : fs::directory_iterator(root, ec)) {
+    const std::string n = e.path().filename().string();
+    if (n.size() > 8 && n.substr(n.size() - 8) == ".partial") stale.push_back(e.path());
+    if (n == "latest.tmp") stale.push_back(e.path());
+  }
+  for (const auto& p : stale) fs::remove_all(p, ec);
 }
 
 std::vector<std::string> complete_checkpoints(const std::string& out_dir) {

@@ -31,6 +31,8 @@ std::string save_checkpoint(const std::string& out_dir, const Model& model, cons
                             const std::string& tokenizer_json, int64_t keep);
 // The latest complete checkpoint under <out>/checkpoints, or "" when there is none.
 std::string latest_checkpoint(const std::string& out_dir);
+// Removes what a killed or failed save_checkpoint left: step_*.partial folders and latest.tmp.
+void remove_partial_checkpoints(const std::string& out_dir);
 // Complete checkpoint folders under <out>/checkpoints, oldest first.
 std::vector<std::string> complete_checkpoints(const std::string& out_dir);
 // Removes the checkpoints of steps after `step` (resuming from an older one abandons them).

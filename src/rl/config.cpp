@@ -293,6 +293,38 @@ std::string TrainConfig::to_toml() const {
   return os.str();
 }
 
+std::vector<std::string> changes_breaking_bit_exactness(const TrainConfig& before,
+                                                        const TrainConfig& now) {
+  static const char* const kFree[] = {"trainer.steps",
+                                      "trainer.out_dir",
+                                      "trainer.checkpoint_every",
+                                      "trainer.keep_checkpoints",
+                                      "trainer.export_hf",
+                                      "trainer.threads",
+                                      "trainer.max_nonfinite_in_row",
+                                      "diagnostics.",
+                                      "validation.",
+                                      "warmup.",
+                                      "parallel.timeout_s",
+                                      "parallel.grad_bucket_mb",
+                                      "parallel.fault_inject"};
+  auto free = [](const std::string& key) {
+    for (const char* f : kFree) {
+      const std::string_view fv(f);
+      if (fv.back() == '.' ? key.rfind(fv, 0) == 0 : key == fv) return true;
+    }
+    return false;
+  };
+  TrainConfig a = before, b = now;
+  auto fa = fields(a), fb = fields(b);
+  std::vector<std::string> out;
+  for (size_t i = 0; i < fa.size(); ++i) {
+    const std::string va = toml_value(fa[i]), vb = toml_value(fb[i]);
+    if (va != vb && !free(fa[i].key)) out.push_back(fa[i].key + ": " + va + " -> " + vb);
+  }
+  return out;
+}
+
 std::string config_reference() {
   TrainConfig c;
   auto fs = fields(c);

@@ -95,6 +95,16 @@ struct TrainConfig {
   std::string to_toml() const;  // every key, effective values
 };
 
+// The keys whose values differ between a checkpoint's config and the one a resume runs with and
+// whose change breaks bit-exactness (anything that enters the computation: model, data, rollout,
+// algorithm, optimizer, seeds, layout, device, precision), as "key: before -> now". Free to
+// change: what is logged, kept or exported and when (trainer.steps, checkpoint_every,
+// keep_checkpoints, export_hf, out_dir, threads, max_nonfinite_in_row, diagnostics.*,
+// validation.*), warmup.* (run only before step 1), and the job's timeout, gradient bucket size
+// and test fault injection.
+std::vector<std::string> changes_breaking_bit_exactness(const TrainConfig& before,
+                                                        const TrainConfig& now);
+
 // parallel.fault_inject = "die:RANK@STEP" or "hang:RANK@STEP"; nullopt for anything else (a
 // RANK beyond int or a STEP beyond int64 included).
 struct FaultInjection {

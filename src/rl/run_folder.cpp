@@ -35,6 +35,37 @@ bool holds_a_step(const std::string& out_dir) {
   }
   return false;
 }
+
+// Resuming with keys that break bit-exactness changed is refused unless --allow-config-change
+// (then it is said, and the HDF5 config_history keeps both). "" when the resume may go on.
+std::string config_change_refusal(Run& r, const std::string& ck) {
+  const fs::path saved = fs::path(ck) / "train_config.toml";
+  if (!fs::exists(saved)) {
+    r.warn(saved.string() + " is missing: cannot check the config against the checkpoint's");
+    return "";
+  }
+  std::vector<std::string> changes;
+  try {
+    changes = changes_breaking_bit_exactness(load_train_config(saved.string(), {}), r.cfg);
+  } catch (const Error& e) {  // an older version's keys
+    r.warn(std::string("cannot compare the config with the checkpoint's: ") + e.what());
+    return "";
+  }
+  if (changes.empty()) return "";
+  std::string list;
+  for (const auto& c : changes) list += "\n  " + c;
+  if (r.opt.allow_config_change) {
+    r.warn(
+        "resuming with a changed config (--allow-config-change); the continuation is not "
+        "bit-identical to the original run:" +
+        list);
+    return "";
+  }
+  return saved.string() +
+         ": the config differs from the checkpoint's in keys that break "
+         "bit-exactness (checkpoint -> now):" +
+         list + "\nrestore them, or pass --allow-config-change to continue with the new values";
+}
 }  // namespace
 
 void open_run_folder(Run& r) {
@@ -93,6 +124,13 @@ void open_run_folder(Run& r) {
       r.warn(why + " (the steps logged without a checkpoint are kept in " + aside + ")");
   }
   const bool resuming = !ck.empty();
+  if (resuming) {  // the checkpoint's config against this one: rank 0 compares, all agree
+    std::string refusal = r.root() ? config_change_refusal(r, ck) : "";
+    int64_t bad = refusal.empty() ? 0 : 1;
+    pc.world->broadcast(&bad, 8, 0);
+    BUPO_CHECK(bad == 0, r.root() ? refusal : ck + ": config differs (see rank 0)");
+  }
+  if (r.root()) remove_partial_checkpoints(r.out_dir);  // left by a kill or a failed write
   if (r.root() && !r.opt.overwrite) {
     // a fresh run would prune and overwrite an earlier run's checkpoints; --resume-from another
     // checkpoint would discard this folder's later ones and truncate its logs

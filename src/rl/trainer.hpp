@@ -35,6 +35,8 @@ struct TrainOptions {
   bool quiet = false;           // no progress output
   int64_t stop_after_step = 0;  // stop (with a checkpoint) after this step; 0: trainer.steps
   bool single_process = false;  // ignore the MPI job: run on this process alone (tests)
+  // resume although keys that break bit-exactness differ from the checkpoint's config
+  bool allow_config_change = false;
 };
 
 class Trainer {

@@ -4,10 +4,12 @@
 // --overwrite; init-model and convert never write into a non-empty folder without --overwrite.
 #include <gtest/gtest.h>
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <chrono>
+#include <csignal>
 #include <filesystem>
 #include <fstream>
 #include <thread>
@@ -16,6 +18,8 @@
 #include "core/error.hpp"
 #include "io/folder_lock.hpp"
 #include "io/json_util.hpp"
+#include "model_fixture.hpp"
+#include "optim/adamw.hpp"
 #include "rl/checkpoint.hpp"
 #include "rl/config.hpp"
 #include "rl/trainer.hpp"
@@ -161,6 +165,68 @@ TEST(RunFolder, OutOfRangeTrainingStateIsAnError) {
     EXPECT_NE(std::string(e.what()).find("state.json: a value is out of range"), std::string::npos)
         << e.what();
   }
+}
+
+// Issue 13, item 4: a resume runs the checkpoint's computation or says why not.
+TEST(RunFolder, AResumeWithAChangedComputationNeedsAllowConfigChange) {
+  const std::string dir = test::temp_dir("changed");
+  ASSERT_EQ(train(dir, true), 0);  // 2 steps
+  const std::string ck = rl::latest_checkpoint(dir);
+  const auto jsonl_before = fs::file_size(fs::path(dir) / "metrics.jsonl");
+  auto resume_with = [&](std::vector<std::string> sets, bool allow) {
+    sets.push_back("trainer.steps=3");  // extending the run is always allowed
+    auto o = test::run_options(false, true);
+    o.allow_config_change = allow;
+    rl::Trainer t(test::tiny_run_config(dir, sets), o);
+    return t.run();
+  };
+  try {
+    resume_with({"optim.lr=0.5", "rollout.n=4"}, false);
+    FAIL() << "a changed optim.lr and rollout.n resumed";
+  } catch (const Error& e) {
+    const std::string w = e.what();
+    EXPECT_NE(w.find(ck + "/train_config.toml"), std::string::npos) << w;
+    EXPECT_NE(w.find("optim.lr: "), std::string::npos) << w;
+    EXPECT_NE(w.find("-> 0.5"), std::string::npos) << w;
+    EXPECT_NE(w.find("rollout.n: 2 -> 4"), std::string::npos) << w;
+    EXPECT_NE(w.find("--allow-config-change"), std::string::npos) << w;
+    EXPECT_EQ(w.find("trainer.steps"), std::string::npos) << w;  // not a breaking change
+  }
+  EXPECT_EQ(rl::latest_checkpoint(dir), ck);  // nothing touched
+  EXPECT_EQ(fs::file_size(fs::path(dir) / "metrics.jsonl"), jsonl_before);
+  // the free keys alone resume; with the flag, the changed computation does too
+  fs::create_directories(fs::path(dir) / "checkpoints" / "step_00000009.partial");
+  std::ofstream(fs::path(dir) / "checkpoints" / "latest.tmp") << "x";
+  EXPECT_EQ(resume_with({"diagnostics.every=1", "trainer.checkpoint_every=5"}, false), 0);
+  EXPECT_FALSE(fs::exists(fs::path(dir) / "checkpoints" / "step_00000009.partial"));
+  EXPECT_FALSE(fs::exists(fs::path(dir) / "checkpoints" / "latest.tmp"));
+  EXPECT_EQ(resume_with({"optim.lr=0.5", "trainer.steps=4"}, true), 0);
+}
+
+TEST(RunFolder, AFailedCheckpointWriteLeavesNoPartialFolder) {
+  const std::string dir = test::temp_dir("partial");
+  const pid_t child = fork();
+  if (child == 0) {  // a file-size limit below optimizer.bin's size: the write fails with EFBIG
+    std::signal(SIGXFSZ, SIG_IGN);
+    auto model = test::tiny_model();
+    model->params().allocate_grads();
+    AdamW opt(model->params(), AdamWConfig{});
+    rlimit rl{64 * 1024, 64 * 1024};
+    setrlimit(RLIMIT_FSIZE, &rl);
+    try {
+      rl::TrainState st;
+      st.step = 3;
+      rl::save_checkpoint(dir, *model, opt, st, "", "{}", 2);
+      _exit(2);
+    } catch (const Error&) {
+      _exit(fs::exists(fs::path(dir) / "checkpoints" / "step_00000003.partial") ? 3 : 0);
+    }
+  }
+  int st = 0;
+  waitpid(child, &st, 0);
+  ASSERT_TRUE(WIFEXITED(st));
+  EXPECT_EQ(WEXITSTATUS(st), 0) << "2: the write did not fail; 3: the .partial folder was left";
+  EXPECT_TRUE(rl::latest_checkpoint(dir).empty());
 }
 
 TEST(RunFolder, InitModelAndConvertNeedOverwriteForANonEmptyFolder) {
