@@ -26,14 +26,21 @@ def attr(f, name):
 
 def summarize(path):
     with h5py.File(path, "r") as f:
-        if attr(f, "schema") != "bupo-entropy" or int(f.attrs["schema_version"]) != 1:
-            sys.exit(f"{path}: not a bupo-entropy v1 file (schema={attr(f, 'schema')!r})")
+        version = int(f.attrs.get("schema_version", 0))
+        if attr(f, "schema") != "bupo-entropy" or version not in (1, 2):
+            sys.exit(f"{path}: not a bupo-entropy v1/v2 file (schema={attr(f, 'schema')!r})")
         L = int(f.attrs["num_layers"])
-        m = {k: f[f"entropy/{k}"][:].astype(np.float64).mean(axis=0)
+        if version == 2:  # datasets at full size; rows below progress[0] are written (README)
+            n = int(f["progress"][0])
+            complete = n == int(f.attrs["num_tokens"])
+        else:
+            n = f["entropy/output"].shape[0]
+            complete = int(f.attrs["complete"]) == 1
+        m = {k: f[f"entropy/{k}"][:n].astype(np.float64).mean(axis=0)
              for k in ("layer", "attn_in", "attn_out", "ffn_in", "ffn_out")}
-        m["output"] = float(f["entropy/output"][:].mean())
-        info = dict(L=L, lens=attr(f, "lens"), arch=attr(f, "architecture"), tokens=f["entropy/output"].shape[0],
-                    complete=int(f.attrs["complete"]), vocab=int(f.attrs["vocab_size"]))
+        m["output"] = float(f["entropy/output"][:n].mean())
+        info = dict(L=L, lens=attr(f, "lens"), arch=attr(f, "architecture"), tokens=n,
+                    complete=complete, vocab=int(f.attrs["vocab_size"]))
     d_layer = m["layer"][1:] - m["layer"][:-1]
     d_attn = m["attn_out"] - m["attn_in"]
     d_ffn = m["ffn_out"] - m["ffn_in"]

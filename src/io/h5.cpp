@@ -132,9 +132,6 @@ File File::open(const std::string& path, Access access) {
     case Access::Write:
       id = H5Fopen(path.c_str(), H5F_ACC_RDWR, fapl.id());
       break;
-    case Access::SwmrWrite:
-      id = H5Fopen(path.c_str(), H5F_ACC_RDWR | H5F_ACC_SWMR_WRITE, fapl.id());
-      break;
     case Access::Repair: {
       // HDF5's own properties for h5clear (H5Fprivate.h; registered in every file-access list)
       const hbool_t yes = 1;
@@ -250,6 +247,57 @@ void create_rows(hid_t file, const std::string& path, Kind kind, int64_t cols, i
         H5Aclose);
     check(H5Awrite(a.id(), st.id(), description.c_str()), "write attribute description");
   }
+}
+
+void create_fixed_rows(hid_t file, const std::string& path, Kind kind, int64_t rows, int64_t cols,
+                       const std::string& description) {
+  BUPO_CHECK(rows >= 0 && cols >= 0, "HDF5: fixed dataset ", path, " of ", rows, " x ", cols);
+  const int rank = cols > 0 ? 2 : 1;
+  const hsize_t dims[2] = {static_cast<hsize_t>(rows), static_cast<hsize_t>(cols)};
+  Handle sp(check_id(H5Screate_simple(rank, dims, nullptr), "H5Screate_simple"), H5Sclose);
+  Handle dcpl(check_id(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
+  check(H5Pset_layout(dcpl.id(), H5D_CONTIGUOUS), "H5Pset_layout " + path);
+  check(H5Pset_alloc_time(dcpl.id(), H5D_ALLOC_TIME_EARLY), "H5Pset_alloc_time " + path);
+  check(H5Pset_fill_time(dcpl.id(), H5D_FILL_TIME_NEVER), "H5Pset_fill_time " + path);
+  Handle lcpl(check_id(H5Pcreate(H5P_LINK_CREATE), "H5Pcreate"), H5Pclose);
+  check(H5Pset_create_intermediate_group(lcpl.id(), 1), "H5Pset_create_intermediate_group");
+  Handle ds(check_id(H5Dcreate2(file, path.c_str(), file_type(kind), sp.id(), lcpl.id(), dcpl.id(),
+                                H5P_DEFAULT),
+                     "create dataset " + path),
+            H5Dclose);
+  if (!description.empty()) {
+    Handle st(check_id(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
+    check(H5Tset_size(st.id(), description.size()), "H5Tset_size");
+    Handle asp(check_id(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
+    Handle a(
+        check_id(H5Acreate2(ds.id(), "description", st.id(), asp.id(), H5P_DEFAULT, H5P_DEFAULT),
+                 "create attribute description"),
+        H5Aclose);
+    check(H5Awrite(a.id(), st.id(), description.c_str()), "write attribute description");
+  }
+}
+
+RawLayout raw_layout(hid_t file, const std::string& path, Kind kind) {
+  Handle ds = open_dataset(file, path);
+  hsize_t dims[2];
+  const int rank = dataset_dims(ds.id(), dims, path);
+  Handle dcpl(check_id(H5Dget_create_plist(ds.id()), "H5Dget_create_plist " + path), H5Pclose);
+  BUPO_CHECK(H5Pget_layout(dcpl.id()) == H5D_CONTIGUOUS && H5Pget_nfilters(dcpl.id()) == 0,
+             "HDF5: dataset ", path, " is not contiguous and unfiltered (not a fixed dataset)");
+  Handle ty(check_id(H5Dget_type(ds.id()), "H5Dget_type " + path), H5Tclose);
+  BUPO_CHECK(H5Tequal(ty.id(), file_type(kind)) > 0, "HDF5: dataset ", path,
+             " does not have the little-endian type its writer expects");
+  RawLayout r;
+  r.rows = static_cast<int64_t>(dims[0]);
+  r.cols = rank == 2 ? static_cast<int64_t>(dims[1]) : 0;
+  r.row_bytes = static_cast<size_t>(std::max<int64_t>(r.cols, 1)) * H5Tget_size(ty.id());
+  if (r.rows == 0 || r.row_bytes == 0) return r;
+  const haddr_t off = H5Dget_offset(ds.id());
+  BUPO_CHECK(off != HADDR_UNDEF, "HDF5: dataset ", path, " has no storage allocated");
+  BUPO_CHECK(H5Dget_storage_size(ds.id()) == static_cast<hsize_t>(r.rows) * r.row_bytes,
+             "HDF5: dataset ", path, " has a storage size other than rows x row bytes");
+  r.offset = static_cast<uint64_t>(off);
+  return r;
 }
 
 void append_rows(hid_t file, const std::string& path, Kind kind, const void* data, int64_t rows) {

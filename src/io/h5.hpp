@@ -1,6 +1,6 @@
-// A small RAII layer over the HDF5 C API: files in the HDF5 1.10 format (superblock v3, the one
-// SWMR needs), extendible row datasets without filters, attributes and readers. The crash-safe
-// append discipline built on it is io/h5_append.hpp.
+// A small RAII layer over the HDF5 C API: files in the HDF5 1.10 format (superblock v3),
+// extendible row datasets without filters, fixed contiguous datasets, attributes and readers. The
+// crash-safe disciplines built on it are io/h5_append.hpp and io/h5_raw_rows.hpp.
 #pragma once
 #include <hdf5.h>
 
@@ -51,11 +51,11 @@ std::string error_detail();
 
 // How a file is opened.
 enum class Access {
-  Read,       // read only; a file a SWMR writer holds (or died holding) is opened SWMR-read
-  Write,      // read-write, not SWMR: only on a private copy (io/h5_append.hpp)
-  SwmrWrite,  // read-write under SWMR: only extending and writing existing datasets
-  Repair,     // read-write, clearing the status flags a dead SWMR writer left and moving the
-              // end-of-allocation up to the end of the file (what `h5clear -s --increment=0` does)
+  Read,    // read only; a file a SWMR writer holds (or died holding: files of earlier bupo
+           // versions, other tools) is opened SWMR-read
+  Write,   // read-write: only on a private copy (io/h5_append.hpp)
+  Repair,  // read-write, clearing the status flags a dead SWMR writer left and moving the
+           // end-of-allocation up to the end of the file (what `h5clear -s --increment=0` does)
 };
 
 class File {
@@ -72,10 +72,10 @@ class File {
   void set_attr(const std::string& obj, const std::string& name, const std::string& value);
   void set_attr(const std::string& obj, const std::string& name, int64_t value);
   void set_attr(const std::string& obj, const std::string& name, double value);
-  // Rewrites an existing int64 attribute in place (allowed under SWMR writing; creating is not).
+  // Rewrites an existing int64 attribute in place.
   void update_attr(const std::string& obj, const std::string& name, int64_t value);
   void flush();
-  void close();  // checked: the close writes the last metadata and clears the SWMR status flags
+  void close();  // checked: the close writes the last metadata
 
  private:
   Handle file_;
@@ -90,6 +90,20 @@ void create_rows(hid_t file, const std::string& path, Kind kind, int64_t cols, i
                  const std::string& description);
 void append_rows(hid_t file, const std::string& path, Kind kind, const void* data, int64_t rows);
 void truncate_rows(hid_t file, const std::string& path, int64_t rows);
+
+// Fixed datasets: shape (rows, cols) (cols = 0: 1-D) stored contiguously, their space allocated
+// when created and never filled (a sparse region until written), so that their rows can be written
+// later as raw bytes at fixed file offsets without HDF5 touching any metadata (io/h5_raw_rows.hpp).
+void create_fixed_rows(hid_t file, const std::string& path, Kind kind, int64_t rows, int64_t cols,
+                       const std::string& description);
+struct RawLayout {
+  uint64_t offset = 0;  // of row 0 in the file; meaningless when rows == 0
+  int64_t rows = 0, cols = 0;
+  size_t row_bytes = 0;  // cols (or 1) x the element size
+};
+// Where a fixed dataset's bytes are; an error naming it unless it is contiguous, allocated,
+// unfiltered and of a little-endian type of `kind`.
+RawLayout raw_layout(hid_t file, const std::string& path, Kind kind);
 
 bool exists(hid_t file, const std::string& path);  // a link of that path exists (groups included)
 // Every dataset under `group` (recursively), as absolute paths.

@@ -39,22 +39,19 @@ void replace_with(const std::string& path, const std::string& tmp,
 }
 }  // namespace
 
-AppendFile AppendFile::create(const std::string& path, bool overwrite, const Edit& init,
-                              Commit commit) {
+AppendFile AppendFile::create(const std::string& path, bool overwrite, const Edit& init) {
   BUPO_CHECK(overwrite || !fs::exists(path), path,
              ": output file exists; refusing to overwrite it (pass --overwrite)");
   AppendFile a;
   a.path_ = path;
-  a.commit_ = commit;
   replace_with(path, path + ".create.tmp", init, false);
   a.scan();
   return a;
 }
 
-AppendFile AppendFile::open(const std::string& path, Commit commit) {
+AppendFile AppendFile::open(const std::string& path) {
   AppendFile a;
   a.path_ = path;
-  a.commit_ = commit;
   bool marked = false;
   const hid_t id = H5Fopen(path.c_str(), H5F_ACC_RDONLY, H5P_DEFAULT);
   if (id < 0) {
@@ -120,17 +117,8 @@ void AppendFile::flush() {
     }
     for (const auto& [obj, name, v] : attrs_) f.update_attr(obj, name, v);
   };
-  bool structure = !edits_.empty();  // new datasets are structure too: always on a copy
-  for (const auto& [ds, q] : queued_) structure = structure || !rows_.count(ds);
   try {
-    if (commit_ == Commit::Replace || structure) {
-      replace_with(path_, path_ + ".edit.tmp", write_queued, true);
-    } else {
-      File f = File::open(path_, Access::SwmrWrite);
-      write_queued(f);
-      f.flush();
-      f.close();
-    }
+    replace_with(path_, path_ + ".edit.tmp", write_queued, true);
   } catch (const Error& e) {
     fail(path_, ": writing the queued rows failed: ", e.what());
   }

@@ -1,22 +1,13 @@
-// The crash-safe discipline every HDF5 file bupo writes follows (diagnostics.h5, `bupo entropy`
-// output, `bupo pick-layer` evidence). HDF5 has no journal: a process killed while the library
-// writes metadata in no particular order can leave a file nothing opens. So structure (groups,
-// datasets, attributes; truncation on resume) is only ever changed on a private copy that is
-// closed, fsync'ed and renamed over the file: readers see the old file or the new one (create(),
-// edit()). Rows are committed by flush() in one of two ways:
-//   - Commit::Replace (diagnostics.h5: kilobytes per step, a step every seconds to minutes): the
-//     same copy-append-rename. The file a reader opens is always whole, closed and fsync'ed, so it
-//     opens plainly with HDF5's file locking on, at any instant, even after a write torn by a
-//     crash; the price is one copy of the file per flush (docs/reliability.md gives the figures).
-//   - Commit::Swmr (`bupo entropy`: up to gigabytes, a batch every second): appended in place
-//     under SWMR writing (H5F_ACC_SWMR_WRITE), which orders the metadata flushes so the file is
-//     coherent after every write system call, to unfiltered chunks whose old rows are rewritten
-//     with their own bytes (io/h5.hpp). The file is open only during flush(): between flushes any
-//     reader opens it plainly; during one, and after a writer died in one, a reader needs SWMR
-//     (h5py: swmr=True) until open() repairs it. What SWMR does not survive is a write torn inside
-//     an object header (a multi-page write cut by the kill at a page boundary): that object's rows
-//     are lost.
-// tests/crash kills writers at every write system call of these paths and checks all of it.
+// The crash-safe discipline of bupo's growing HDF5 files (diagnostics.h5, `bupo pick-layer`
+// evidence; `bupo entropy`, whose size is known up front, uses io/h5_raw_rows.hpp instead). HDF5
+// has no journal: a process killed while the library writes metadata in no particular order can
+// leave a file nothing opens. So every change, structure and rows alike, is made on a private copy
+// that is closed, fsync'ed and renamed over the file (create(), edit(), flush()): a reader sees the
+// old file or the new one, whole, closed and fsync'ed, so it opens plainly with HDF5's file locking
+// on at any instant, even after a write torn by a crash. The price is one copy of the file per
+// flush (kilobytes per step, a step every seconds to minutes; docs/reliability.md gives the
+// figures). tests/crash kills writers at every write system call of these paths and checks all of
+// it.
 #pragma once
 #include <cstdint>
 #include <functional>
@@ -29,27 +20,24 @@
 
 namespace bupo::h5 {
 
-enum class Commit { Replace, Swmr };
-
 class AppendFile {
  public:
   using Edit = std::function<void(File&)>;
   AppendFile() = default;
   // A new file whose structure `init` creates (refusing to replace `path` unless overwrite).
-  static AppendFile create(const std::string& path, bool overwrite, const Edit& init,
-                           Commit commit = Commit::Replace);
+  static AppendFile create(const std::string& path, bool overwrite, const Edit& init);
   // An existing file, for appending. Every dataset is read once (an unreadable one is an error
   // naming it); a file left marked by a writer that died is repaired first (says so in
   // repaired()).
-  static AppendFile open(const std::string& path, Commit commit = Commit::Replace);
+  static AppendFile open(const std::string& path);
   // Queues rows × cols values (row-major) for `dataset`, written at the next flush(); a dataset
   // the file lacks is created then (one edit()) with `chunk_rows` rows per chunk.
   void append(const std::string& dataset, Kind kind, int64_t cols, const void* data, int64_t rows,
               int64_t chunk_rows = 1024);
   // Queues a new value for an existing int64 attribute (rewritten in place at the next flush).
   void update_attr(const std::string& obj, const std::string& name, int64_t value);
-  // Commits everything queued (see Commit). Any failure (a full disk, a quota) is one error
-  // naming the file and HDF5's cause; the file keeps its previous rows.
+  // Commits everything queued (on a copy renamed over the file). Any failure (a full disk, a quota)
+  // is one error naming the file and HDF5's cause; the file keeps its previous rows.
   void flush();
   // A structural change on a copy renamed over the file, now (after the queued rows are flushed).
   void edit(const Edit& change);
@@ -76,7 +64,6 @@ class AppendFile {
   std::vector<std::tuple<std::string, std::string, int64_t>> attrs_;
   std::vector<Edit> edits_;
   bool repaired_ = false;
-  Commit commit_ = Commit::Replace;
 };
 
 }  // namespace bupo::h5

@@ -1,14 +1,16 @@
 #include "lens/entropy_analysis.hpp"
 
-#include <optional>
-
+#include <algorithm>
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
 #include <ctime>
+#include <map>
+#include <optional>
 
 #include "bupo/version.hpp"
 #include "core/error.hpp"
+#include "io/h5_append.hpp"
 
 namespace bupo {
 namespace {
@@ -109,85 +111,94 @@ EntropyRows compute_entropy_rows(Model& model, const std::vector<TokenRecord>& r
   return out;
 }
 
+namespace {
+// The fixed datasets of the file, each with its kind.
+std::map<std::string, h5::Kind> entropy_datasets() {
+  std::map<std::string, h5::Kind> m = {{"/tokens/record", h5::Kind::I64},
+                                       {"/tokens/position", h5::Kind::I64},
+                                       {"/tokens/token_id", h5::Kind::I32}};
+  for (const char* mod : kModules) {
+    m[std::string("/entropy/") + mod] = h5::Kind::F32;
+    m[std::string("/logprob/") + mod] = h5::Kind::F32;
+  }
+  return m;
+}
+}  // namespace
+
 EntropyWriter::EntropyWriter(const std::string& path, bool overwrite, const Model& model,
                              const std::string& model_path, const std::string& data_path,
-                             LensMode lens)
-    : L_(model.config().num_layers) {
+                             LensMode lens, int64_t total_rows, int64_t total_records)
+    : L_(model.config().num_layers), total_rows_(total_rows) {
   const auto& c = model.config();
-  const int64_t L = L_;
-  const int64_t chunk = 4096;
-  file_ = h5::AppendFile::create(
-      path, overwrite,
-      [&](h5::File& f) {
-        f.create_group("/tokens");
-        f.create_group("/entropy");
-        f.create_group("/logprob");
-        h5::create_rows(f.id(), "/tokens/record", h5::Kind::I64, 0, chunk,
-                        "0-based index of the data row (non-blank line) this token belongs to");
-        h5::create_rows(
-            f.id(), "/tokens/position", h5::Kind::I64, 0, chunk,
-            "index t of the token in its record's ids; distributions are read at position t-1");
-        h5::create_rows(f.id(), "/tokens/token_id", h5::Kind::I32, 0, chunk, "the token ids[t]");
-        const std::string lens_desc = lens == LensMode::Raw ? "softmax(x E_u^T), no final norm"
-                                                            : "softmax(LN_final(x) E_u^T)";
-        const std::string what[6] = {
-            "H^l for l = 0..L (column l)",   "LN_in(H^{l-1}) for l = 1..L (column l-1)",
-            "A^l for l = 1..L (column l-1)", "LN_post(H^{l-1}+A^l) for l = 1..L (column l-1)",
-            "F^l for l = 1..L (column l-1)", "softmax(LN_final(H^L) E_u^T): the output policy"};
-        const int64_t cols[6] = {L + 1, L, L, L, L, 0};
-        for (int i = 0; i < 6; ++i) {
-          const std::string lensd = i == 5 ? "" : " under the lens " + lens_desc;
-          h5::create_rows(f.id(), std::string("/entropy/") + kModules[i], h5::Kind::F32, cols[i],
-                          chunk / 4, "entropy (nats) of " + what[i] + lensd);
-          h5::create_rows(f.id(), std::string("/logprob/") + kModules[i], h5::Kind::F32, cols[i],
-                          chunk / 4, "log-prob (nats) of token_id under " + what[i] + lensd);
-        }
-        f.set_attr("/", "schema", std::string("bupo-entropy"));
-        f.set_attr("/", "schema_version", int64_t{1});
-        f.set_attr("/", "program", std::string("bupo"));
-        f.set_attr("/", "program_version", std::string(kVersion));
-        f.set_attr("/", "created_utc", utc_now());
-        f.set_attr("/", "model_path", model_path);
-        f.set_attr("/", "data_path", data_path);
-        f.set_attr("/", "architecture", std::string(arch_name(c.arch)));
-        f.set_attr("/", "num_layers", L);
-        f.set_attr("/", "vocab_size", c.vocab_size);
-        f.set_attr("/", "hidden_size", c.hidden_size);
-        f.set_attr("/", "tie_word_embeddings", int64_t{c.tie_word_embeddings ? 1 : 0});
-        f.set_attr("/", "lens", std::string(lens_mode_name(lens)));
-        f.set_attr("/", "entropy_units", std::string("nats"));
-        // rewritten in place by finish() (SWMR allows that, not creating attributes)
-        f.set_attr("/", "complete", int64_t{0});
-        f.set_attr("/", "num_records", int64_t{0});
-        f.set_attr("/", "num_tokens", int64_t{0});
-      },
-      h5::Commit::Swmr);
+  const int64_t L = L_, N = total_rows;
+  // Created whole under a temporary name and renamed; afterwards only raw rows and the progress
+  // counter are written (io/h5_raw_rows.hpp), so no instant of the run can leave it unreadable.
+  h5::AppendFile::create(path, overwrite, [&](h5::File& f) {
+    h5::create_fixed_rows(f.id(), "/tokens/record", h5::Kind::I64, N, 0,
+                          "0-based index of the data row (non-blank line) this token belongs to");
+    h5::create_fixed_rows(
+        f.id(), "/tokens/position", h5::Kind::I64, N, 0,
+        "index t of the token in its record's ids; distributions are read at position t-1");
+    h5::create_fixed_rows(f.id(), "/tokens/token_id", h5::Kind::I32, N, 0, "the token ids[t]");
+    const std::string lens_desc =
+        lens == LensMode::Raw ? "softmax(x E_u^T), no final norm" : "softmax(LN_final(x) E_u^T)";
+    const std::string what[6] = {
+        "H^l for l = 0..L (column l)",   "LN_in(H^{l-1}) for l = 1..L (column l-1)",
+        "A^l for l = 1..L (column l-1)", "LN_post(H^{l-1}+A^l) for l = 1..L (column l-1)",
+        "F^l for l = 1..L (column l-1)", "softmax(LN_final(H^L) E_u^T): the output policy"};
+    const int64_t cols[6] = {L + 1, L, L, L, L, 0};
+    for (int i = 0; i < 6; ++i) {
+      const std::string lensd = i == 5 ? "" : " under the lens " + lens_desc;
+      h5::create_fixed_rows(f.id(), std::string("/entropy/") + kModules[i], h5::Kind::F32, N,
+                            cols[i], "entropy (nats) of " + what[i] + lensd);
+      h5::create_fixed_rows(f.id(), std::string("/logprob/") + kModules[i], h5::Kind::F32, N,
+                            cols[i], "log-prob (nats) of token_id under " + what[i] + lensd);
+    }
+    h5::create_fixed_rows(f.id(), "/progress", h5::Kind::I64, 2, 0,
+                          "[rows written, records written]: rows below progress[0] are final; "
+                          "the file is complete when progress[0] == num_tokens");
+    f.set_attr("/", "schema", std::string("bupo-entropy"));
+    f.set_attr("/", "schema_version", int64_t{2});
+    f.set_attr("/", "program", std::string("bupo"));
+    f.set_attr("/", "program_version", std::string(kVersion));
+    f.set_attr("/", "created_utc", utc_now());
+    f.set_attr("/", "model_path", model_path);
+    f.set_attr("/", "data_path", data_path);
+    f.set_attr("/", "architecture", std::string(arch_name(c.arch)));
+    f.set_attr("/", "num_layers", L);
+    f.set_attr("/", "vocab_size", c.vocab_size);
+    f.set_attr("/", "hidden_size", c.hidden_size);
+    f.set_attr("/", "tie_word_embeddings", int64_t{c.tie_word_embeddings ? 1 : 0});
+    f.set_attr("/", "lens", std::string(lens_mode_name(lens)));
+    f.set_attr("/", "entropy_units", std::string("nats"));
+    f.set_attr("/", "num_records", total_records);
+    f.set_attr("/", "num_tokens", N);
+  });
+  file_ = h5::RawRowWriter(path, entropy_datasets(), "/progress");
 }
 
-void EntropyWriter::append(const EntropyRows& r) {
-  file_.append("/tokens/record", h5::Kind::I64, 0, r.record.data(), r.rows);
-  file_.append("/tokens/position", h5::Kind::I64, 0, r.position.data(), r.rows);
-  file_.append("/tokens/token_id", h5::Kind::I32, 0, r.token_id.data(), r.rows);
+void EntropyWriter::append(const EntropyRows& r, int64_t records_done) {
+  BUPO_CHECK(rows_ + r.rows <= total_rows_, file_.path(), ": more rows (", rows_ + r.rows,
+             ") than planned (", total_rows_, ")");
+  file_.write("/tokens/record", rows_, r.record.data(), r.rows);
+  file_.write("/tokens/position", rows_, r.position.data(), r.rows);
+  file_.write("/tokens/token_id", rows_, r.token_id.data(), r.rows);
   const std::vector<float>* e[6] = {&r.layer,  &r.attn_in, &r.attn_out,
                                     &r.ffn_in, &r.ffn_out, &r.output};
   const std::vector<float>* p[6] = {&r.lp_layer,  &r.lp_attn_in, &r.lp_attn_out,
                                     &r.lp_ffn_in, &r.lp_ffn_out, &r.lp_output};
-  const int64_t cols[6] = {L_ + 1, L_, L_, L_, L_, 0};
   for (int i = 0; i < 6; ++i) {
-    file_.append(std::string("/entropy/") + kModules[i], h5::Kind::F32, cols[i], e[i]->data(),
-                 r.rows);
-    file_.append(std::string("/logprob/") + kModules[i], h5::Kind::F32, cols[i], p[i]->data(),
-                 r.rows);
+    file_.write(std::string("/entropy/") + kModules[i], rows_, e[i]->data(), r.rows);
+    file_.write(std::string("/logprob/") + kModules[i], rows_, p[i]->data(), r.rows);
   }
   rows_ += r.rows;
-  file_.flush();
+  file_.commit(rows_, records_done);
 }
 
-void EntropyWriter::finish(int64_t records) {
-  file_.update_attr("/", "num_records", records);
-  file_.update_attr("/", "num_tokens", rows_);
-  file_.update_attr("/", "complete", int64_t{1});
-  file_.flush();
+void EntropyWriter::finish() {
+  BUPO_CHECK(rows_ == total_rows_, file_.path(), ": ", rows_, " rows written of ", total_rows_,
+             " planned");
+  file_.close();
 }
 
 void run_entropy(Model& model, const std::vector<TokenRecord>& recs, const std::string& model_path,
@@ -200,10 +211,13 @@ void run_entropy(Model& model, const std::vector<TokenRecord>& recs, const std::
                " tokens, more than the model's max_position_embeddings (", maxpos, ")");
   // one writer (world rank 0); every rank computes (pipeline stages their own layers, TP ranks
   // their vocabulary shard; data-parallel replicas repeat the work)
+  const int64_t n = static_cast<int64_t>(recs.size());
+  int64_t total_rows = 0;  // what compute_entropy_rows yields: one row per response token
+  for (const auto& r : recs)
+    total_rows += std::max<int64_t>(0, static_cast<int64_t>(r.ids.size()) - r.response_start);
   std::optional<EntropyWriter> w;
   if (model.parallel().world->rank() == 0)
-    w.emplace(out_path, overwrite, model, model_path, data_path, opt.lens);
-  const int64_t n = static_cast<int64_t>(recs.size());
+    w.emplace(out_path, overwrite, model, model_path, data_path, opt.lens, total_rows, n);
   // Fault injection for crash-consistency tests: SIGKILL ourselves after this many flushed batches.
   const char* fault = std::getenv("BUPO_FAULT_KILL_AFTER_BATCHES");
   const int64_t kill_after = fault ? std::atoll(fault) : -1;
@@ -219,12 +233,12 @@ void run_entropy(Model& model, const std::vector<TokenRecord>& recs, const std::
     }
     const std::vector<TokenRecord> batch(recs.begin() + i, recs.begin() + j);
     const EntropyRows rows = compute_entropy_rows(model, batch, i, opt);
-    if (w) w->append(rows);
+    if (w) w->append(rows, j);
     if (++batches == kill_after) std::raise(SIGKILL);
     i = j;
     if (progress) progress(i, n);
   }
-  if (w) w->finish(n);
+  if (w) w->finish();
 }
 
 }  // namespace bupo

@@ -12,7 +12,7 @@
 #include <functional>
 #include <string>
 
-#include "io/h5_append.hpp"
+#include "io/h5_raw_rows.hpp"
 #include "io/token_data.hpp"
 #include "lens/lens.hpp"
 #include "model/model.hpp"
@@ -39,19 +39,22 @@ struct EntropyRows {
 EntropyRows compute_entropy_rows(Model& model, const std::vector<TokenRecord>& recs,
                                  int64_t first_record, const EntropyOptions& opt);
 
-// Writes the HDF5 schema documented in README.md: created whole, then one SWMR append per batch
-// (io/h5_append.hpp), so a writer killed at any instant leaves every flushed batch readable.
+// Writes the HDF5 schema documented in README.md: created whole at its final size (the rows are
+// known before the first batch), then each batch's rows as raw data and the /progress counter
+// (io/h5_raw_rows.hpp), so a writer killed at any instant leaves every committed batch readable.
 class EntropyWriter {
  public:
   EntropyWriter(const std::string& path, bool overwrite, const Model& model,
-                const std::string& model_path, const std::string& data_path, LensMode lens);
-  void append(const EntropyRows& rows);  // appends and flushes
-  void finish(int64_t records);          // marks the file complete
+                const std::string& model_path, const std::string& data_path, LensMode lens,
+                int64_t total_rows, int64_t total_records);
+  // Writes a batch's rows after the previous ones, durably, then /progress = {rows, records_done}.
+  void append(const EntropyRows& rows, int64_t records_done);
+  void finish();  // every planned row written (an error otherwise); closes the file
   int64_t rows() const { return rows_; }
 
  private:
-  h5::AppendFile file_;
-  int64_t L_ = 0, rows_ = 0;
+  h5::RawRowWriter file_;
+  int64_t L_ = 0, total_rows_ = 0, rows_ = 0;
 };
 
 // Whole command over validated records: runs all batches and writes the file. progress(done,

@@ -1,7 +1,7 @@
 // The training diagnostics file (one per run, written by one rank) and metrics.jsonl, its journal.
 //
 // HDF5 layout (schema_version 1; every dataset is extendible and chunked with step as its first
-// axis; rows are appended under SWMR after every step, io/h5_append.hpp):
+// axis; each step's rows are committed on a copy renamed over the file, io/h5_append.hpp):
 //   /steps/step (n) int64, /steps/<metric> (n) float32       one row per training step
 //   /entropy/step (m) int64                                  one row every diagnostics.every steps
 //   /entropy/layer (m, L+1)  H(H^l), l = 0..L                mean over the subsampled tokens

@@ -33,7 +33,8 @@ N = sum(len(r["ids"]) - r["response_start"] for r in rows)
 with h5py.File(out, "r") as f:
     L = int(f.attrs["num_layers"])
     assert L == 3 and int(f.attrs["vocab_size"]) == 256, dict(f.attrs)
-    assert f.attrs["lens"] in ("raw", b"raw") and int(f.attrs["complete"]) == 1
+    assert f.attrs["lens"] in ("raw", b"raw") and int(f.attrs["schema_version"]) == 2
+    assert list(f["progress"][:]) == [N, len(rows)] and int(f.attrs["num_tokens"]) == N
     assert f["entropy/layer"].shape == (N, L + 1), f["entropy/layer"].shape
     for m in ("attn_in", "attn_out", "ffn_in", "ffn_out"):
         assert f[f"entropy/{m}"].shape == (N, L) and f[f"logprob/{m}"].shape == (N, L)
@@ -46,17 +47,22 @@ with h5py.File(out, "r") as f:
         assert tok[i] == rows[rec[i]]["ids"][pos[i]]
     print(f"h5py read {N} rows x {L + 1} layers; mean H(H^0)={ent[:, 0].mean():.3f} nats")
 
-# A writer killed mid-run leaves the rows it flushed readable (ecosystem.md §2.2): the fault
-# injection hook SIGKILLs bupo right after its 3rd flushed batch.
+# A writer killed mid-run leaves the rows it committed readable (ecosystem.md §2.2): the fault
+# injection hook SIGKILLs bupo right after its 3rd committed batch. The datasets have their full
+# size from the start; /progress = [rows written, records written].
 killed = f"{work}/killed.h5"
 env = dict(os.environ, BUPO_FAULT_KILL_AFTER_BATCHES="3")
 p = subprocess.run([bupo, "entropy", "--model", model, "--data", data, "--out", killed, "--batch-tokens", "30"],
                    env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 assert p.returncode == -signal.SIGKILL, p.returncode
-with h5py.File(killed, "r") as f:
-    n = f["tokens/record"].shape[0]
-    assert n == 3 * 20 and int(f.attrs["complete"]) == 0, (n, dict(f.attrs))
-    assert f["entropy/layer"].shape == (n, L + 1) and f["logprob/ffn_out"].shape == (n, L)
-    assert np.all(f["entropy/layer"][:] > 0)
-print(f"killed writer: {n} flushed rows readable, complete=0")
+with h5py.File(killed, "r") as f, h5py.File(out, "r") as whole:
+    n, recs = (int(v) for v in f["progress"][:])
+    assert n == 3 * 20 and recs == 3 and n < int(f.attrs["num_tokens"]), (n, recs, dict(f.attrs))
+    assert f["entropy/layer"].shape == (N, L + 1) and f["logprob/ffn_out"].shape == (N, L)
+    assert np.all(f["entropy/layer"][:n] > 0)
+    for ds in ("tokens/record", "tokens/token_id"):
+        assert np.array_equal(f[ds][:n], whole[ds][:n]), ds
+    for ds in ("entropy/layer", "logprob/ffn_out"):  # other batch sizes: equal up to BLAS blocking
+        assert np.allclose(f[ds][:n], whole[ds][:n], rtol=1e-5, atol=1e-6), ds
+print(f"killed writer: {n} committed rows readable (progress = [{n}, {recs}] of {N} rows)")
 print("OK")

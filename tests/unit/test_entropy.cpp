@@ -66,7 +66,10 @@ TEST_F(EntropyCommand, WritesTheDocumentedSchema) {
   EXPECT_FALSE(h5::read_attr_string(f.id(), "/", "program_version").empty());
   EXPECT_EQ(h5::read_attr_int(f.id(), "/", "num_layers"), L);
   EXPECT_EQ(h5::read_attr_int(f.id(), "/", "vocab_size"), 64);
-  EXPECT_EQ(h5::read_attr_int(f.id(), "/", "complete"), 1);
+  // schema 2: the datasets are created at their full size; /progress says how many rows are final
+  EXPECT_EQ(h5::read_attr_int(f.id(), "/", "schema_version"), 2);
+  EXPECT_EQ(h5::read_i64(f.id(), "/progress"), (std::vector<int64_t>{N, 3}));
+  EXPECT_EQ(h5::read_attr_int(f.id(), "/", "num_tokens"), N);
   EXPECT_EQ(h5::read_attr_int(f.id(), "/", "num_records"), 3);
   for (float h : h5::read_f32(f.id(), "/entropy/layer")) {
     EXPECT_GE(h, 0.0f);
@@ -130,6 +133,18 @@ TEST_F(EntropyCommand, RefusesToOverwriteAndKeepsTheExistingFile) {
 struct BadCase {
   std::string name, data, expect;
 };
+
+TEST_F(EntropyCommand, ADiskTooSmallForTheFileFailsBeforeAnyWork) {
+  // the file is created at its full size (its rows are known up front): a 2 KiB file-size limit,
+  // as a full disk, is one error naming the output; nothing is left under its name
+  const std::string out = dir_ + "/small.h5";
+  const auto r =
+      test::run_shell("trap '' XFSZ; ulimit -f 2; " + std::string(BUPO_BINARY) +
+                      " entropy --model " + model_ + " --data " + data_ + " --out " + out);
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find(out), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out));
+}
 
 TEST_F(EntropyCommand, BadDataRowsGiveOneClearError) {
   const std::vector<BadCase> cases = {
