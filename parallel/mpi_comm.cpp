@@ -60,6 +60,9 @@ bool g_session = false;
 std::vector<std::string> g_hosts;
 int g_world_rank = 0, g_world_size = 1;
 
+std::atomic<int> g_stop_signal{0};  // lock-free: stored from a signal handler
+static_assert(std::atomic<int>::is_always_lock_free);
+
 // ---------------------------------------------------------------------------- the watchdog
 // One thread per process; a blocking operation registers itself (CommGuard) and the thread ends
 // the process when it is still inside after the timeout. The launcher (mpirun, srun
@@ -87,6 +90,7 @@ class Watchdog {
     active_ = false;
   }
   std::atomic<double> timeout_s{600.0};
+  std::atomic<double> stop_grace_s{10.0};
   ~Watchdog() {
     {
       std::lock_guard<std::mutex> lk(mu_);
@@ -103,24 +107,46 @@ class Watchdog {
   void loop() {
     std::unique_lock<std::mutex> lk(mu_);
     while (!stop_) {
-      const double t = timeout_s.load();
-      cv_.wait_for(lk, std::chrono::duration<double>(std::clamp(t / 20.0, 0.02, 1.0)));
-      if (stop_ || !active_ || t <= 0) continue;
-      const double waited =
-          std::chrono::duration<double>(std::chrono::steady_clock::now() - since_).count();
-      if (waited < t) continue;
-      std::fprintf(stderr,
-                   "bupo: %s: %s did not complete within %.3g s (parallel.timeout_s): a peer rank "
-                   "died or hangs; ending the job\n",
-                   rank_name(g_world_rank).c_str(), describe().c_str(), t);
-      std::fflush(stderr);
-      std::_Exit(kExitCommTimeout);
+      const double t = timeout_s.load(), grace = stop_grace_s.load();
+      const double tick = std::min(t > 0 ? t / 20.0 : 1.0, grace > 0 ? grace / 10.0 : 1.0);
+      cv_.wait_for(lk, std::chrono::duration<double>(std::clamp(tick, 0.02, 1.0)));
+      if (stop_) continue;
+      const auto now = std::chrono::steady_clock::now();
+      const int sig = g_stop_signal.load();
+      if (sig != 0 && !stop_seen_) {
+        stop_seen_ = true;
+        stop_at_ = now;
+      }
+      stop_seen_ = stop_seen_ && sig != 0;  // note_stop_signal(0) clears it
+      if (!active_) continue;
+      const double waited = std::chrono::duration<double>(now - since_).count();
+      if (t > 0 && waited >= t) {
+        std::fprintf(stderr,
+                     "bupo: %s: %s did not complete within %.3g s (parallel.timeout_s): a peer "
+                     "rank died or hangs; ending the job\n",
+                     rank_name(g_world_rank).c_str(), describe().c_str(), t);
+        std::fflush(stderr);
+        std::_Exit(kExitCommTimeout);
+      }
+      // blocked since the signal (or since entering, when that came later)
+      const double blocked =
+          std::chrono::duration<double>(now - std::max(since_, stop_at_)).count();
+      if (stop_seen_ && grace > 0 && blocked >= grace) {
+        std::fprintf(stderr,
+                     "bupo: %s: signal %d received, and %s has been blocked for %.3g s since "
+                     "(parallel.stop_grace_s): a peer rank died or hangs, so no checkpoint can be "
+                     "written; ending now (the newest complete checkpoint resumes)\n",
+                     rank_name(g_world_rank).c_str(), sig, describe().c_str(), blocked);
+        std::fflush(stderr);
+        std::_Exit(128 + sig);
+      }
     }
   }
   std::mutex mu_;
   std::condition_variable cv_;
   std::thread thread_;
-  bool active_ = false, stop_ = false;
+  bool active_ = false, stop_ = false, stop_seen_ = false;
+  std::chrono::steady_clock::time_point stop_at_;
   const Comm* comm_ = nullptr;
   CommOp op_ = CommOp::Barrier;
   size_t bytes_ = 0;
@@ -161,6 +187,16 @@ int world_rank() {
 }
 int world_size() {
   return g_world_size;
+}
+
+void note_stop_signal(int sig) {
+  g_stop_signal.store(sig);
+}
+void set_stop_grace(double seconds) {
+  Watchdog::get().stop_grace_s = seconds;
+}
+double stop_grace() {
+  return Watchdog::get().stop_grace_s.load();
 }
 
 void set_comm_timeout(double seconds) {

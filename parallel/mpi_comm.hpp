@@ -42,6 +42,17 @@ int world_size();
 void set_comm_timeout(double seconds);
 double comm_timeout();
 
+// A stop signal this process received: SIGTERM, SIGINT, or SIGUSR2 (SIGTERM relayed by
+// jobs/mpirun.sh). Async-signal-safe (the trainer's handler calls it). The orderly stop finishes
+// the step and checkpoints, but a rank blocked in a collective whose peer died never gets there:
+// once noted, the watchdog ends a rank that stays blocked in one operation for stop_grace_s
+// (parallel.stop_grace_s, default 10 s: below Slurm's default KillWait of 30 s) with exit 128 +
+// the signal, naming the rank, the operation and the peer. SIGUSR1 (the advance warning) is not
+// noted: after it only the timeout ends a wait.
+void note_stop_signal(int sig);       // 0 clears it
+void set_stop_grace(double seconds);  // 0: never end a blocked rank early
+double stop_grace();
+
 // Marks this rank as inside a blocking communication for the watchdog.
 class CommGuard {
  public:

@@ -29,8 +29,8 @@ Runner add_train(CLI::App& app) {
   auto* sub = app.add_subcommand(
       "train",
       "Train with BuPO or a baseline (GRPO/DAPO/HAPO) from a TOML config. Writes <out_dir>/"
-      "diagnostics.h5, metrics.jsonl, checkpoints/. Exit 75: stopped by SIGTERM/SIGUSR1 after a "
-      "checkpoint (resume with --resume).");
+      "diagnostics.h5, metrics.jsonl, checkpoints/. Exit 75: stopped by SIGTERM/SIGINT/SIGUSR1/"
+      "SIGUSR2 after a checkpoint (resume with --resume).");
   sub->add_option("--config,-c", o->config, "TOML run configuration");
   sub->add_option("--set", o->set, "override a key: --set optim.lr=1e-5 (repeatable)");
   sub->add_option("--device", o->device,

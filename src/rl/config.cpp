@@ -306,6 +306,7 @@ std::vector<std::string> changes_breaking_bit_exactness(const TrainConfig& befor
                                       "validation.",
                                       "warmup.",
                                       "parallel.timeout_s",
+                                      "parallel.stop_grace_s",
                                       "parallel.grad_bucket_mb",
                                       "parallel.fault_inject"};
   auto free = [](const std::string& key) {

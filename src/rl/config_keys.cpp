@@ -401,6 +401,13 @@ std::vector<Field> fields(TrainConfig& c) {
        inf,
        {},
        "a collective or receive that takes longer ends the job, naming the rank (0: never)"},
+      {"parallel.stop_grace_s",
+       &c.parallel.stop_grace_s,
+       0,
+       inf,
+       {},
+       "after SIGTERM/SIGINT, a rank blocked this long in one collective or receive exits 143 "
+       "(0: never)"},
       {"parallel.grad_bucket_mb",
        &c.parallel.grad_bucket_mb,
        0.001,

@@ -74,6 +74,7 @@ void setup_parallel(Run& r, const ModelConfig& mc) {
   r.pc = make_parallel_context(lay, static_cast<int>(mc.num_layers), cfg.source)
              .with_device_comms(*r.backend, P.timeout_s);
   set_comm_timeout(P.timeout_s);
+  set_stop_grace(P.stop_grace_s);
   if (const auto f = parse_fault_injection(P.fault_inject)) {  // validated with the config
     r.fault_kind = f->kind;
     r.fault_rank = f->rank;

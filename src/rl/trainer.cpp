@@ -32,12 +32,16 @@ namespace {
 std::atomic<int> g_signal{0};
 extern "C" void on_preempt(int sig) {
   g_signal.store(sig);
+  // a rank blocked in a collective whose peer died cannot finish the step: the watchdog ends it
+  // after parallel.stop_grace_s (parallel/mpi_comm.hpp); USR1, the advance warning, waits on
+  if (sig == SIGTERM || sig == SIGINT || sig == SIGUSR2) note_stop_signal(sig);
 }
 }  // namespace
 void install_preemption_handlers() {
   std::signal(SIGTERM, on_preempt);
   std::signal(SIGUSR1, on_preempt);
-  std::signal(SIGINT, on_preempt);  // Ctrl-C: the same orderly stop
+  std::signal(SIGINT, on_preempt);   // Ctrl-C: the same orderly stop
+  std::signal(SIGUSR2, on_preempt);  // SIGTERM relayed by jobs/mpirun.sh (mpirun cannot relay it)
 }
 
 bool Run::stop_requested_everywhere() const {
@@ -58,6 +62,7 @@ bool preemption_requested() {
 }
 void reset_preemption_flag() {
   g_signal.store(0);
+  note_stop_signal(0);
 }
 
 // ---------------------------------------------------------------------------- the step's glue
@@ -234,10 +239,10 @@ struct Trainer::Impl {
       r.st.step = r.cur_step;
       const bool periodic =
           cfg.trainer.checkpoint_every > 0 && r.st.step % cfg.trainer.checkpoint_every == 0;
-      float sig = static_cast<float>(g_signal.load());  // every rank stops after the same step
-      r.pc.world->allreduce_max(&sig, 1);
-      if (sig != 0) g_signal.store(static_cast<int>(sig));
-      if (preemption_requested()) {
+      // Every rank stops after the same step: decide on the reduced value only (a signal that
+      // lands during the all-reduce is seen by this rank's flag but not by its peers': the next
+      // step's check stops them all).
+      if (r.stop_requested_everywhere()) {
         write_checkpoint(r);
         r.say("preempted by signal " + std::to_string(g_signal.load()) + ": stopped after step " +
               std::to_string(r.st.step) + " with a checkpoint; continue with --resume");

@@ -61,7 +61,8 @@ class Trainer {
   std::unique_ptr<Impl> impl_;
 };
 
-// Signal handling for preemption (SIGTERM, SIGUSR1): sets a flag the loop checks after each step.
+// Signal handling for preemption (SIGTERM, SIGINT, SIGUSR1, SIGUSR2): sets a flag the loop checks
+// after each step (and before step 1).
 void install_preemption_handlers();
 bool preemption_requested();
 void reset_preemption_flag();

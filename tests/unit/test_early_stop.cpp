@@ -1,4 +1,4 @@
-// Signals from the first second (issue 13, item 3): a stop (SIGTERM, SIGUSR1, SIGINT) that arrives
+// Signals from the first second (issue 13, item 3): a stop (SIGTERM, SIGUSR1, SIGINT, SIGUSR2) that arrives
 // while the model loads or during the warm start ends the run with 75 and a marker, not 143 or
 // 138; --resume then starts the run afresh and reaches the same result as an uninterrupted run.
 #include <gtest/gtest.h>
@@ -39,7 +39,7 @@ std::string last_metrics(const std::string& dir) {
 }
 
 TEST(EarlyStop, ASignalBeforeStep1Exits75AndResumeStartsAfresh) {
-  for (int sig : {SIGTERM, SIGUSR1, SIGINT}) {
+  for (int sig : {SIGTERM, SIGUSR1, SIGINT, SIGUSR2}) {
     const std::string dir = test::temp_dir("early" + std::to_string(sig));
     rl::install_preemption_handlers();
     raise(sig);  // arrives before the run folder is even opened
