@@ -221,6 +221,19 @@ void File::flush() {
   check(H5Fflush(file_.id(), H5F_SCOPE_GLOBAL), "flush " + path_);
 }
 
+namespace {
+void set_description(hid_t ds, const std::string& description) {  // "" sets none
+  if (description.empty()) return;
+  Handle st(check_id(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
+  check(H5Tset_size(st.id(), description.size()), "H5Tset_size");
+  Handle asp(check_id(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
+  Handle a(check_id(H5Acreate2(ds, "description", st.id(), asp.id(), H5P_DEFAULT, H5P_DEFAULT),
+                    "create attribute description"),
+           H5Aclose);
+  check(H5Awrite(a.id(), st.id(), description.c_str()), "write attribute description");
+}
+}  // namespace
+
 void create_rows(hid_t file, const std::string& path, Kind kind, int64_t cols, int64_t chunk_rows,
                  const std::string& description) {
   const int rank = cols > 0 ? 2 : 1;
@@ -237,16 +250,7 @@ void create_rows(hid_t file, const std::string& path, Kind kind, int64_t cols, i
                                 H5P_DEFAULT),
                      "create dataset " + path),
             H5Dclose);
-  if (!description.empty()) {
-    Handle st(check_id(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
-    check(H5Tset_size(st.id(), description.size()), "H5Tset_size");
-    Handle asp(check_id(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
-    Handle a(
-        check_id(H5Acreate2(ds.id(), "description", st.id(), asp.id(), H5P_DEFAULT, H5P_DEFAULT),
-                 "create attribute description"),
-        H5Aclose);
-    check(H5Awrite(a.id(), st.id(), description.c_str()), "write attribute description");
-  }
+  set_description(ds.id(), description);
 }
 
 void create_fixed_rows(hid_t file, const std::string& path, Kind kind, int64_t rows, int64_t cols,
@@ -265,16 +269,7 @@ void create_fixed_rows(hid_t file, const std::string& path, Kind kind, int64_t r
                                 H5P_DEFAULT),
                      "create dataset " + path),
             H5Dclose);
-  if (!description.empty()) {
-    Handle st(check_id(H5Tcopy(H5T_C_S1), "H5Tcopy"), H5Tclose);
-    check(H5Tset_size(st.id(), description.size()), "H5Tset_size");
-    Handle asp(check_id(H5Screate(H5S_SCALAR), "H5Screate"), H5Sclose);
-    Handle a(
-        check_id(H5Acreate2(ds.id(), "description", st.id(), asp.id(), H5P_DEFAULT, H5P_DEFAULT),
-                 "create attribute description"),
-        H5Aclose);
-    check(H5Awrite(a.id(), st.id(), description.c_str()), "write attribute description");
-  }
+  set_description(ds.id(), description);
 }
 
 RawLayout raw_layout(hid_t file, const std::string& path, Kind kind) {

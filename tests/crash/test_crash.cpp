@@ -2,7 +2,7 @@
 // N-th write system call to diagnostics.h5 (or to a checkpoint, or to `bupo entropy`'s output),
 // before the call or after half of its bytes (a torn write), for N across the whole run, and at
 // random instants. After every kill:
-//   - the file opens (plainly, or with SWMR when the kill landed in a flush) and every dataset
+//   - the file opens plainly (HDF5 file locking on, no SWMR) and every dataset
 //     reads; /steps/step is 1..k with k at least the newest checkpoint's step and at least the
 //     steps metrics.jsonl completed minus the one being flushed; every row read is bit-identical
 //     to the same row of an uninterrupted run;

@@ -11,29 +11,10 @@ shift 3
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 cfg="$dir/tiny.toml"
-cat > "$cfg" <<TOML
-[model]
-template = "plain"
-init = { arch = "qwen3", layers = 2, hidden = 32, heads = 2, kv_heads = 1, head_dim = 16, ffn = 64, vocab_multiple = 8 }
-[data]
-train = "builtin:arithmetic"
-arithmetic = { digits = 1, ops = "+", size = 50 }
-[rollout]
-n = 2
-max_tokens = 4
-[trainer]
-steps = 4
-prompts_per_step = 2
-mini_batch_prompts = 2
-micro_batch_seqs = 2
-checkpoint_every = 0
-out_dir = "$dir/run"
-[parallel]
-pp = 2
-timeout_s = $([ "$kind" = term ] && echo 120 || echo 5)
+source "$(dirname "${BASH_SOURCE[0]}")/tiny_run.sh"
+tiny_run_config "$cfg" "$dir/run" 4 "timeout_s = $([ "$kind" = term ] && echo 120 || echo 5)
 stop_grace_s = 3
-fault_inject = "$([ "$kind" = term ] && echo hang || echo "$kind"):1@2"
-TOML
+fault_inject = \"$([ "$kind" = term ] && echo hang || echo "$kind"):1@2\""
 start=$(date +%s)
 if [ "$kind" = term ]; then
   timeout 170 "$mpirun" "$@" -np 2 "$bupo" train -c "$cfg" --overwrite >"$dir/out" 2>&1 &

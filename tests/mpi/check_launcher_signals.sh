@@ -10,28 +10,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 cfg="$dir/tiny.toml"
-cat > "$cfg" <<TOML
-[model]
-template = "plain"
-init = { arch = "qwen3", layers = 2, hidden = 32, heads = 2, kv_heads = 1, head_dim = 16, ffn = 64, vocab_multiple = 8 }
-[data]
-train = "builtin:arithmetic"
-arithmetic = { digits = 1, ops = "+", size = 50 }
-[rollout]
-n = 2
-max_tokens = 4
-[trainer]
-steps = 2000
-prompts_per_step = 2
-mini_batch_prompts = 2
-micro_batch_seqs = 2
-checkpoint_every = 0
-export_hf = false
-out_dir = "$dir/run"
-[parallel]
-pp = 2
-timeout_s = 60
-TOML
+source "$(dirname "${BASH_SOURCE[0]}")/tiny_run.sh"
+tiny_run_config "$cfg" "$dir/run" 2000 "timeout_s = 60"
 export MPIRUN=$mpirun
 # job control: without it bash starts background commands with SIGINT ignored (as no terminal
 # would), and an ignored signal cannot be trapped by the launcher
