@@ -16,9 +16,14 @@ std::string ground_truth_text(const std::string& line, const std::string& where,
   const json* v = &j;
   for (size_t a = 0; a <= field.size();) {  // a dotted path into nested objects
     const size_t b = std::min(field.find('.', a), field.size());
-    v = &v->at(field.substr(a, b - a));
+    const std::string key = field.substr(a, b - a);
+    BUPO_CHECK(v->is_object() && v->contains(key), where, ": field '", field.substr(0, b),
+               "' is missing");
+    v = &(*v)[key];
     a = b + 1;
   }
+  BUPO_CHECK(v->is_string() || v->is_number(), where, ": field '", field,
+             "': expected a string or a number, got ", v->type_name());
   const std::string t = v->is_string() ? v->get<std::string>() : v->dump();
   BUPO_CHECK(t.find_first_not_of(" \t\r\n") != std::string::npos, where, ": field '", field,
              "' is empty (a ground truth is needed to score answers)");

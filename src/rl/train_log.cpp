@@ -3,12 +3,14 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <limits>
 #include <set>
 
 #include "bupo/version.hpp"
 #include "core/error.hpp"
 #include "io/atomic_file.hpp"
+#include "rl/journal.hpp"
 
 namespace fs = std::filesystem;
 
@@ -34,36 +36,15 @@ std::vector<float> json_floats(const json& j, size_t n) {
   return v;
 }
 
-// metrics.jsonl cut back to the steps <= keep_step (rewritten atomically); its records. A torn
-// last line (a writer killed mid-append) is dropped; anything else malformed is an error.
+// metrics.jsonl cut back to the steps <= keep_step (rewritten atomically); its records.
 std::vector<json> truncate_jsonl(const std::string& path, int64_t keep_step) {
-  std::vector<json> kept;
-  if (!fs::exists(path)) return kept;
-  std::ifstream in(path);
-  std::vector<std::string> lines;
-  for (std::string line; std::getline(in, line);)
-    if (!line.empty()) lines.push_back(line);
+  if (!fs::exists(path)) return {};
+  std::ifstream in(path, std::ios::binary);
+  const std::string text{std::istreambuf_iterator<char>(in), {}};
   in.close();
-  std::string text;
-  for (size_t i = 0; i < lines.size(); ++i) {
-    const std::string where = path + ":" + std::to_string(i + 1);
-    json j;
-    try {
-      j = parse_json(lines[i], where);
-    } catch (const Error&) {
-      if (i + 1 == lines.size()) break;  // torn by a crash
-      throw;
-    }
-    const auto step =
-        j.is_object() && j.contains("step") ? json_exact_int(j["step"]) : std::nullopt;
-    BUPO_CHECK(step && *step >= 1, where, ": field 'step': expected a step number >= 1, got ",
-               j.is_object() && j.contains("step") ? j["step"].dump() : std::string("nothing"));
-    if (*step > keep_step) break;
-    text += lines[i] + "\n";
-    kept.push_back(std::move(j));
-  }
-  write_file_atomic(path, text);
-  return kept;
+  Journal j = parse_journal(text, path, keep_step);
+  write_file_atomic(path, j.text);
+  return std::move(j.records);
 }
 
 // Every dataset of a group cut back to the rows whose <group>/step <= keep_step.

@@ -173,6 +173,11 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
   return from_json(read_json_file(path), path);
 }
 
+// The largest id a tokenizer may use: the vocabulary bound of bupo's models (ModelLimits::vocab in
+// model/config.hpp). The id table is allocated up to the largest id, so an unbounded id in a small
+// file (a fuzzed one asked for 7 GB) must be refused first.
+constexpr int64_t kMaxTokenId = (int64_t{1} << 24) - 1;
+
 Tokenizer Tokenizer::from_json(const json& j, const std::string& src) {
   Tokenizer t;
   BUPO_CHECK(j.is_object() && j.contains("model") && j["model"].is_object(), src,
@@ -190,8 +195,8 @@ Tokenizer Tokenizer::from_json(const json& j, const std::string& src) {
   int64_t max_id = -1;
   for (auto it = vit->begin(); it != vit->end(); ++it) {
     const auto exact = json_exact_int(it.value());
-    BUPO_CHECK(exact && *exact >= 0 && *exact < INT32_MAX, src, ": field 'model.vocab'['", it.key(),
-               "']: expected an id in [0, 2^31 - 1), got ", it.value().dump());
+    BUPO_CHECK(exact && *exact >= 0 && *exact <= kMaxTokenId, src, ": field 'model.vocab'['",
+               it.key(), "']: expected an id in [0, 2^24 - 1], got ", it.value().dump());
     const auto id = static_cast<int32_t>(*exact);
     t.vocab_.emplace(it.key(), id);
     max_id = std::max<int64_t>(max_id, id);
@@ -201,7 +206,7 @@ Tokenizer Tokenizer::from_json(const json& j, const std::string& src) {
     for (const auto& a : *at) {
       AddedToken tok{
           json_string_or(a, "content", src + ": added_tokens", ""),
-          static_cast<int32_t>(json_int(a, "id", src + ": added_tokens", 0, INT32_MAX - 1)),
+          static_cast<int32_t>(json_int(a, "id", src + ": added_tokens", 0, kMaxTokenId)),
           json_bool_or(a, "special", src + ": added_tokens", false)};
       BUPO_CHECK(!tok.content.empty(), src, ": added_tokens: empty 'content'");
       max_id = std::max<int64_t>(max_id, tok.id);
@@ -275,7 +280,10 @@ Tokenizer Tokenizer::from_json(const json& j, const std::string& src) {
              ": field 'pre_tokenizer': expected an object");
   std::vector<json> steps;
   if (json_string_or(*pre, "type", src, "") == "Sequence") {
-    for (const auto& p : pre->at("pretokenizers")) steps.push_back(p);
+    auto list = pre->find("pretokenizers");
+    BUPO_CHECK(list != pre->end() && list->is_array(), src,
+               ": field 'pre_tokenizer.pretokenizers': expected an array (type is Sequence)");
+    for (const auto& p : *list) steps.push_back(p);
   } else {
     steps.push_back(*pre);
   }
@@ -291,8 +299,9 @@ Tokenizer Tokenizer::from_json(const json& j, const std::string& src) {
           ": pre_tokenizer Split: only behavior 'Isolated' without invert is supported, got '",
           behavior, "'");
       auto pat = p.find("pattern");
-      BUPO_CHECK(pat != p.end() && pat->is_object() && pat->contains("Regex"), src,
-                 ": pre_tokenizer Split: expected pattern {\"Regex\": ...}");
+      BUPO_CHECK(pat != p.end() && pat->is_object() && pat->contains("Regex") &&
+                     pat->at("Regex").is_string(),
+                 src, ": pre_tokenizer Split: expected pattern {\"Regex\": \"...\"}");
       step->kind = PreTokenizer::Kind::Split;
       step->re = compile_regex(pat->at("Regex").get<std::string>(), src);
     } else if (pt == "ByteLevel") {

@@ -7,6 +7,7 @@
 #include <fstream>
 #include <iterator>
 
+#include "../fuzz/fuzz_text_inputs.hpp"
 #include "core/error.hpp"
 #include "io/gguf.hpp"
 #include "io/safetensors.hpp"
@@ -64,6 +65,42 @@ TEST(FuzzCorpus, SafetensorsInputsParseOrFailCleanly) {
     } catch (const Error&) {
     }
   }
+}
+
+// The text readers: the same functions the fuzz targets call (tests/fuzz/fuzz_text_inputs.hpp).
+// Each corpus file must be accepted or refused with bupo::Error; the seeds must be accepted.
+void run_corpus(const std::string& target, void (*body)(const uint8_t*, size_t)) {
+  const auto files = corpus(target);
+  ASSERT_FALSE(files.empty()) << target;
+  for (const auto& p : files) {
+    const auto b = bytes_of(p);
+    SCOPED_TRACE(p.string());
+    body(b.data(), b.size());
+  }
+}
+TEST(FuzzCorpus, TextInputsParseOrFailCleanly) {
+  run_corpus("tokenizer_json", fuzz::tokenizer_json);
+  run_corpus("config_json", fuzz::config_json);
+  run_corpus("run_toml", fuzz::run_toml);
+  run_corpus("jsonl", fuzz::jsonl);
+  run_corpus("verifier", fuzz::verifier);
+}
+TEST(FuzzCorpus, TheSeedsAreValidInputs) {
+  // a seed that is refused would fuzz only the error path: each must load
+  auto text = [](const std::string& target, const std::string& name) {
+    const auto b = bytes_of(fs::path(BUPO_FUZZ_CORPUS_DIR) / target / name);
+    return std::string(b.begin(), b.end());
+  };
+  const auto tok = Tokenizer::from_json(
+      parse_json(text("tokenizer_json", "qwen3-small.json"), "qwen3-small.json"), "seed");
+  EXPECT_EQ(tok.decode(tok.encode("Hello world")), "Hello world");
+  EXPECT_EQ(ModelConfig::from_json(parse_json(text("config_json", "qwen2.json"), "q"), "q").arch,
+            Arch::Qwen2);
+  EXPECT_NO_THROW(rl::parse_train_config(text("run_toml", "default.toml"), "default.toml"));
+  EXPECT_EQ(rl::parse_journal(text("jsonl", "metrics-torn.jsonl"), "m", INT64_MAX).records.size(),
+            2u)
+      << "the torn last line is dropped";
+  EXPECT_TRUE(rl::verify("So the answer is \\boxed{\\dfrac12}.", "\\frac{1}{2}").correct);
 }
 
 }  // namespace

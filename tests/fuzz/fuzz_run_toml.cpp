@@ -1,0 +1,7 @@
+// libFuzzer target: bupo::fuzz::run_toml (tests/fuzz/fuzz_text_inputs.hpp) on arbitrary bytes.
+#include "fuzz_text_inputs.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  bupo::fuzz::run_toml(data, size);
+  return 0;
+}

@@ -1,0 +1,8 @@
+// libFuzzer target: bupo::fuzz::tokenizer_json (tests/fuzz/fuzz_text_inputs.hpp) on arbitrary
+// bytes.
+#include "fuzz_text_inputs.hpp"
+
+extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
+  bupo::fuzz::tokenizer_json(data, size);
+  return 0;
+}
