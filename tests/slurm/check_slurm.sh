@@ -128,14 +128,20 @@ requeue)
   echo "requeue: USR1 at step $stop -> exit 75, requeued, resumed; step 300 weights and 300 metric rows identical"
   ;;
 tasks4)
-  config "$work/t4.toml" "$work/t4" 20 "tp = 2
+  config "$work/t4.toml" "$work/t4" 1000 "tp = 2
 pp = 2"
-  j=$(submit t4 4 "$work/t4.toml") || fail "sbatch refused the job"
+  # overrides from a file: a value with a comma, which sbatch --export would split
+  printf '# overrides\ntrainer.steps=20\nrollout.stop = ["x,y", "zz"]\n' >"$work/sets.txt"
+  chmod 644 "$work/sets.txt"
+  j=$(submit t4 4 "$work/t4.toml" --export=ALL,CONFIG="$work/t4.toml",BUPO="$bupo",SET_FILE="$work/sets.txt") ||
+    fail "sbatch refused the job"
   jobs_started+=("$j")
   wait_state "$j" 240 COMPLETED
   grep -q "tp 2 x pp 2 x dp 1 = 4 ranks" "$work"/t4-"$j".out || fail "not a 4-rank TP2xPP2 run: $(cat "$work"/t4-"$j".out)"
-  [ "$(wc -l <"$work/t4/metrics.jsonl")" = 20 ] || fail "expected 20 metric rows"
-  echo "tasks4: 4 tasks (tp 2 x pp 2) under srun --mpi=pmix completed 20 steps"
+  [ "$(wc -l <"$work/t4/metrics.jsonl")" = 20 ] || fail "expected 20 metric rows (SET_FILE's trainer.steps)"
+  grep -rq 'rollout.stop = .*x,y' "$work/t4/checkpoints" ||
+    fail "SET_FILE's rollout.stop did not reach the run"
+  echo "tasks4: 4 tasks (tp 2 x pp 2) under srun --mpi=pmix completed 20 steps, SET_FILE applied"
   ;;
 scancel)
   config "$work/c.toml" "$work/c" 100000
