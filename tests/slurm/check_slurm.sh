@@ -6,7 +6,8 @@
 #             --resume; the final weights and metrics equal an uninterrupted job's
 #   tasks4    train.sbatch with 4 tasks (TP=2 x PP=2) completes
 #   scancel   a plain scancel checkpoints and ends the job CANCELLED, not requeued
-#   die       a rank that dies ends the job within the watchdog bound, the rank and host named
+#   die       a rank that dies ends the job, the rank and host named
+#   hang      a rank that hangs: the watchdog ends the job within parallel.timeout_s, naming them
 #   entropy   entropy.sbatch as an array job over two checkpoints, and srun --mpi=pmix
 #             bupo entropy --tp 2 equal to one rank
 set -uo pipefail
@@ -206,6 +207,22 @@ for ds in ("entropy/layer", "entropy/ffn_out", "logprob/output", "tokens/token_i
     assert np.array_equal(one[ds][:n], sweep[ds][:n]), ds  # the same command on one rank
 PY
   echo "entropy: the array job wrote both files; srun --mpi=pmix --tp 2 equals one rank (1e-5)"
+  ;;
+hang)
+  config "$work/h.toml" "$work/h" 100000 "pp = 2
+timeout_s = 5
+fault_inject = \"hang:1@3\""
+  start=$(date +%s)
+  j=$(submit h 2 "$work/h.toml") || fail "sbatch refused the job"
+  jobs_started+=("$j")
+  wait_state "$j" 120 FAILED COMPLETED CANCELLED
+  took=$(($(date +%s) - start))
+  log=$(cat "$work"/h-"$j".out)
+  grep -Eq "bupo: rank 0 \(host [^)]+\): .* did not complete within 5 s" <<<"$log" ||
+    fail "no watchdog message naming the waiting rank and its host: $log"
+  [ "$(field "$j" JobState)" = FAILED ] || fail "a hung rank left the job $(field "$j" JobState)"
+  [ "$took" -le 90 ] || fail "the job took ${took}s to end for a 5 s watchdog"
+  echo "hang: the watchdog ended the job ${took}s after submission, naming rank 0 and its host"
   ;;
 *) fail "unknown case" ;;
 esac
