@@ -1,6 +1,30 @@
 #include "rl/config.hpp"
 
+#include <stdexcept>
+
+// toml++ 3.3 (Debian 12) states some of its parser's preconditions as TOML_ASSERT_ASSUME, which a
+// release build (NDEBUG) turns into an optimiser assumption: a malformed file that breaks one (the
+// fuzzer found "[#" as a table header) is then undefined behaviour. Included without NDEBUG and
+// with TOML_ASSERT throwing, they are checks that end in a clear error (inside toml++'s noexcept
+// functions the throw terminates, as its assert would: loud, never undefined).
+namespace bupo::rl {
+struct TomlInternalCheck : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+}  // namespace bupo::rl
+#pragma push_macro("NDEBUG")
+#undef NDEBUG
+#pragma GCC diagnostic push
+#if defined(__clang__)
+#pragma GCC diagnostic ignored "-Wexceptions"
+#else
+#pragma GCC diagnostic ignored "-Wterminate"
+#endif
+#define TOML_ASSERT(expr) \
+  (static_cast<bool>(expr) ? static_cast<void>(0) : throw ::bupo::rl::TomlInternalCheck(#expr))
 #include <toml++/toml.h>
+#pragma GCC diagnostic pop
+#pragma pop_macro("NDEBUG")
 #include <algorithm>
 #include <charconv>
 #include <filesystem>
@@ -241,6 +265,8 @@ TrainConfig parse_train_config(const std::string& text, const std::string& sourc
     } catch (const toml::parse_error& e) {
       fail(where, ":", e.source().begin.line, ":", e.source().begin.column,
            ": TOML syntax error: ", e.description());
+    } catch (const TomlInternalCheck&) {
+      fail(where, ": TOML syntax error (a malformed key or table header the parser refuses)");
     }
     std::vector<std::pair<std::string, const toml::node*>> leaves;
     flatten(t, "", leaves);
@@ -264,6 +290,8 @@ TrainConfig parse_train_config(const std::string& text, const std::string& sourc
       t = toml::parse("v = " + value);
     } catch (const toml::parse_error&) {
       t = toml::table{{"v", value}};  // a bare word: a string
+    } catch (const TomlInternalCheck&) {
+      t = toml::table{{"v", value}};
     }
     if (std::holds_alternative<std::string*>(f->ptr) && !t["v"].is_string())
       t = toml::table{{"v", value}};

@@ -103,5 +103,30 @@ TEST(FuzzCorpus, TheSeedsAreValidInputs) {
   EXPECT_TRUE(rl::verify("So the answer is \\boxed{\\dfrac12}.", "\\frac{1}{2}").correct);
 }
 
+TEST(FuzzCorpus, EachFindingIsNowOneClearError) {
+  auto error_of = [](const std::string& target, const std::string& name) {
+    const auto b = bytes_of(fs::path(BUPO_FUZZ_CORPUS_DIR) / target / name);
+    const std::string text(b.begin(), b.end());
+    try {
+      if (target == "tokenizer_json")
+        Tokenizer::from_json(parse_json(text, name), name);
+      else
+        rl::parse_train_config(text, name);
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_NE(error_of("tokenizer_json", "crash-uncaught-exception.json")
+                .find("field 'pre_tokenizer.pretokenizers': expected an array"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of("tokenizer_json", "oom-huge-token-id.json").find("expected an id in [0, 2^24 - 1]"),
+      std::string::npos);
+  // toml++ 3.3 assumed (undefined behaviour in a release build) what this file breaks
+  EXPECT_NE(error_of("run_toml", "crash-uncaught.toml").find("crash-uncaught.toml: TOML syntax"),
+            std::string::npos);
+}
+
 }  // namespace
 }  // namespace bupo
