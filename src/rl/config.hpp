@@ -53,6 +53,9 @@ struct TrainConfig {
   struct Optim {
     double lr = 1e-6, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.01, grad_clip = 1.0;
     int64_t warmup_steps = 0;
+    // what warmup_steps counts: "optimizer_steps", or "train_steps" (verl's LambdaLR, stepped once
+    // per training step: every optimizer step of a training step has the same LR)
+    std::string warmup_unit = "optimizer_steps";
   } optim;
   struct Algorithm {
     std::string loss_agg = "token-mean", kl_estimator = "k3", reward = "01";

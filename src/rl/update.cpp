@@ -83,6 +83,14 @@ void reduce_loss_stats(Run& r, std::vector<double>& v, std::vector<float>& mx, P
   }
 }
 
+double scheduled_lr(const TrainConfig& cfg, int64_t train_step, int64_t optimizer_step) {
+  const int64_t w = cfg.optim.warmup_steps;
+  if (w <= 0) return cfg.optim.lr;
+  const int64_t k = cfg.optim.warmup_unit == "train_steps" ? train_step : optimizer_step;
+  return cfg.optim.lr *
+         std::min(1.0, static_cast<double>(std::max<int64_t>(k - 1, 0)) / static_cast<double>(w));
+}
+
 double finish_grads(Run& r) {
   r.model->reduce_partial_grads();
   allreduce_grads(r.model->params(), *r.pc.dp, *r.pc.dev.dp, r.cfg.parallel.grad_bucket_mb);
@@ -207,11 +215,7 @@ void update_minibatch(Run& r, const MiniBatch& all_micros, PolicyPath path, Upda
   }
   if (cfg.optim.grad_clip > 0) clip_grad_norm(r.model->params(), cfg.optim.grad_clip, gn);
   ++r.st.optimizer_steps;
-  const double lr =
-      cfg.optim.warmup_steps > 0
-          ? cfg.optim.lr * std::min(1.0, static_cast<double>(r.st.optimizer_steps) /
-                                             static_cast<double>(cfg.optim.warmup_steps))
-          : cfg.optim.lr;
+  const double lr = scheduled_lr(cfg, r.cur_step, r.st.optimizer_steps);
   r.optim->config().lr = lr;
   r.optim->step();
   r.model->params().zero_grad();

@@ -7,6 +7,7 @@
 #include <functional>
 #include <vector>
 
+#include "rl/config.hpp"
 #include "rl/policy_eval.hpp"
 
 namespace bupo::rl {
@@ -37,6 +38,11 @@ void reduce_loss_stats(Run& r, std::vector<double>& v, std::vector<float>& mx, P
 // After the backward of an optimizer step: partial sums inside the model-parallel group, the
 // data-parallel gradient sum; returns the global gradient norm (identical on every rank).
 double finish_grads(Run& r);
+
+// The learning rate of an optimizer step (counts 1-based): a linear warm-up from 0 over
+// optim.warmup_steps units, as verl's constant-with-warmup LambdaLR (lr * min(1, (k-1)/W), k the
+// training step with warmup_unit = "train_steps", the optimizer step otherwise).
+double scheduled_lr(const TrainConfig& cfg, int64_t train_step, int64_t optimizer_step);
 
 // One optimizer step on a mini-batch (its micro-batches over every replica); `first`: the
 // step's first mini-batch of its first epoch (ratio exactly 1 there).

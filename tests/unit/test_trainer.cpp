@@ -17,6 +17,7 @@
 #include "rl/config.hpp"
 #include "rl/train_log.hpp"
 #include "rl/trainer.hpp"
+#include "rl/update.hpp"
 
 namespace fs = std::filesystem;
 using namespace bupo;
@@ -148,6 +149,31 @@ TEST(Trainer, RolloutsComeFromTheFullPolicyInPhase1) {
   for (const char* k : {"reward", "response_length", "entropy_rollout", "tokens"})
     EXPECT_EQ(ma[0][k], mb[0][k]) << k;           // item 9: the sampler never uses internal logits
   EXPECT_NE(ma[0]["entropy"], mb[0]["entropy"]);  // but the objectives' policies differ
+}
+
+TEST(Trainer, WarmUpStartsAtZeroInTheChosenUnit) {
+  // verl's constant-with-warmup LambdaLR (issue 15, 1.1): lr * min(1, (k-1)/W) for the k-th unit;
+  // kTiny has 2 optimizer steps per training step and lr 1e-3
+  auto lrs = [](const std::string& dir, const std::string& unit) {
+    Trainer t(tiny(dir, {"optim.warmup_steps=2", "optim.warmup_unit=\"" + unit + "\""}), quiet());
+    EXPECT_EQ(t.run(), 0);
+    std::vector<double> out;
+    for (const auto& m : metrics(dir)) out.push_back(m["lr"].get<double>());
+    return out;
+  };
+  // once per training step: every optimizer step of step s at 1e-3 * (s-1)/2
+  EXPECT_EQ(lrs(tmpdir("wu_train"), "train_steps"), (std::vector<double>{0.0, 5e-4, 1e-3}));
+  // per optimizer step: the last of step 1 is the 2nd (1e-3 * 1/2), of step 2 the 4th
+  EXPECT_EQ(lrs(tmpdir("wu_opt"), "optimizer_steps"), (std::vector<double>{5e-4, 1e-3, 1e-3}));
+  TrainConfig c =
+      tiny(tmpdir("wu_fn"), {"optim.warmup_steps=10", "optim.warmup_unit=\"train_steps\""});
+  EXPECT_EQ(scheduled_lr(c, 1, 16), 0.0) << "the HAPO recipe: step 1 at lr 0, not at full LR";
+  EXPECT_DOUBLE_EQ(scheduled_lr(c, 6, 96), 5e-4);
+  EXPECT_EQ(scheduled_lr(c, 11, 176), 1e-3);
+  const TrainConfig hapo =
+      load_train_config(std::string(BUPO_CONFIGS_DIR) + "/qwen3-8b-base-hapo.toml", {});
+  EXPECT_EQ(hapo.optim.warmup_unit, "train_steps");
+  EXPECT_EQ(hapo.optim.warmup_steps, 10);
 }
 
 TEST(Trainer, ResumeIsBitExact) {
