@@ -191,6 +191,10 @@ void validate(const TrainConfig& c, const std::string& where) {
   need(c.trainer.prompts_per_step % c.trainer.mini_batch_prompts == 0, "trainer.prompts_per_step (",
        c.trainer.prompts_per_step, ") must be a multiple of trainer.mini_batch_prompts (",
        c.trainer.mini_batch_prompts, ")");
+  need(!c.algorithm.verl_microbatch_mean || c.algorithm.loss_agg == "token-mean",
+       "algorithm.verl_microbatch_mean = true is verl's micro-batch approximation of token-mean; "
+       "it would silently replace algorithm.loss_agg = '",
+       c.algorithm.loss_agg, "' (set loss_agg = \"token-mean\" or verl_microbatch_mean = false)");
   need(c.algorithm.dual_clip == 0 || c.algorithm.dual_clip > 1,
        "key 'algorithm.dual_clip' must be 0 (off) or > 1");
   need(!(c.bupo.internal_layer > 0 && c.bupo.auto_layer),
@@ -252,6 +256,42 @@ std::optional<FaultInjection> parse_fault_injection(const std::string& text) {
   return f;
 }
 
+namespace {
+// The 1-based line of the first byte >= 0x80 outside a string or comment, or 0. TOML allows
+// non-ASCII text only inside strings and comments; toml++ 3.3 reaches __builtin_unreachable in
+// its Unicode whitespace table for some such characters elsewhere (undefined behaviour, found by
+// the fuzzer), so they are refused before it sees them.
+int64_t non_ascii_outside_strings(std::string_view t) {
+  int64_t line = 1;
+  for (size_t i = 0; i < t.size(); ++i) {
+    const char c = t[i];
+    if (c == '\n') {
+      ++line;
+    } else if (c == '#') {  // a comment: to the end of the line
+      while (i + 1 < t.size() && t[i + 1] != '\n') ++i;
+    } else if (c == '"' || c == '\'') {
+      const bool multi = t.compare(i, 3, std::string(3, c)) == 0;
+      const std::string close = multi ? std::string(3, c) : std::string(1, c);
+      for (i += close.size(); i < t.size(); ++i) {
+        if (t[i] == '\n') {
+          ++line;
+          if (!multi) break;  // an unterminated one-line string: toml++ reports it
+        } else if (c == '"' && t[i] == '\\') {
+          if (i + 1 < t.size() && t[i + 1] == '\n') ++line;
+          ++i;  // an escaped character
+        } else if (t.compare(i, close.size(), close) == 0) {
+          i += close.size() - 1;
+          break;
+        }
+      }
+    } else if (static_cast<unsigned char>(c) >= 0x80) {
+      return line;
+    }
+  }
+  return 0;
+}
+}  // namespace
+
 TrainConfig parse_train_config(const std::string& text, const std::string& source,
                                const std::vector<std::string>& overrides) {
   TrainConfig c;
@@ -260,6 +300,10 @@ TrainConfig parse_train_config(const std::string& text, const std::string& sourc
   const std::string where = source.empty() ? "<defaults>" : source;
   if (!text.empty()) {
     toml::table t;
+    if (const int64_t line = non_ascii_outside_strings(text))
+      fail(where, ":", line,
+           ": TOML syntax error: a non-ASCII character outside a string or comment (bare keys and "
+           "values are ASCII)");
     try {
       t = toml::parse(text, source);
     } catch (const toml::parse_error& e) {
@@ -287,6 +331,7 @@ TrainConfig parse_train_config(const std::string& text, const std::string& sourc
                known_in_section(fs, key), ")");
     toml::table t;
     try {
+      if (non_ascii_outside_strings(value)) throw TomlInternalCheck("non-ASCII bare word");
       t = toml::parse("v = " + value);
     } catch (const toml::parse_error&) {
       t = toml::table{{"v", value}};  // a bare word: a string

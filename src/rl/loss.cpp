@@ -59,10 +59,16 @@ double kl_value(KlKind k, double logp, double ref_logp, double* dlogp) {
     case KlKind::K2:
       *dlogp = x;
       return 0.5 * x * x;
-    case KlKind::K3: {
-      const double e = std::exp(std::clamp(-x, -20.0, 20.0));  // ref/π
+    case KlKind::K3: {  // verl's low_var_kl: log(ref/π) clamped to ±20, the estimate to [-10, 10]
+      const double kl = std::clamp(-x, -20.0, 20.0);
+      const double e = std::exp(kl);  // ref/π
+      const double v = e - kl - 1.0;  // >= 0
+      if (v > 10.0 || kl != -x) {     // a clamp is flat: no gradient through it (torch.clamp)
+        *dlogp = 0.0;
+        return std::min(v, 10.0);
+      }
       *dlogp = 1.0 - e;
-      return e + x - 1.0;
+      return v;
     }
   }
   return 0;

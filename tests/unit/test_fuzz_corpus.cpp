@@ -124,7 +124,14 @@ TEST(FuzzCorpus, EachFindingIsNowOneClearError) {
       error_of("tokenizer_json", "oom-huge-token-id.json").find("expected an id in [0, 2^24 - 1]"),
       std::string::npos);
   // toml++ 3.3 assumed (undefined behaviour in a release build) what this file breaks
-  EXPECT_NE(error_of("run_toml", "crash-uncaught.toml").find("crash-uncaught.toml: TOML syntax"),
+  EXPECT_NE(error_of("run_toml", "table-header-hash.toml")
+                .find("table-header-hash.toml: TOML syntax error (a malformed key or table header"),
+            std::string::npos);
+  EXPECT_NE(error_of("run_toml", "crash-uncaught.toml").find("TOML syntax error"),
+            std::string::npos);
+  // toml++ 3.3 reached __builtin_unreachable on a non-ASCII character in a bare key
+  EXPECT_NE(error_of("run_toml", "ub-non-ascii-bare-key.toml")
+                .find("ub-non-ascii-bare-key.toml:6: TOML syntax error: a non-ASCII character"),
             std::string::npos);
 }
 

@@ -63,9 +63,9 @@ TEST(Advantage, TokenGroupFallbackRuleAtOneIn26) {
   auto fb = [](int64_t correct_len, int64_t wrong_len) {
     return token_group_advantages({1, 0}, {correct_len, wrong_len}, 2).fell_back[0];
   };
-  EXPECT_EQ(fb(1, 30), 1);   // p = 1/31
-  EXPECT_EQ(fb(1, 20), 0);   // p = 1/21
-  EXPECT_EQ(fb(30, 1), 1);   // p = 30/31
+  EXPECT_EQ(fb(1, 30), 1);  // p = 1/31
+  EXPECT_EQ(fb(1, 20), 0);  // p = 1/21
+  EXPECT_EQ(fb(30, 1), 1);  // p = 30/31
   EXPECT_EQ(fb(20, 1), 0);
   const auto tg = token_group_advantages({1, 0}, {1, 30}, 2);
   const auto g = grpo_advantages({1, 0}, 2);
@@ -75,7 +75,7 @@ TEST(Advantage, TokenGroupFallbackRuleAtOneIn26) {
 // ---------------------------------------------------------------- DAPO (§3, invariant 15)
 TEST(Advantage, OverlongPenaltyBreakpoints) {
   EXPECT_EQ(overlong_penalty(100, 200, 50), 0.0);
-  EXPECT_EQ(overlong_penalty(150, 200, 50), 0.0);   // exactly Lmax - Lcache
+  EXPECT_EQ(overlong_penalty(150, 200, 50), 0.0);  // exactly Lmax - Lcache
   EXPECT_DOUBLE_EQ(overlong_penalty(175, 200, 50), -0.5);
   EXPECT_DOUBLE_EQ(overlong_penalty(200, 200, 50), -1.0);  // exactly Lmax
   EXPECT_EQ(overlong_penalty(201, 200, 50), -1.0);
@@ -101,7 +101,8 @@ TEST(Advantage, PassAtK) {
 namespace {
 const float kH[10] = {0.001f, 0.01f, 0.05f, 0.1f, 0.3f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f};
 // torch.quantile(..., interpolation='nearest') reference (float64), the released code's formula
-const double kCode[10] = {1.0, 0.6851476, 0.4650752, 0.3702952, 0.2200724, 0.1502228, 0.0554428, 0.0, 0.4150375, 1.0};
+const double kCode[10] = {1.0,       0.6851476, 0.4650752, 0.3702952, 0.2200724,
+                          0.1502228, 0.0554428, 0.0,       0.4150375, 1.0};
 }  // namespace
 
 TEST(Hapo, EntropyHGoldenCodeVariant) {
@@ -149,12 +150,14 @@ TEST(Hapo, ClipAndRedistributionReduceToBase) {
   adaptive_clip(-0.5f, 0.2, 0.2, 1.0, &el, &er);  // low entropy (paper sign): lower bound down
   EXPECT_FLOAT_EQ(el, 0.3f);
   for (float h : {-1.0f, -0.3f, 0.0f, 0.4f, 1.0f})
-    for (double r : {0.5, 0.95, 1.0, 1.05, 1.5}) EXPECT_EQ(redistribute_advantage(0.8, h, r, 0.2f, 0.2f, 0.0), 0.8);
+    for (double r : {0.5, 0.95, 1.0, 1.05, 1.5})
+      EXPECT_EQ(redistribute_advantage(0.8, h, r, 0.2f, 0.2f, 0.0), 0.8);
 }
 
 TEST(Hapo, RedistributionWithRatioOne) {
   // code variant (h~ >= 0): nothing changes at ratio 1; paper variant: low-entropy tokens shrink
-  for (float h : {0.0f, 0.2f, 1.0f}) EXPECT_EQ(redistribute_advantage(1.5, h, 1.0, 0.2f, 0.2f, 1.0), 1.5);
+  for (float h : {0.0f, 0.2f, 1.0f})
+    EXPECT_EQ(redistribute_advantage(1.5, h, 1.0, 0.2f, 0.2f, 1.0), 1.5);
   EXPECT_NEAR(redistribute_advantage(1.5, -0.4f, 1.0, 0.2f, 0.2f, 1.0), 1.5 * 0.6, 1e-7);
   // high entropy and a decided ratio (outside (0.9, 1.1)): amplified; inside: unchanged
   EXPECT_DOUBLE_EQ(redistribute_advantage(1.0, 0.5f, 1.2, 0.2f, 0.2f, 1.0), 1.5);
@@ -224,6 +227,19 @@ TEST(Loss, KlEstimators) {
   }
 }
 
+TEST(Loss, K3IsClampedAsVerlsLowVarKl) {
+  // verl core_algos.kl_penalty("low_var_kl"): kl = clamp(ref - logp, -20, 20),
+  // clamp(exp(kl) - kl - 1, -10, 10); issue 15, 1.8
+  double d = 7;
+  EXPECT_EQ(kl_value(KlKind::K3, 0.0, 3.0, &d), 10.0);  // e^3 - 4 = 16.09 before the clamp
+  EXPECT_EQ(d, 0.0) << "no gradient through a clamp";
+  EXPECT_DOUBLE_EQ(kl_value(KlKind::K3, 2.0, 0.0, &d), std::exp(-2.0) + 1.0);  // inside: as is
+  EXPECT_DOUBLE_EQ(d, 1.0 - std::exp(-2.0));
+  // log(ref/π) beyond -20: the estimate of the clamped value, flat
+  EXPECT_DOUBLE_EQ(kl_value(KlKind::K3, 25.0, 0.0, &d), std::min(10.0, std::exp(-20.0) + 19.0));
+  EXPECT_EQ(d, 0.0);
+}
+
 // ---------------------------------------------------------------- aggregation (invariant 16)
 TEST(Loss, AggregationModes) {
   const std::vector<int64_t> equal = {4, 4, 4};
@@ -267,8 +283,9 @@ std::string error_of(const std::string& text, std::vector<std::string> ov = {}) 
 }  // namespace
 
 TEST(Config, DefaultsAndOverrides) {
-  const auto c = parse_train_config(kMin, "run.toml", {"optim.lr=3e-5", "rollout.n=4", "bupo.lens=normed",
-                                                       "rollout.stop=[\"###\"]", "model.template=plain"});
+  const auto c = parse_train_config(kMin, "run.toml",
+                                    {"optim.lr=3e-5", "rollout.n=4", "bupo.lens=normed",
+                                     "rollout.stop=[\"###\"]", "model.template=plain"});
   EXPECT_DOUBLE_EQ(c.optim.lr, 3e-5);
   EXPECT_EQ(c.rollout.n, 4);
   EXPECT_EQ(c.bupo.lens, "normed");
@@ -281,17 +298,38 @@ TEST(Config, DefaultsAndOverrides) {
 }
 
 TEST(Config, ErrorsNameTheFileAndKey) {
-  EXPECT_NE(error_of(std::string(kMin) + "[optim]\nlrr = 1\n").find("run.toml: unknown key 'optim.lrr'"), std::string::npos);
+  EXPECT_NE(
+      error_of(std::string(kMin) + "[optim]\nlrr = 1\n").find("run.toml: unknown key 'optim.lrr'"),
+      std::string::npos);
   EXPECT_NE(error_of(std::string(kMin) + "[optim]\nlrr = 1\n").find("optim.lr"), std::string::npos);
-  EXPECT_NE(error_of(std::string(kMin) + "[optim]\nlr = \"fast\"\n").find("key 'optim.lr': expected a number"), std::string::npos);
-  EXPECT_NE(error_of(std::string(kMin) + "[rollout]\nn = 0\n").find("key 'rollout.n': 0 is out of range"), std::string::npos);
-  EXPECT_NE(error_of(std::string(kMin) + "[algorithm]\nloss_agg = \"mean\"\n").find("'mean' is not one of"), std::string::npos);
-  EXPECT_NE(error_of(std::string(kMin) + "[bupo]\ninternal_layer = 2\n").find("internal_steps"), std::string::npos);
-  EXPECT_NE(error_of(std::string(kMin) + "[trainer]\nprompts_per_step = 10\nmini_batch_prompts = 4\n").find("multiple"), std::string::npos);
+  EXPECT_NE(error_of(std::string(kMin) + "[optim]\nlr = \"fast\"\n")
+                .find("key 'optim.lr': expected a number"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of(std::string(kMin) + "[rollout]\nn = 0\n").find("key 'rollout.n': 0 is out of range"),
+      std::string::npos);
+  EXPECT_NE(error_of(std::string(kMin) + "[algorithm]\nloss_agg = \"mean\"\n")
+                .find("'mean' is not one of"),
+            std::string::npos);
+  EXPECT_NE(error_of(std::string(kMin) + "[bupo]\ninternal_layer = 2\n").find("internal_steps"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of(std::string(kMin) + "[trainer]\nprompts_per_step = 10\nmini_batch_prompts = 4\n")
+          .find("multiple"),
+      std::string::npos);
   EXPECT_NE(error_of(std::string(kMin) + "[model\n").find("run.toml:"), std::string::npos);
   EXPECT_NE(error_of(kMin, {"nope.x=1"}).find("--set 'nope.x=1': unknown key"), std::string::npos);
   EXPECT_NE(error_of(kMin, {"optim.lr"}).find("expected key=value"), std::string::npos);
   EXPECT_NE(error_of("[data]\ntrain = \"x.jsonl\"\n").find("model.path"), std::string::npos);
+}
+
+TEST(Config, VerlMicrobatchMeanDoesNotSilentlyReplaceASeqMeanAggregation) {
+  // issue 15, 1.8: it was ignored in silence
+  const std::string e = error_of(std::string(kMin) + "[algorithm]\nverl_microbatch_mean = true\n" +
+                                 "loss_agg = \"seq-mean-token-mean\"\n");
+  EXPECT_NE(e.find("run.toml: algorithm.verl_microbatch_mean = true"), std::string::npos) << e;
+  EXPECT_NE(e.find("algorithm.loss_agg = 'seq-mean-token-mean'"), std::string::npos) << e;
+  EXPECT_EQ(error_of(std::string(kMin) + "[algorithm]\nverl_microbatch_mean = true\n"), "");
 }
 
 // ---------------------------------------------------------------- the sampler
@@ -332,7 +370,8 @@ TEST(Data, ArithmeticTaskIsDeterministicAndCorrect) {
 // Every shipped configuration parses and validates (the paper-mirroring ones need GPUs to run).
 TEST(Config, ShippedConfigsParse) {
   int n = 0;
-  for (const char* name : {"default", "qwen3-4b-bupo", "qwen3-4b-grpo", "qwen3-4b-dapo", "qwen3-8b-base-hapo"}) {
+  for (const char* name :
+       {"default", "qwen3-4b-bupo", "qwen3-4b-grpo", "qwen3-4b-dapo", "qwen3-8b-base-hapo"}) {
     const auto c = load_train_config(std::string(BUPO_CONFIGS_DIR) + "/" + name + ".toml", {});
     EXPECT_FALSE(c.data.train.empty()) << name;
     ++n;
@@ -342,6 +381,7 @@ TEST(Config, ShippedConfigsParse) {
   EXPECT_EQ(b.bupo.internal_steps, 30);
   EXPECT_EQ(b.trainer.prompts_per_step / b.trainer.mini_batch_prompts, 4);
   const auto h = load_train_config(std::string(BUPO_CONFIGS_DIR) + "/qwen3-8b-base-hapo.toml", {});
-  EXPECT_TRUE(h.hapo.adaptive_temperature && h.hapo.token_advantage && h.hapo.redistribution && h.hapo.adaptive_clip);
+  EXPECT_TRUE(h.hapo.adaptive_temperature && h.hapo.token_advantage && h.hapo.redistribution &&
+              h.hapo.adaptive_clip);
   EXPECT_EQ(n, 5);
 }
