@@ -96,7 +96,7 @@ Runner add_pick_layer(CLI::App& app) {
     for (size_t l = 0; l < c.ffn_dh.size(); ++l)
       std::printf("%5zu  %+12.4f  %+11.4f\n", l + 1, c.attn_dh[l], c.ffn_dh[l]);
     if (c.chosen == 0) {
-      std::printf("no layer has a positive mean FFN entropy change (%lld tokens)\n",
+      std::printf("no layer below the top has a positive mean FFN entropy change (%lld tokens)\n",
                   static_cast<long long>(c.tokens));
       return 3;
     }

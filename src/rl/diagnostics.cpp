@@ -86,7 +86,8 @@ LayerChoice choose_bupo_layer(Model& model, const std::vector<Rollout>& rollouts
     }
     c.ffn_dh[static_cast<size_t>(l)] = static_cast<float>(f / static_cast<double>(rows.rows));
     c.attn_dh[static_cast<size_t>(l)] = static_cast<float>(a / static_cast<double>(rows.rows));
-    if (c.ffn_dh[static_cast<size_t>(l)] > 0) c.chosen = l + 1;
+    // l = L is not a candidate: pi^L is the full policy (trainer.cpp, policy_of_step)
+    if (c.ffn_dh[static_cast<size_t>(l)] > 0 && l + 1 < L) c.chosen = l + 1;
   }
   return c;
 }
@@ -113,12 +114,17 @@ void pick_bupo_layer(Run& r) {
   }
   r.say("BuPO layer selection on " + std::to_string(c.tokens) + " baseline tokens: mean dH_FFN " +
         dh);
+  if (!c.ffn_dh.empty() && c.ffn_dh.back() > 0)
+    r.say("BuPO layer selection: layer " + std::to_string(c.ffn_dh.size()) +
+          " (the top) also has mean dH_FFN > 0, but pi^L is the full policy, not a candidate");
   BUPO_CHECK(
       c.chosen > 0, r.cfg.source,
-      ": bupo.auto_layer: no layer has a positive mean FFN entropy change on the baseline "
+      ": bupo.auto_layer: no layer has a positive mean FFN entropy change below the top layer on "
+      "the baseline "
       "rollouts (evidence in diagnostics.h5 /bupo_layer_selection); set bupo.internal_layer");
   r.st.bupo_layer = c.chosen;
-  r.say("BuPO layer: pi^" + std::to_string(c.chosen) + " (last layer with mean dH_FFN > 0)");
+  r.say("BuPO layer: pi^" + std::to_string(c.chosen) +
+        " (last layer below the top with mean dH_FFN > 0)");
 }
 
 LayerChoice pick_layer_command(const TrainConfig& cfg, const std::string& out_h5, bool overwrite) {

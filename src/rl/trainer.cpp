@@ -83,8 +83,10 @@ bool bupo_phase1(const Run& r, int64_t s) {
   return r.st.bupo_layer > 0 && s <= r.cfg.bupo.internal_steps;
 }
 PolicyPath policy_of_step(const Run& r, int64_t s) {
-  return {bupo_phase1(r, s) ? static_cast<int>(r.st.bupo_layer) : 0,
-          lens_mode_from_string(r.cfg.bupo.lens)};
+  const int l = bupo_phase1(r, s) ? static_cast<int>(r.st.bupo_layer) : 0;
+  // pi^L follows the reference: its k = L-1 reads HF's hidden_states[L], which is already
+  // final-normed, so pi^L is the model's own policy and phase 1 at l = L is GRPO (issue 15, 1.4)
+  return {l == r.model->num_layers() ? 0 : l, lens_mode_from_string(r.cfg.bupo.lens)};
 }
 
 // GRPO's group-normalised advantages, or HAPO B's token-level ones (returns the fallback share).

@@ -357,9 +357,22 @@ TEST(Trainer, LayerRuleIsTheLastPositiveFfnEntropyChange) {
   const int64_t chosen = h5::read_attr_int(f.id(), "/bupo_layer_selection", "chosen_layer");
   ASSERT_EQ(dh.size(), 3u);
   int64_t expect = 0;
-  for (size_t l = 0; l < dh.size(); ++l)
+  for (size_t l = 0; l + 1 < dh.size(); ++l)  // the top layer is not a candidate (issue 15, 1.4)
     if (dh[l] > 0) expect = static_cast<int64_t>(l) + 1;
   EXPECT_EQ(chosen, expect);
+}
+
+TEST(Trainer, Phase1AtTheTopLayerIsTheFullPolicyAsInTheReference) {
+  // the reference's pi^L reads HF's hidden_states[L], already final-normed: GRPO (issue 15, 1.4)
+  const std::string a = tmpdir("top_a"), b = tmpdir("top_b");
+  Trainer ta(tiny(a, {"bupo.internal_layer=3", "bupo.internal_steps=1", "trainer.steps=1"}),
+             quiet());
+  Trainer tb(tiny(b, {"trainer.steps=1"}), quiet());
+  ASSERT_EQ(ta.run(), 0);
+  ASSERT_EQ(tb.run(), 0);
+  const auto ma = metrics(a), mb = metrics(b);
+  for (const char* k : {"entropy", "pg_loss", "grad_norm", "ratio_mean"})
+    EXPECT_EQ(ma[0][k], mb[0][k]) << k;
 }
 
 // papers.md §4 "toy reproductions": RL on the built-in task raises the reward. A warm start that
