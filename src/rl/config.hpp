@@ -74,6 +74,11 @@ struct TrainConfig {
     int64_t internal_layer = 0, internal_steps = 0;
     bool auto_layer = false;
     std::string lens = "raw";
+    // bupo.auto_layer's rule over l = 1..L-1 (a layer counts when mean dH_FFN > layer_threshold):
+    // "last_positive" (the paper's words) or "end_of_first_positive_run" (the last layer before
+    // the FFN dynamics first switch to integration, the paper's prose and Qwen3-4B's pi^6)
+    std::string layer_rule = "last_positive";
+    double layer_threshold = 0;
   } bupo;
   struct Diagnostics {
     int64_t every = 1, tokens = 256;

@@ -64,7 +64,8 @@ EntropySummary entropy_summary(Run& r, const std::vector<Rollout>& rolls) {
   return e;
 }
 
-LayerChoice choose_bupo_layer(Model& model, const std::vector<Rollout>& rollouts) {
+LayerChoice choose_bupo_layer(Model& model, const std::vector<Rollout>& rollouts,
+                              const std::string& rule, double threshold) {
   std::vector<TokenRecord> recs;
   for (const auto& x : rollouts)
     if (x.resp_len() > 0) recs.push_back({x.ids, x.prompt_len, 0});
@@ -86,10 +87,29 @@ LayerChoice choose_bupo_layer(Model& model, const std::vector<Rollout>& rollouts
     }
     c.ffn_dh[static_cast<size_t>(l)] = static_cast<float>(f / static_cast<double>(rows.rows));
     c.attn_dh[static_cast<size_t>(l)] = static_cast<float>(a / static_cast<double>(rows.rows));
-    // l = L is not a candidate: pi^L is the full policy (trainer.cpp, policy_of_step)
-    if (c.ffn_dh[static_cast<size_t>(l)] > 0 && l + 1 < L) c.chosen = l + 1;
   }
+  apply_layer_rule(c, rule, threshold);
   return c;
+}
+
+void apply_layer_rule(LayerChoice& c, const std::string& rule, double threshold) {
+  // l = L is not a candidate: pi^L is the full policy (trainer.cpp, policy_of_step)
+  const auto L = static_cast<int64_t>(c.ffn_dh.size());
+  bool in_first_run = false, first_run_done = false;
+  c.last_positive = c.first_run_end = 0;
+  for (int64_t l = 0; l + 1 < L; ++l) {
+    const bool pos = c.ffn_dh[static_cast<size_t>(l)] > threshold;
+    if (pos) c.last_positive = l + 1;
+    if (pos && !first_run_done) {
+      c.first_run_end = l + 1;
+      in_first_run = true;
+    } else if (!pos && in_first_run) {
+      first_run_done = true;
+    }
+  }
+  c.rule = rule;
+  c.threshold = threshold;
+  c.chosen = rule == "end_of_first_positive_run" ? c.first_run_end : c.last_positive;
 }
 
 LayerChoice baseline_layer_choice(Run& r) {
@@ -97,13 +117,13 @@ LayerChoice baseline_layer_choice(Run& r) {
   for (int64_t i = 0; i < std::min<int64_t>(r.cfg.trainer.prompts_per_step, r.train->size()); ++i)
     first.push_back({i, -1 - i});
   const auto rolls = sample_rollouts(r, first, 0, EntropyStats{});
-  return choose_bupo_layer(*r.model, rolls);
+  return choose_bupo_layer(*r.model, rolls, r.cfg.bupo.layer_rule, r.cfg.bupo.layer_threshold);
 }
 
 void pick_bupo_layer(Run& r) {
   const LayerChoice c = baseline_layer_choice(r);
   if (r.log) {
-    r.log->write_layer_selection(c.ffn_dh, c.attn_dh, c.chosen, c.tokens);
+    r.log->write_layer_selection(c);
     r.log->flush();
   }
   std::string dh;
@@ -123,8 +143,9 @@ void pick_bupo_layer(Run& r) {
       "the baseline "
       "rollouts (evidence in diagnostics.h5 /bupo_layer_selection); set bupo.internal_layer");
   r.st.bupo_layer = c.chosen;
-  r.say("BuPO layer: pi^" + std::to_string(c.chosen) +
-        " (last layer below the top with mean dH_FFN > 0)");
+  r.say("BuPO layer: pi^" + std::to_string(c.chosen) + " (bupo.layer_rule " + c.rule +
+        "; last positive below the top: " + std::to_string(c.last_positive) +
+        ", end of the first positive run: " + std::to_string(c.first_run_end) + ")");
 }
 
 LayerChoice pick_layer_command(const TrainConfig& cfg, const std::string& out_h5, bool overwrite) {
@@ -138,7 +159,7 @@ LayerChoice pick_layer_command(const TrainConfig& cfg, const std::string& out_h5
   h5::AppendFile::create(out_h5, overwrite, [&](h5::File& f) {
     f.set_attr("/", "program_version", std::string(kVersion));
     f.set_attr("/", "config", cfg.to_toml());
-    write_layer_evidence(f, "", c.ffn_dh, c.attn_dh, c.chosen, c.tokens);
+    write_layer_evidence(f, "", c);
   });
   return c;
 }

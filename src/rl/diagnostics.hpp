@@ -19,13 +19,14 @@ struct Run;
 // a fixed stride until diagnostics.tokens response tokens). Every pipeline stage its own layers.
 EntropySummary entropy_summary(Run& r, const std::vector<Rollout>& rolls);
 
-// The paper's layer rule on a set of responses: mean ΔH_FFN and ΔH_ATTN per layer l = 1..L, and
-// the last l with mean ΔH_FFN > 0 (0 when none).
-struct LayerChoice {
-  std::vector<float> ffn_dh, attn_dh;
-  int64_t chosen = 0, tokens = 0;
-};
-LayerChoice choose_bupo_layer(Model& model, const std::vector<Rollout>& rollouts);
+// The paper's layer rule on a set of responses: mean dH_FFN and dH_ATTN per layer l = 1..L, and
+// over l = 1..L-1 (pi^L is the full policy) the last layer with mean dH_FFN > threshold and the
+// end of the first run of such layers; `rule` says which is chosen (0 when none).
+using LayerChoice = LayerEvidence;
+LayerChoice choose_bupo_layer(Model& model, const std::vector<Rollout>& rollouts,
+                              const std::string& rule = "last_positive", double threshold = 0);
+// Both rules' answers from c.ffn_dh, and c.chosen by `rule`.
+void apply_layer_rule(LayerChoice& c, const std::string& rule, double threshold);
 // The rule on baseline rollouts of the current policy on the first trainer.prompts_per_step
 // prompts (the sampler is not advanced).
 LayerChoice baseline_layer_choice(Run& r);

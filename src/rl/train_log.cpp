@@ -76,21 +76,49 @@ std::string k_list(const std::vector<int64_t>& k) {
 
 }  // namespace
 
-void write_layer_evidence(h5::File& f, const std::string& group, const std::vector<float>& ffn_dh,
-                          const std::vector<float>& attn_dh, int64_t chosen, int64_t tokens) {
+void write_layer_evidence(h5::File& f, const std::string& group, const LayerEvidence& e) {
   h5::create_rows(f.id(), group + "/ffn_delta_h", h5::Kind::F32, 0, 256,
                   "mean Delta H_FFN per layer l = 1..L (papers.md Eq. 13)");
-  h5::append_rows(f.id(), group + "/ffn_delta_h", h5::Kind::F32, ffn_dh.data(),
-                  static_cast<int64_t>(ffn_dh.size()));
+  h5::append_rows(f.id(), group + "/ffn_delta_h", h5::Kind::F32, e.ffn_dh.data(),
+                  static_cast<int64_t>(e.ffn_dh.size()));
   h5::create_rows(f.id(), group + "/attn_delta_h", h5::Kind::F32, 0, 256,
                   "mean Delta H_ATTN per layer l = 1..L (papers.md Eq. 12)");
-  h5::append_rows(f.id(), group + "/attn_delta_h", h5::Kind::F32, attn_dh.data(),
-                  static_cast<int64_t>(attn_dh.size()));
+  h5::append_rows(f.id(), group + "/attn_delta_h", h5::Kind::F32, e.attn_dh.data(),
+                  static_cast<int64_t>(e.attn_dh.size()));
   const std::string obj = group.empty() ? "/" : group;
-  f.set_attr(obj, "chosen_layer", chosen);
-  f.set_attr(obj, "tokens", tokens);
-  f.set_attr(obj, "rule", std::string("last layer with mean Delta H_FFN > 0 (papers.md 1.6)"));
+  f.set_attr(obj, "chosen_layer", e.chosen);
+  f.set_attr(obj, "last_positive_layer", e.last_positive);
+  f.set_attr(obj, "end_of_first_positive_run_layer", e.first_run_end);
+  f.set_attr(obj, "threshold", e.threshold);
+  f.set_attr(obj, "tokens", e.tokens);
+  f.set_attr(obj, "rule",
+             e.rule + ": over layers 1..L-1, mean Delta H_FFN > threshold (papers.md 1.6)");
 }
+
+namespace {
+json layer_evidence_json(const LayerEvidence& e) {
+  return json{{"ffn_delta_h", floats_json(e.ffn_dh)},
+              {"attn_delta_h", floats_json(e.attn_dh)},
+              {"chosen_layer", e.chosen},
+              {"last_positive_layer", e.last_positive},
+              {"end_of_first_positive_run_layer", e.first_run_end},
+              {"rule", e.rule},
+              {"threshold", e.threshold},
+              {"tokens", e.tokens}};
+}
+LayerEvidence layer_evidence_from_json(const json& sel, size_t L) {
+  LayerEvidence e;
+  e.ffn_dh = json_floats(sel.value("ffn_delta_h", json()), L);
+  e.attn_dh = json_floats(sel.value("attn_delta_h", json()), L);
+  e.chosen = sel.value("chosen_layer", int64_t{0});
+  e.last_positive = sel.value("last_positive_layer", e.chosen);  // files before the two rules
+  e.first_run_end = sel.value("end_of_first_positive_run_layer", int64_t{0});
+  e.rule = sel.value("rule", std::string("last_positive"));
+  e.threshold = sel.value("threshold", 0.0);
+  e.tokens = sel.value("tokens", int64_t{0});
+  return e;
+}
+}  // namespace
 
 void TrainLog::init_file(h5::File& f) const {
   f.set_attr("/", "schema", std::string("bupo-train"));
@@ -244,10 +272,7 @@ void TrainLog::rebuild(int64_t keep_step, const std::vector<json>& journal,
     const json sel = read_json_file(selection_path_);
     const auto L = static_cast<size_t>(L_);
     file_.edit_at_flush([sel, L](h5::File& f) {
-      write_layer_evidence(f, "/bupo_layer_selection",
-                           json_floats(sel.value("ffn_delta_h", json()), L),
-                           json_floats(sel.value("attn_delta_h", json()), L),
-                           sel.value("chosen_layer", int64_t{0}), sel.value("tokens", int64_t{0}));
+      write_layer_evidence(f, "/bupo_layer_selection", layer_evidence_from_json(sel, L));
     });
   }
   file_.flush();
@@ -333,20 +358,11 @@ void TrainLog::write_validation(int64_t step, const std::string& set, double avg
                               {"pass_at_k", floats_json(p)}};
 }
 
-void TrainLog::write_layer_selection(const std::vector<float>& ffn_dh,
-                                     const std::vector<float>& attn_dh, int64_t chosen,
-                                     int64_t tokens) {
+void TrainLog::write_layer_selection(const LayerEvidence& e) {
   const std::string g = "/bupo_layer_selection";
   if (file_.has(g + "/ffn_delta_h")) return;  // written once, at step 0
-  write_file_atomic(selection_path_, json{{"ffn_delta_h", floats_json(ffn_dh)},
-                                          {"attn_delta_h", floats_json(attn_dh)},
-                                          {"chosen_layer", chosen},
-                                          {"tokens", tokens}}
-                                             .dump() +
-                                         "\n");
-  file_.edit_at_flush([g, ffn_dh, attn_dh, chosen, tokens](h5::File& f) {
-    write_layer_evidence(f, g, ffn_dh, attn_dh, chosen, tokens);
-  });
+  write_file_atomic(selection_path_, layer_evidence_json(e).dump() + "\n");
+  file_.edit_at_flush([g, e](h5::File& f) { write_layer_evidence(f, g, e); });
 }
 
 void TrainLog::flush() {

@@ -41,10 +41,19 @@ struct EntropySummary {
   float output = 0, bupo_layer = 0;
 };
 
-// The evidence of the BuPO layer rule (papers.md §1.6) under `group` ("" = the file's root):
-// ffn_delta_h, attn_delta_h (L) and the attributes chosen_layer, tokens, rule.
-void write_layer_evidence(h5::File& f, const std::string& group, const std::vector<float>& ffn_dh,
-                          const std::vector<float>& attn_dh, int64_t chosen, int64_t tokens);
+// What the BuPO layer rule (papers.md §1.6) saw and chose: mean dH_FFN and dH_ATTN per layer
+// l = 1..L, both rules' answers over l = 1..L-1 (0: none) and the one the run uses.
+struct LayerEvidence {
+  std::vector<float> ffn_dh, attn_dh;
+  int64_t chosen = 0, tokens = 0;
+  int64_t last_positive = 0, first_run_end = 0;
+  std::string rule = "last_positive";
+  double threshold = 0;
+};
+// The evidence under `group` ("" = the file's root): ffn_delta_h, attn_delta_h (L) and the
+// attributes chosen_layer, last_positive_layer, end_of_first_positive_run_layer, rule,
+// threshold, tokens.
+void write_layer_evidence(h5::File& f, const std::string& group, const LayerEvidence& e);
 
 class TrainLog {
  public:
@@ -59,8 +68,7 @@ class TrainLog {
   void write_entropy(int64_t step, const EntropySummary& e);
   void write_validation(int64_t step, const std::string& set, double avg,
                         const std::vector<int64_t>& k, const std::vector<double>& pass);
-  void write_layer_selection(const std::vector<float>& ffn_dh, const std::vector<float>& attn_dh,
-                             int64_t chosen, int64_t tokens);
+  void write_layer_selection(const LayerEvidence& e);
   void flush();
   const std::string& path() const { return h5_path_; }
   const std::vector<std::string>& notes() const { return notes_; }

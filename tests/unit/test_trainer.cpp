@@ -15,6 +15,7 @@
 #include "io/json_util.hpp"
 #include "rl/checkpoint.hpp"
 #include "rl/config.hpp"
+#include "rl/diagnostics.hpp"
 #include "rl/train_log.hpp"
 #include "rl/trainer.hpp"
 #include "rl/update.hpp"
@@ -360,6 +361,40 @@ TEST(Trainer, LayerRuleIsTheLastPositiveFfnEntropyChange) {
   for (size_t l = 0; l + 1 < dh.size(); ++l)  // the top layer is not a candidate (issue 15, 1.4)
     if (dh[l] > 0) expect = static_cast<int64_t>(l) + 1;
   EXPECT_EQ(chosen, expect);
+}
+
+TEST(Trainer, BothLayerRulesAreComputedAndTheConfiguredOneChosen) {
+  // issue 15, 1.5: a near-zero band above the first positive run (Qwen3-4B: layers 7-26)
+  LayerChoice c;
+  c.ffn_dh = {0.5f, 0.2f, -0.1f, 0.01f, 0.3f, 0.02f, 0.4f};  // the top layer (7) is no candidate
+  apply_layer_rule(c, "last_positive", 0.0);
+  EXPECT_EQ(c.last_positive, 6);
+  EXPECT_EQ(c.first_run_end, 2);
+  EXPECT_EQ(c.chosen, 6);
+  apply_layer_rule(c, "last_positive", 0.05);  // the noise band no longer counts
+  EXPECT_EQ(c.chosen, 5);
+  apply_layer_rule(c, "end_of_first_positive_run", 0.05);
+  EXPECT_EQ(c.chosen, 2);
+  EXPECT_EQ(c.last_positive, 5);
+  // through a run: both answers land in the evidence group
+  const std::string dir = tmpdir("rule");
+  try {
+    Trainer t(
+        tiny(dir, {"bupo.auto_layer=true", "bupo.internal_steps=1", "trainer.steps=1",
+                   "bupo.layer_rule=\"end_of_first_positive_run\"", "bupo.layer_threshold=-100"}),
+        quiet());
+    ASSERT_EQ(t.run(), 0);
+  } catch (const Error& e) {
+    ADD_FAILURE() << e.what();
+  }
+  auto f = h5::File::open_read((fs::path(dir) / "diagnostics.h5").string());
+  const std::string g = "/bupo_layer_selection";
+  // a threshold below every dH: layers 1..L-1 = 1..2 all count
+  EXPECT_EQ(h5::read_attr_int(f.id(), g, "last_positive_layer"), 2);
+  EXPECT_EQ(h5::read_attr_int(f.id(), g, "end_of_first_positive_run_layer"), 2);
+  EXPECT_EQ(h5::read_attr_int(f.id(), g, "chosen_layer"), 2);
+  EXPECT_NE(h5::read_attr_string(f.id(), g, "rule").find("end_of_first_positive_run"),
+            std::string::npos);
 }
 
 TEST(Trainer, Phase1AtTheTopLayerIsTheFullPolicyAsInTheReference) {
