@@ -29,7 +29,7 @@ std::vector<double> grpo_advantages(const std::vector<double>& rewards, int64_t 
 
 TokenGroupResult token_group_advantages(const std::vector<double>& rewards,
                                         const std::vector<int64_t>& lengths, int64_t group_size,
-                                        double fallback_threshold, double eps) {
+                                        double fallback_threshold, double eps, int64_t pad_to) {
   BUPO_CHECK(lengths.size() == rewards.size(), "token_group_advantages: ", rewards.size(),
              " rewards but ", lengths.size(), " lengths");
   const auto grpo = grpo_advantages(rewards, group_size, true, eps);
@@ -55,6 +55,9 @@ TokenGroupResult token_group_advantages(const std::vector<double>& rewards,
         const double a = (rewards[g0 + i] - mu) / (sigma + eps);
         if (lengths[g0 + i] > 0 && std::fabs(a) >= fallback_threshold) fallback = true;
         r.advantages[g0 + i] = a;
+        // a padded position holds 0 (the reward times the response mask)
+        if (lengths[g0 + i] < pad_to && std::fabs((0.0 - mu) / (sigma + eps)) >= fallback_threshold)
+          fallback = true;
       }
     }
     r.fell_back.push_back(fallback ? 1 : 0);

@@ -21,9 +21,12 @@ struct TokenGroupResult {
   std::vector<double> advantages;  // per sequence
   std::vector<uint8_t> fell_back;  // per group: 1 = the GRPO advantage was used
 };
+// pad_to > 0: the fallback check also sees the positions of the padded [G, pad_to] tensor past a
+// response's end, whose token value is 0 (hapo.fallback_includes_padding, the released code).
 TokenGroupResult token_group_advantages(const std::vector<double>& rewards,
                                         const std::vector<int64_t>& lengths, int64_t group_size,
-                                        double fallback_threshold = 5.0, double eps = 1e-6);
+                                        double fallback_threshold = 5.0, double eps = 1e-6,
+                                        int64_t pad_to = 0);
 
 // DAPO: 0 when len <= max_len − cache; ((max_len − cache) − len)/cache inside the buffer; −1 past
 // max_len; scaled by factor.

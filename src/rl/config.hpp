@@ -67,6 +67,9 @@ struct TrainConfig {
   struct Hapo {
     bool adaptive_temperature = false, token_advantage = false, redistribution = false,
          adaptive_clip = false;
+    // HAPO B's fallback check also sees the zero-padded positions, as the released code does
+    // (its |normed| >= fallback test runs over the padded [G, max_tokens] tensor)
+    bool fallback_includes_padding = false;
     std::string sign = "code";
     double pivot = 0.8, tau = 0.05, alpha = 1.0, beta = 1.0, fallback = 5.0;
   } hapo;

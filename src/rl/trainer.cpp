@@ -102,7 +102,9 @@ double assign_advantages(const Run& r, std::vector<Rollout>& rolls) {
   double fallback = 0;
   std::vector<double> adv;
   if (r.cfg.hapo.token_advantage) {
-    const auto tg = token_group_advantages(rewards, lengths, G, r.cfg.hapo.fallback);
+    const auto tg =
+        token_group_advantages(rewards, lengths, G, r.cfg.hapo.fallback, 1e-6,
+                               r.cfg.hapo.fallback_includes_padding ? r.cfg.rollout.max_tokens : 0);
     adv = tg.advantages;
     for (auto f : tg.fell_back) fallback += f;
     fallback /= static_cast<double>(tg.fell_back.size());

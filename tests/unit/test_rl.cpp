@@ -72,6 +72,27 @@ TEST(Advantage, TokenGroupFallbackRuleAtOneIn26) {
   EXPECT_EQ(tg.advantages[0], g[0]);  // the fallback is the GRPO advantage
 }
 
+TEST(Advantage, TokenGroupFallbackCanIncludeThePaddingAsTheReleasedCode) {
+  // issue 15, 1.8: overlong penalties make rewards non-binary; 15 responses of 50 tokens at -1 and
+  // one of 60 at -1.2, padded to 64 tokens
+  std::vector<double> r(15, -1.0);
+  r.push_back(-1.2);
+  std::vector<int64_t> len(15, 50);
+  len.push_back(60);
+  const auto ours = token_group_advantages(r, len, 16);
+  EXPECT_EQ(ours.fell_back[0], 0);
+  EXPECT_NEAR(ours.advantages[0], 0.283, 1e-3);
+  EXPECT_NEAR(ours.advantages[15], -3.536, 1e-3);
+  // the padded positions hold 0, |(0 - mu) / sigma| = 19.4 >= 5: the released code falls back
+  const auto ref = token_group_advantages(r, len, 16, 5.0, 1e-6, 64);
+  EXPECT_EQ(ref.fell_back[0], 1);
+  EXPECT_NEAR(ref.advantages[0], 0.25, 1e-4);
+  EXPECT_NEAR(ref.advantages[15], -3.75, 1e-4);
+  // without padding (every response at the pad length) nothing changes
+  EXPECT_EQ(token_group_advantages(r, std::vector<int64_t>(16, 64), 16, 5.0, 1e-6, 64).fell_back[0],
+            token_group_advantages(r, std::vector<int64_t>(16, 64), 16).fell_back[0]);
+}
+
 // ---------------------------------------------------------------- DAPO (§3, invariant 15)
 TEST(Advantage, OverlongPenaltyBreakpoints) {
   EXPECT_EQ(overlong_penalty(100, 200, 50), 0.0);
