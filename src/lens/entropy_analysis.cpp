@@ -4,6 +4,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <map>
 #include <optional>
@@ -201,6 +202,52 @@ void EntropyWriter::finish() {
   file_.close();
 }
 
+namespace {
+// One batch's rows through a host communicator (data-parallel replica -> the writer): the row
+// count, then every column packed into floats (the integer columns bit for bit).
+std::vector<float> pack_rows(const EntropyRows& r) {
+  std::vector<float> out;
+  auto put = [&out](const void* p, size_t bytes) {
+    const size_t at = out.size();
+    out.resize(at + bytes / sizeof(float));
+    if (bytes) std::memcpy(out.data() + at, p, bytes);
+  };
+  put(r.record.data(), r.record.size() * 8);
+  put(r.position.data(), r.position.size() * 8);
+  put(r.token_id.data(), r.token_id.size() * 4);
+  for (const auto* v :
+       {&r.layer, &r.attn_in, &r.attn_out, &r.ffn_in, &r.ffn_out, &r.output, &r.lp_layer,
+        &r.lp_attn_in, &r.lp_attn_out, &r.lp_ffn_in, &r.lp_ffn_out, &r.lp_output})
+    put(v->data(), v->size() * 4);
+  return out;
+}
+EntropyRows unpack_rows(const std::vector<float>& in, int64_t rows, int64_t L) {
+  EntropyRows r;
+  r.rows = rows;
+  const auto R = static_cast<size_t>(rows);
+  size_t at = 0;
+  auto get = [&](auto& v, size_t n) {
+    v.resize(n);
+    const size_t bytes = n * sizeof(v[0]);
+    if (bytes) std::memcpy(v.data(), in.data() + at, bytes);
+    at += bytes / sizeof(float);
+  };
+  get(r.record, R);
+  get(r.position, R);
+  get(r.token_id, R);
+  const auto l1 = R * static_cast<size_t>(L + 1), l0 = R * static_cast<size_t>(L);
+  get(r.layer, l1);
+  for (auto* v : {&r.attn_in, &r.attn_out, &r.ffn_in, &r.ffn_out}) get(*v, l0);
+  get(r.output, R);
+  get(r.lp_layer, l1);
+  for (auto* v : {&r.lp_attn_in, &r.lp_attn_out, &r.lp_ffn_in, &r.lp_ffn_out}) get(*v, l0);
+  get(r.lp_output, R);
+  BUPO_CHECK(at == in.size(), "bupo entropy: a replica's rows arrived with ", in.size(),
+             " values, ", at, " expected");
+  return r;
+}
+}  // namespace
+
 void run_entropy(Model& model, const std::vector<TokenRecord>& recs, const std::string& model_path,
                  const std::string& data_path, const std::string& out_path, bool overwrite,
                  const EntropyOptions& opt, const std::function<void(int64_t, int64_t)>& progress) {
@@ -209,21 +256,13 @@ void run_entropy(Model& model, const std::vector<TokenRecord>& recs, const std::
     BUPO_CHECK(static_cast<int64_t>(r.ids.size()) <= maxpos, data_path, ":", r.line,
                ": field 'ids' has ", r.ids.size(),
                " tokens, more than the model's max_position_embeddings (", maxpos, ")");
-  // one writer (world rank 0); every rank computes (pipeline stages their own layers, TP ranks
-  // their vocabulary shard; data-parallel replicas repeat the work)
   const int64_t n = static_cast<int64_t>(recs.size());
   int64_t total_rows = 0;  // what compute_entropy_rows yields: one row per response token
   for (const auto& r : recs)
     total_rows += std::max<int64_t>(0, static_cast<int64_t>(r.ids.size()) - r.response_start);
-  std::optional<EntropyWriter> w;
-  if (model.parallel().world->rank() == 0)
-    w.emplace(out_path, overwrite, model, model_path, data_path, opt.lens, total_rows, n);
-  // Fault injection for crash-consistency tests: SIGKILL ourselves after this many flushed batches.
-  const char* fault = std::getenv("BUPO_FAULT_KILL_AFTER_BATCHES");
-  const int64_t kill_after = fault ? std::atoll(fault) : -1;
-  int64_t batches = 0;
-  int64_t i = 0;
-  while (i < n) {
+  // the batches, [first record, end record), the same on every rank
+  std::vector<std::pair<int64_t, int64_t>> spans;
+  for (int64_t i = 0; i < n;) {
     int64_t j = i, tokens = 0;
     while (j < n &&
            (j == i || tokens + static_cast<int64_t>(recs[static_cast<size_t>(j)].ids.size()) <=
@@ -231,12 +270,54 @@ void run_entropy(Model& model, const std::vector<TokenRecord>& recs, const std::
       tokens += static_cast<int64_t>(recs[static_cast<size_t>(j)].ids.size());
       ++j;
     }
-    const std::vector<TokenRecord> batch(recs.begin() + i, recs.begin() + j);
-    const EntropyRows rows = compute_entropy_rows(model, batch, i, opt);
-    if (w) w->append(rows, j);
-    if (++batches == kill_after) std::raise(SIGKILL);
+    spans.emplace_back(i, j);
     i = j;
-    if (progress) progress(i, n);
+  }
+  // One writer (world rank 0, the root of replica 0). Inside a replica, pipeline stages compute
+  // their own layers and TP ranks their vocabulary shard; data-parallel replicas take the batches
+  // in turn (batch b on replica b mod dp), and each replica's root (tp 0, stage 0) sends its rows
+  // to the writer, which appends them in batch order.
+  ParallelContext& pc = model.parallel();
+  const auto D = static_cast<size_t>(pc.dp_size()), d = static_cast<size_t>(pc.dp_rank());
+  const bool replica_root = pc.tp_rank() == 0 && pc.pp_rank() == 0;
+  const int64_t L = model.num_layers();
+  std::optional<EntropyWriter> w;
+  if (pc.world->rank() == 0)
+    w.emplace(out_path, overwrite, model, model_path, data_path, opt.lens, total_rows, n);
+  // Fault injection for crash-consistency tests: SIGKILL ourselves after this many flushed batches.
+  const char* fault = std::getenv("BUPO_FAULT_KILL_AFTER_BATCHES");
+  const int64_t kill_after = fault ? std::atoll(fault) : -1;
+  int64_t batches = 0;
+  for (size_t b0 = 0; b0 < spans.size(); b0 += D) {
+    EntropyRows mine;
+    if (b0 + d < spans.size()) {
+      const auto [i, j] = spans[b0 + d];
+      const std::vector<TokenRecord> batch(recs.begin() + i, recs.begin() + j);
+      mine = compute_entropy_rows(model, batch, i, opt);
+      if (!w && replica_root && d > 0) {
+        float rows = static_cast<float>(mine.rows);  // exact: a batch is < 2^24 tokens
+        pc.dp->send(&rows, 1, 0);
+        const std::vector<float> packed = pack_rows(mine);
+        pc.dp->send(packed.data(), packed.size(), 0);
+      }
+    }
+    if (w) {
+      for (size_t k = 0; k < D && b0 + k < spans.size(); ++k) {
+        if (k == 0) {
+          w->append(mine, spans[b0].second);
+        } else {
+          float rows = 0;
+          pc.dp->recv(&rows, 1, static_cast<int>(k));
+          const auto R = static_cast<int64_t>(rows);
+          const auto per_row = static_cast<size_t>(2 + 2 + 1 + 2 * (L + 1 + 4 * L + 1));
+          std::vector<float> packed(static_cast<size_t>(R) * per_row);
+          pc.dp->recv(packed.data(), packed.size(), static_cast<int>(k));
+          w->append(unpack_rows(packed, R, L), spans[b0 + k].second);
+        }
+        if (++batches == kill_after) std::raise(SIGKILL);
+      }
+    }
+    if (progress) progress(spans[std::min(b0 + D, spans.size()) - 1].second, n);
   }
   if (w) w->finish();
 }
