@@ -232,6 +232,17 @@ void set_description(hid_t ds, const std::string& description) {  // "" sets non
            H5Aclose);
   check(H5Awrite(a.id(), st.id(), description.c_str()), "write attribute description");
 }
+// The dataset (intermediate groups created) with its description.
+void create_dataset(hid_t file, const std::string& path, Kind kind, hid_t space, hid_t dcpl,
+                    const std::string& description) {
+  Handle lcpl(check_id(H5Pcreate(H5P_LINK_CREATE), "H5Pcreate"), H5Pclose);
+  check(H5Pset_create_intermediate_group(lcpl.id(), 1), "H5Pset_create_intermediate_group");
+  Handle ds(
+      check_id(H5Dcreate2(file, path.c_str(), file_type(kind), space, lcpl.id(), dcpl, H5P_DEFAULT),
+               "create dataset " + path),
+      H5Dclose);
+  set_description(ds.id(), description);
+}
 }  // namespace
 
 void create_rows(hid_t file, const std::string& path, Kind kind, int64_t cols, int64_t chunk_rows,
@@ -244,13 +255,7 @@ void create_rows(hid_t file, const std::string& path, Kind kind, int64_t cols, i
   Handle sp(check_id(H5Screate_simple(rank, dims, maxdims), "H5Screate_simple"), H5Sclose);
   Handle dcpl(check_id(H5Pcreate(H5P_DATASET_CREATE), "H5Pcreate"), H5Pclose);
   check(H5Pset_chunk(dcpl.id(), rank, chunk), "H5Pset_chunk " + path);
-  Handle lcpl(check_id(H5Pcreate(H5P_LINK_CREATE), "H5Pcreate"), H5Pclose);
-  check(H5Pset_create_intermediate_group(lcpl.id(), 1), "H5Pset_create_intermediate_group");
-  Handle ds(check_id(H5Dcreate2(file, path.c_str(), file_type(kind), sp.id(), lcpl.id(), dcpl.id(),
-                                H5P_DEFAULT),
-                     "create dataset " + path),
-            H5Dclose);
-  set_description(ds.id(), description);
+  create_dataset(file, path, kind, sp.id(), dcpl.id(), description);
 }
 
 void create_fixed_rows(hid_t file, const std::string& path, Kind kind, int64_t rows, int64_t cols,
@@ -263,13 +268,7 @@ void create_fixed_rows(hid_t file, const std::string& path, Kind kind, int64_t r
   check(H5Pset_layout(dcpl.id(), H5D_CONTIGUOUS), "H5Pset_layout " + path);
   check(H5Pset_alloc_time(dcpl.id(), H5D_ALLOC_TIME_EARLY), "H5Pset_alloc_time " + path);
   check(H5Pset_fill_time(dcpl.id(), H5D_FILL_TIME_NEVER), "H5Pset_fill_time " + path);
-  Handle lcpl(check_id(H5Pcreate(H5P_LINK_CREATE), "H5Pcreate"), H5Pclose);
-  check(H5Pset_create_intermediate_group(lcpl.id(), 1), "H5Pset_create_intermediate_group");
-  Handle ds(check_id(H5Dcreate2(file, path.c_str(), file_type(kind), sp.id(), lcpl.id(), dcpl.id(),
-                                H5P_DEFAULT),
-                     "create dataset " + path),
-            H5Dclose);
-  set_description(ds.id(), description);
+  create_dataset(file, path, kind, sp.id(), dcpl.id(), description);
 }
 
 RawLayout raw_layout(hid_t file, const std::string& path, Kind kind) {

@@ -157,20 +157,29 @@ scancel)
   ls "$work/c/checkpoints"/step_* >/dev/null 2>&1 || fail "no checkpoint after the SIGTERM of scancel"
   echo "scancel: CANCELLED, not requeued, checkpoint $(cat "$work/c/checkpoints/latest")"
   ;;
-die)
-  config "$work/d.toml" "$work/d" 100000 "pp = 2
-timeout_s = 20
-fault_inject = \"die:1@3\""
+die | hang)
+  # rank 1 dies or hangs at step 3 of a 2-stage pipeline under srun -K1
+  config "$work/f.toml" "$work/f" 100000 "pp = 2
+timeout_s = $([ "$case" = die ] && echo 20 || echo 5)
+fault_inject = \"$case:1@3\""
   start=$(date +%s)
-  j=$(submit d 2 "$work/d.toml") || fail "sbatch refused the job"
+  j=$(submit f 2 "$work/f.toml") || fail "sbatch refused the job"
   jobs_started+=("$j")
   wait_state "$j" 120 FAILED COMPLETED CANCELLED
   took=$(($(date +%s) - start))
-  log=$(cat "$work"/d-"$j".out)
-  grep -q "fault injection: rank 1 (host [^)]*) dies at step 3" <<<"$log" || fail "the fault was not announced: $log"
-  grep -Eq "task 1: Exited with exit code|rank 1" <<<"$log" || fail "the dead rank is not named: $log"
-  [ "$(field "$j" JobState)" = FAILED ] || fail "a dead rank left the job $(field "$j" JobState)"
-  echo "die: the job FAILED ${took}s after submission with rank 1 named"
+  log=$(cat "$work"/f-"$j".out)
+  grep -q "fault injection: rank 1 (host [^)]*) ${case}s\{0,1\}[a-z]* at step 3" <<<"$log" ||
+    fail "the fault was not announced: $log"
+  [ "$(field "$j" JobState)" = FAILED ] || fail "the rank's $case left the job $(field "$j" JobState)"
+  if [ "$case" = die ]; then
+    grep -Eq "task 1: Exited with exit code|rank 1" <<<"$log" || fail "the dead rank is not named: $log"
+    echo "die: the job FAILED ${took}s after submission with rank 1 named"
+  else
+    grep -Eq "bupo: rank 0 \(host [^)]+\): .* did not complete within 5 s" <<<"$log" ||
+      fail "no watchdog message naming the waiting rank and its host: $log"
+    [ "$took" -le 90 ] || fail "the job took ${took}s to end for a 5 s watchdog"
+    echo "hang: the watchdog ended the job ${took}s after submission, naming rank 0 and its host"
+  fi
   ;;
 entropy)
   # two checkpoints of a tiny run (trained here, outside Slurm) and token rows for them
@@ -207,22 +216,6 @@ for ds in ("entropy/layer", "entropy/ffn_out", "logprob/output", "tokens/token_i
     assert np.array_equal(one[ds][:n], sweep[ds][:n]), ds  # the same command on one rank
 PY
   echo "entropy: the array job wrote both files; srun --mpi=pmix --tp 2 equals one rank (1e-5)"
-  ;;
-hang)
-  config "$work/h.toml" "$work/h" 100000 "pp = 2
-timeout_s = 5
-fault_inject = \"hang:1@3\""
-  start=$(date +%s)
-  j=$(submit h 2 "$work/h.toml") || fail "sbatch refused the job"
-  jobs_started+=("$j")
-  wait_state "$j" 120 FAILED COMPLETED CANCELLED
-  took=$(($(date +%s) - start))
-  log=$(cat "$work"/h-"$j".out)
-  grep -Eq "bupo: rank 0 \(host [^)]+\): .* did not complete within 5 s" <<<"$log" ||
-    fail "no watchdog message naming the waiting rank and its host: $log"
-  [ "$(field "$j" JobState)" = FAILED ] || fail "a hung rank left the job $(field "$j" JobState)"
-  [ "$took" -le 90 ] || fail "the job took ${took}s to end for a 5 s watchdog"
-  echo "hang: the watchdog ended the job ${took}s after submission, naming rank 0 and its host"
   ;;
 *) fail "unknown case" ;;
 esac
