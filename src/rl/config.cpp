@@ -195,6 +195,11 @@ void validate(const TrainConfig& c, const std::string& where) {
        "algorithm.verl_microbatch_mean = true is verl's micro-batch approximation of token-mean; "
        "it would silently replace algorithm.loss_agg = '",
        c.algorithm.loss_agg, "' (set loss_agg = \"token-mean\" or verl_microbatch_mean = false)");
+  need(!(c.algorithm.tempered_logprobs && c.rollout.temperature > 0 &&
+         c.rollout.temperature != 1.0 && c.bupo_enabled() && c.bupo.lens == "normed"),
+       "bupo.lens = \"normed\" with rollout.temperature = ", c.rollout.temperature,
+       " and algorithm.tempered_logprobs: a normed lens is invariant to scaling its input, so the "
+       "logits cannot be tempered there (use bupo.lens = \"raw\" or tempered_logprobs = false)");
   need(c.algorithm.dual_clip == 0 || c.algorithm.dual_clip > 1,
        "key 'algorithm.dual_clip' must be 0 (off) or > 1");
   need(!(c.bupo.internal_layer > 0 && c.bupo.auto_layer),

@@ -60,6 +60,9 @@ struct TrainConfig {
   struct Algorithm {
     std::string loss_agg = "token-mean", kl_estimator = "k3", reward = "01";
     bool std_normalize = true, verl_microbatch_mean = false, dynamic_sampling = false;
+    // old and new log-probs (and the trained policy's entropy) of softmax(z / rollout.temperature),
+    // as verl; false: of softmax(z) whatever the rollout temperature
+    bool tempered_logprobs = true;
     double clip_low = 0.2, clip_high = 0.2, dual_clip = 10.0, log_ratio_clamp = 20.0, kl_coef = 0.0,
            entropy_coef = 0.0, overlong_factor = 1.0;
     int64_t max_gen_batches = 16, overlong_buffer = 0;

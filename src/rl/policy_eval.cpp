@@ -30,6 +30,10 @@ Lens lens_for(Model& m, PolicyPath path) {
               0};
 }
 
+void temper_rows(Backend& be, const Tensor& x, PolicyPath path) {
+  if (path.inv_temperature != 1.0f) be.scale(x, path.inv_temperature);
+}
+
 Tensor hidden_of(const Activations& acts, PolicyPath path) {
   return path.layer == 0 ? acts.final_out : acts.h(path.layer);
 }
@@ -58,6 +62,7 @@ void policy_logprobs(Model& model, const std::vector<const Rollout*>& seqs, Poli
   Backend& be = model.backend();
   ArenaScope scope(be.scratch());
   const Tensor X = gather_response_rows(be, hidden_of(acts, path), p);
+  temper_rows(be, X, path);
   logp.resize(p.rows.size());
   if (entropy) entropy->resize(p.rows.size());
   lens_for(model, path)

@@ -16,7 +16,14 @@ struct Run;
 struct PolicyPath {
   int layer = 0;  // 0: full output policy; l >= 1: π^l
   LensMode lens = LensMode::Raw;
+  // log-probs and entropies of softmax(z / T), T the rollout temperature, as verl computes the
+  // old and new log-probs (algorithm.tempered_logprobs; 1: untempered). The rows entering a raw
+  // lens are scaled by 1/T, which scales the logits.
+  float inv_temperature = 1.0f;
 };
+
+// X *= 1/T in place (and the same for dL/dX after the lens' backward: the chain rule).
+void temper_rows(Backend& be, const Tensor& x, PolicyPath path);
 
 // Sequences packed into one batch, with the hidden row that predicts each response token.
 struct Packed {

@@ -86,7 +86,11 @@ PolicyPath policy_of_step(const Run& r, int64_t s) {
   const int l = bupo_phase1(r, s) ? static_cast<int>(r.st.bupo_layer) : 0;
   // pi^L follows the reference: its k = L-1 reads HF's hidden_states[L], which is already
   // final-normed, so pi^L is the model's own policy and phase 1 at l = L is GRPO (issue 15, 1.4)
-  return {l == r.model->num_layers() ? 0 : l, lens_mode_from_string(r.cfg.bupo.lens)};
+  PolicyPath p{l == r.model->num_layers() ? 0 : l, lens_mode_from_string(r.cfg.bupo.lens)};
+  const double t = r.cfg.rollout.temperature;
+  if (r.cfg.algorithm.tempered_logprobs && t > 0 && t != 1.0)
+    p.inv_temperature = static_cast<float>(1.0 / t);
+  return p;
 }
 
 // GRPO's group-normalised advantages, or HAPO B's token-level ones (returns the fallback share).

@@ -41,6 +41,7 @@ void run_pipeline(Run& r, const MiniBatch& micros, PolicyPath path, bool entropy
     ArenaScope scope(be.scratch());
     Tensor rows;
     const Tensor X = gather_response_rows(be, hidden_of(acts[u], path), pk[u], &rows);
+    temper_rows(be, X, path);
     const int64_t R = static_cast<int64_t>(pk[u].rows.size());
     std::vector<float> lp(static_cast<size_t>(R)), H(static_cast<size_t>(R));
     lens.forward(X, pk[u].targets.data(), H.data(), lp.data());
@@ -49,6 +50,7 @@ void run_pipeline(Run& r, const MiniBatch& micros, PolicyPath path, bool entropy
     const Tensor dX = be.scratch().alloc(X.dtype, {R, X.dim(1)});
     be.zero(dX);
     lens.backward(X, pk[u].targets.data(), g_lp.data(), entropy_grad ? g_ent.data() : nullptr, dX);
+    temper_rows(be, dX, path);
     // dL/dH at the policy layer: the rows' gradients at their positions, zero elsewhere
     be.zero(acts[u].d_policy);
     be.scatter_add_rows(acts[u].d_policy, rows, dX);

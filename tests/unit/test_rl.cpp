@@ -7,11 +7,13 @@
 #include <set>
 
 #include "core/error.hpp"
+#include "model_fixture.hpp"
 #include "rl/advantage.hpp"
 #include "rl/config.hpp"
 #include "rl/data.hpp"
 #include "rl/hapo.hpp"
 #include "rl/loss.hpp"
+#include "rl/policy_eval.hpp"
 
 using namespace bupo::rl;
 
@@ -351,6 +353,37 @@ TEST(Config, VerlMicrobatchMeanDoesNotSilentlyReplaceASeqMeanAggregation) {
   EXPECT_NE(e.find("run.toml: algorithm.verl_microbatch_mean = true"), std::string::npos) << e;
   EXPECT_NE(e.find("algorithm.loss_agg = 'seq-mean-token-mean'"), std::string::npos) << e;
   EXPECT_EQ(error_of(std::string(kMin) + "[algorithm]\nverl_microbatch_mean = true\n"), "");
+}
+
+TEST(PolicyEval, LogprobsAreTemperedByTheRolloutTemperature) {
+  // issue 15, 1.6: verl's old and new log-probs are of softmax(z / T). Scaling the final norm's
+  // weight by 1/T scales the logits of the full policy by 1/T: the untempered log-probs of that
+  // model are the tempered ones of the first
+  const float T = 0.7f;
+  auto a = bupo::test::tiny_model(bupo::Arch::Qwen3, true);
+  auto b = bupo::test::tiny_model(bupo::Arch::Qwen3, true);
+  bupo::Param& w = b->final_norm();
+  for (int64_t i = 0; i < w.numel(); ++i) w.w[i] /= T;
+  b->params().refresh_working_copy();
+  Rollout r;
+  r.ids = {1, 5, 9, 33, 2, 60, 7};
+  r.prompt_len = 3;
+  std::vector<float> la, lb, l1, ea, eb, e1;
+  policy_logprobs(*a, {&r}, PolicyPath{0, bupo::LensMode::Raw, 1.0f / T}, la, &ea);
+  policy_logprobs(*b, {&r}, PolicyPath{0, bupo::LensMode::Raw, 1.0f}, lb, &eb);
+  policy_logprobs(*a, {&r}, PolicyPath{0, bupo::LensMode::Raw, 1.0f}, l1, &e1);
+  ASSERT_EQ(la.size(), 4u);
+  for (size_t i = 0; i < la.size(); ++i) {
+    EXPECT_NEAR(la[i], lb[i], 1e-5) << i;
+    EXPECT_NEAR(ea[i], eb[i], 1e-5) << i;
+    EXPECT_GT(std::fabs(la[i] - l1[i]), 1e-4) << i << ": T = 0.7 must change the log-prob";
+  }
+  // the config: tempered by default, as verl; a normed lens cannot be tempered
+  EXPECT_NE(
+      error_of(std::string(kMin) + "[rollout]\ntemperature = 0.7\n[bupo]\ninternal_layer = 1\n" +
+               "internal_steps = 1\nlens = \"normed\"\n")
+          .find("a normed lens is invariant to scaling its input"),
+      std::string::npos);
 }
 
 // ---------------------------------------------------------------- the sampler

@@ -4,6 +4,7 @@
 // layout, and that RL raises the reward.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <csignal>
 #include <cstdlib>
 #include <filesystem>
@@ -175,6 +176,18 @@ TEST(Trainer, WarmUpStartsAtZeroInTheChosenUnit) {
       load_train_config(std::string(BUPO_CONFIGS_DIR) + "/qwen3-8b-base-hapo.toml", {});
   EXPECT_EQ(hapo.optim.warmup_unit, "train_steps");
   EXPECT_EQ(hapo.optim.warmup_steps, 10);
+}
+
+TEST(Trainer, TemperedLogprobsKeepTheFirstRatioExactlyOne) {
+  // issue 15, 1.6: at T = 0.7 the old and new log-probs are both of softmax(z / T); the update
+  // runs and its first mini-batch's ratio is exactly 1 (papers.md §4 item 8)
+  const std::string dir = tmpdir("tempered");
+  Trainer t(tiny(dir, {"rollout.temperature=0.7", "trainer.steps=2"}), quiet());
+  ASSERT_EQ(t.run(), 0);
+  for (const auto& m : metrics(dir)) {
+    EXPECT_EQ(m["ratio_first_minibatch_maxdev"].get<double>(), 0.0);
+    EXPECT_TRUE(std::isfinite(m["entropy"].get<double>()));
+  }
 }
 
 TEST(Trainer, ResumeIsBitExact) {
