@@ -113,11 +113,12 @@ class Watchdog {
       if (stop_) continue;
       const auto now = std::chrono::steady_clock::now();
       const int sig = g_stop_signal.load();
-      if (sig != 0 && !stop_seen_) {
+      if (sig == 0) {
+        stop_seen_ = false;  // none yet, or cleared by note_stop_signal(0)
+      } else if (!stop_seen_) {
         stop_seen_ = true;
         stop_at_ = now;
       }
-      stop_seen_ = stop_seen_ && sig != 0;  // note_stop_signal(0) clears it
       if (!active_) continue;
       const double waited = std::chrono::duration<double>(now - since_).count();
       if (t > 0 && waited >= t) {
@@ -194,9 +195,6 @@ void note_stop_signal(int sig) {
 }
 void set_stop_grace(double seconds) {
   Watchdog::get().stop_grace_s = seconds;
-}
-double stop_grace() {
-  return Watchdog::get().stop_grace_s.load();
 }
 
 void set_comm_timeout(double seconds) {

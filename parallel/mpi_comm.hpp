@@ -51,7 +51,6 @@ double comm_timeout();
 // noted: after it only the timeout ends a wait.
 void note_stop_signal(int sig);       // 0 clears it
 void set_stop_grace(double seconds);  // 0: never end a blocked rank early
-double stop_grace();
 
 // Marks this rank as inside a blocking communication for the watchdog.
 class CommGuard {

@@ -25,6 +25,25 @@ std::string utc_now() {
 }
 }  // namespace
 
+int64_t module_width(int m, int64_t L) {
+  return m == 0 ? L + 1 : m == 5 ? 1 : L;
+}
+std::array<std::vector<float>*, 12> EntropyRows::float_columns() {
+  return {&layer,    &attn_in,    &attn_out,    &ffn_in,    &ffn_out,    &output,
+          &lp_layer, &lp_attn_in, &lp_attn_out, &lp_ffn_in, &lp_ffn_out, &lp_output};
+}
+std::array<const std::vector<float>*, 12> EntropyRows::float_columns() const {
+  return {&layer,    &attn_in,    &attn_out,    &ffn_in,    &ffn_out,    &output,
+          &lp_layer, &lp_attn_in, &lp_attn_out, &lp_ffn_in, &lp_ffn_out, &lp_output};
+}
+
+namespace {
+// The file's dataset of float column c (EntropyRows::float_columns).
+std::string column_dataset(size_t c) {
+  return std::string(c < 6 ? "/entropy/" : "/logprob/") + kModules[c % 6];
+}
+}  // namespace
+
 EntropyRows compute_entropy_rows(Model& model, const std::vector<TokenRecord>& recs,
                                  int64_t first_record, const EntropyOptions& opt) {
   const int L = model.num_layers();
@@ -46,13 +65,9 @@ EntropyRows compute_entropy_rows(Model& model, const std::vector<TokenRecord>& r
   }
   const int64_t R = out.rows = static_cast<int64_t>(src.size());
   const auto sz = [&](int64_t cols) { return static_cast<size_t>(R * cols); };
-  out.layer.assign(sz(L + 1), 0.0f);
-  out.lp_layer.assign(sz(L + 1), 0.0f);
-  for (auto* v : {&out.attn_in, &out.attn_out, &out.ffn_in, &out.ffn_out, &out.lp_attn_in,
-                  &out.lp_attn_out, &out.lp_ffn_in, &out.lp_ffn_out})
-    v->assign(sz(L), 0.0f);
-  out.output.assign(sz(1), 0.0f);
-  out.lp_output.assign(sz(1), 0.0f);
+  const auto columns = out.float_columns();
+  for (size_t c = 0; c < columns.size(); ++c)
+    columns[c]->assign(sz(module_width(static_cast<int>(c % 6), L)), 0.0f);
   if (R == 0) return out;
 
   Lens lens{&model.unembedding(),
@@ -96,15 +111,11 @@ EntropyRows compute_entropy_rows(Model& model, const std::vector<TokenRecord>& r
   if (model.parallel().last_stage())
     eval(output_lens, acts.final_out, out.output, out.lp_output, 0, 1);
   if (pp.size() > 1) {  // every stage filled its own layers' columns: one packed sum over PP
-    std::vector<std::vector<float>*> cols = {&out.layer,      &out.lp_layer,    &out.attn_in,
-                                             &out.attn_out,   &out.ffn_in,      &out.ffn_out,
-                                             &out.lp_attn_in, &out.lp_attn_out, &out.lp_ffn_in,
-                                             &out.lp_ffn_out, &out.output,      &out.lp_output};
     std::vector<float> packed;
-    for (auto* v : cols) packed.insert(packed.end(), v->begin(), v->end());
+    for (auto* v : columns) packed.insert(packed.end(), v->begin(), v->end());
     pp.allreduce_sum(packed.data(), packed.size());
     size_t o = 0;
-    for (auto* v : cols) {
+    for (auto* v : columns) {
       std::copy_n(packed.data() + o, v->size(), v->data());
       o += v->size();
     }
@@ -118,10 +129,7 @@ std::map<std::string, h5::Kind> entropy_datasets() {
   std::map<std::string, h5::Kind> m = {{"/tokens/record", h5::Kind::I64},
                                        {"/tokens/position", h5::Kind::I64},
                                        {"/tokens/token_id", h5::Kind::I32}};
-  for (const char* mod : kModules) {
-    m[std::string("/entropy/") + mod] = h5::Kind::F32;
-    m[std::string("/logprob/") + mod] = h5::Kind::F32;
-  }
+  for (size_t c = 0; c < 12; ++c) m[column_dataset(c)] = h5::Kind::F32;
   return m;
 }
 }  // namespace
@@ -129,9 +137,9 @@ std::map<std::string, h5::Kind> entropy_datasets() {
 EntropyWriter::EntropyWriter(const std::string& path, bool overwrite, const Model& model,
                              const std::string& model_path, const std::string& data_path,
                              LensMode lens, int64_t total_rows, int64_t total_records)
-    : L_(model.config().num_layers), total_rows_(total_rows) {
+    : total_rows_(total_rows) {
   const auto& c = model.config();
-  const int64_t L = L_, N = total_rows;
+  const int64_t L = c.num_layers, N = total_rows;
   // Created whole under a temporary name and renamed; afterwards only raw rows and the progress
   // counter are written (io/h5_raw_rows.hpp), so no instant of the run can leave it unreadable.
   h5::AppendFile::create(path, overwrite, [&](h5::File& f) {
@@ -147,13 +155,14 @@ EntropyWriter::EntropyWriter(const std::string& path, bool overwrite, const Mode
         "H^l for l = 0..L (column l)",   "LN_in(H^{l-1}) for l = 1..L (column l-1)",
         "A^l for l = 1..L (column l-1)", "LN_post(H^{l-1}+A^l) for l = 1..L (column l-1)",
         "F^l for l = 1..L (column l-1)", "softmax(LN_final(H^L) E_u^T): the output policy"};
-    const int64_t cols[6] = {L + 1, L, L, L, L, 0};
-    for (int i = 0; i < 6; ++i) {
-      const std::string lensd = i == 5 ? "" : " under the lens " + lens_desc;
-      h5::create_fixed_rows(f.id(), std::string("/entropy/") + kModules[i], h5::Kind::F32, N,
-                            cols[i], "entropy (nats) of " + what[i] + lensd);
-      h5::create_fixed_rows(f.id(), std::string("/logprob/") + kModules[i], h5::Kind::F32, N,
-                            cols[i], "log-prob (nats) of token_id under " + what[i] + lensd);
+    for (size_t col = 0; col < 12; ++col) {
+      const auto m = static_cast<int>(col % 6);
+      const std::string lensd = m == 5 ? "" : " under the lens " + lens_desc;
+      const int64_t width = module_width(m, L);
+      h5::create_fixed_rows(
+          f.id(), column_dataset(col), h5::Kind::F32, N, width == 1 ? 0 : width,
+          (col < 6 ? "entropy (nats) of " : "log-prob (nats) of token_id under ") + what[m] +
+              lensd);
     }
     h5::create_fixed_rows(f.id(), "/progress", h5::Kind::I64, 2, 0,
                           "[rows written, records written]: rows below progress[0] are final; "
@@ -184,14 +193,9 @@ void EntropyWriter::append(const EntropyRows& r, int64_t records_done) {
   file_.write("/tokens/record", rows_, r.record.data(), r.rows);
   file_.write("/tokens/position", rows_, r.position.data(), r.rows);
   file_.write("/tokens/token_id", rows_, r.token_id.data(), r.rows);
-  const std::vector<float>* e[6] = {&r.layer,  &r.attn_in, &r.attn_out,
-                                    &r.ffn_in, &r.ffn_out, &r.output};
-  const std::vector<float>* p[6] = {&r.lp_layer,  &r.lp_attn_in, &r.lp_attn_out,
-                                    &r.lp_ffn_in, &r.lp_ffn_out, &r.lp_output};
-  for (int i = 0; i < 6; ++i) {
-    file_.write(std::string("/entropy/") + kModules[i], rows_, e[i]->data(), r.rows);
-    file_.write(std::string("/logprob/") + kModules[i], rows_, p[i]->data(), r.rows);
-  }
+  const auto columns = r.float_columns();
+  for (size_t c = 0; c < columns.size(); ++c)
+    file_.write(column_dataset(c), rows_, columns[c]->data(), r.rows);
   rows_ += r.rows;
   file_.commit(rows_, records_done);
 }
@@ -215,11 +219,14 @@ std::vector<float> pack_rows(const EntropyRows& r) {
   put(r.record.data(), r.record.size() * 8);
   put(r.position.data(), r.position.size() * 8);
   put(r.token_id.data(), r.token_id.size() * 4);
-  for (const auto* v :
-       {&r.layer, &r.attn_in, &r.attn_out, &r.ffn_in, &r.ffn_out, &r.output, &r.lp_layer,
-        &r.lp_attn_in, &r.lp_attn_out, &r.lp_ffn_in, &r.lp_ffn_out, &r.lp_output})
-    put(v->data(), v->size() * 4);
+  for (const auto* v : r.float_columns()) put(v->data(), v->size() * 4);
   return out;
+}
+// Floats per row of pack_rows: record and position (2 each), token_id (1), the float columns.
+size_t packed_floats_per_row(int64_t L) {
+  size_t n = 2 + 2 + 1;
+  for (int c = 0; c < 12; ++c) n += static_cast<size_t>(module_width(c % 6, L));
+  return n;
 }
 EntropyRows unpack_rows(const std::vector<float>& in, int64_t rows, int64_t L) {
   EntropyRows r;
@@ -235,13 +242,9 @@ EntropyRows unpack_rows(const std::vector<float>& in, int64_t rows, int64_t L) {
   get(r.record, R);
   get(r.position, R);
   get(r.token_id, R);
-  const auto l1 = R * static_cast<size_t>(L + 1), l0 = R * static_cast<size_t>(L);
-  get(r.layer, l1);
-  for (auto* v : {&r.attn_in, &r.attn_out, &r.ffn_in, &r.ffn_out}) get(*v, l0);
-  get(r.output, R);
-  get(r.lp_layer, l1);
-  for (auto* v : {&r.lp_attn_in, &r.lp_attn_out, &r.lp_ffn_in, &r.lp_ffn_out}) get(*v, l0);
-  get(r.lp_output, R);
+  const auto columns = r.float_columns();
+  for (size_t c = 0; c < columns.size(); ++c)
+    get(*columns[c], R * static_cast<size_t>(module_width(static_cast<int>(c % 6), L)));
   BUPO_CHECK(at == in.size(), "bupo entropy: a replica's rows arrived with ", in.size(),
              " values, ", at, " expected");
   return r;
@@ -309,8 +312,7 @@ void run_entropy(Model& model, const std::vector<TokenRecord>& recs, const std::
           float rows = 0;
           pc.dp->recv(&rows, 1, static_cast<int>(k));
           const auto R = static_cast<int64_t>(rows);
-          const auto per_row = static_cast<size_t>(2 + 2 + 1 + 2 * (L + 1 + 4 * L + 1));
-          std::vector<float> packed(static_cast<size_t>(R) * per_row);
+          std::vector<float> packed(static_cast<size_t>(R) * packed_floats_per_row(L));
           pc.dp->recv(packed.data(), packed.size(), static_cast<int>(k));
           w->append(unpack_rows(packed, R, L), spans[b0 + k].second);
         }

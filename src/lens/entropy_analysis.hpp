@@ -9,6 +9,7 @@
 //   output                  softmax(LN_final(H^L)·E_uᵀ): the model's own policy
 // lens = raw: softmax(x·E_uᵀ) (the paper's); normed: softmax(LN_final(x)·E_uᵀ).
 #pragma once
+#include <array>
 #include <functional>
 #include <string>
 
@@ -33,7 +34,14 @@ struct EntropyRows {
   std::vector<float> layer, attn_in, attn_out, ffn_in, ffn_out, output;  // entropies
   std::vector<float> lp_layer, lp_attn_in, lp_attn_out, lp_ffn_in, lp_ffn_out,
       lp_output;  // log-probs
+  // The float columns in the file's order: the entropies of the six modules (layer, attn_in,
+  // attn_out, ffn_in, ffn_out, output), then their log-probs; column c holds
+  // module_width(c % 6, L) values per row.
+  std::array<std::vector<float>*, 12> float_columns();
+  std::array<const std::vector<float>*, 12> float_columns() const;
 };
+// Values per row of module m (0..5, the order above) of an L-layer model: L+1, L (x4), 1.
+int64_t module_width(int m, int64_t L);
 
 // Compute the rows of a set of records (one forward pass, records packed).
 EntropyRows compute_entropy_rows(Model& model, const std::vector<TokenRecord>& recs,
@@ -54,7 +62,7 @@ class EntropyWriter {
 
  private:
   h5::RawRowWriter file_;
-  int64_t L_ = 0, total_rows_ = 0, rows_ = 0;
+  int64_t total_rows_ = 0, rows_ = 0;
 };
 
 // Whole command over validated records: runs all batches and writes the file. progress(done,

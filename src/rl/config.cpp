@@ -334,14 +334,15 @@ TrainConfig parse_train_config(const std::string& text, const std::string& sourc
     Field* f = find_field(fs, key);
     BUPO_CHECK(f != nullptr, "--set '", ov, "': unknown key '", key, "' (",
                known_in_section(fs, key), ")");
-    toml::table t;
-    try {
-      if (non_ascii_outside_strings(value)) throw TomlInternalCheck("non-ASCII bare word");
-      t = toml::parse("v = " + value);
-    } catch (const toml::parse_error&) {
-      t = toml::table{{"v", value}};  // a bare word: a string
-    } catch (const TomlInternalCheck&) {
-      t = toml::table{{"v", value}};
+    // a value that does not parse as TOML (or holds non-ASCII outside quotes) is a bare word: a
+    // string
+    toml::table t{{"v", value}};
+    if (!non_ascii_outside_strings(value)) {
+      try {
+        t = toml::parse("v = " + value);
+      } catch (const toml::parse_error&) {
+      } catch (const TomlInternalCheck&) {
+      }
     }
     if (std::holds_alternative<std::string*>(f->ptr) && !t["v"].is_string())
       t = toml::table{{"v", value}};

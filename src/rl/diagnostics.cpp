@@ -95,17 +95,12 @@ LayerChoice choose_bupo_layer(Model& model, const std::vector<Rollout>& rollouts
 void apply_layer_rule(LayerChoice& c, const std::string& rule, double threshold) {
   // l = L is not a candidate: pi^L is the full policy (trainer.cpp, policy_of_step)
   const auto L = static_cast<int64_t>(c.ffn_dh.size());
-  bool in_first_run = false, first_run_done = false;
   c.last_positive = c.first_run_end = 0;
   for (int64_t l = 0; l + 1 < L; ++l) {
-    const bool pos = c.ffn_dh[static_cast<size_t>(l)] > threshold;
-    if (pos) c.last_positive = l + 1;
-    if (pos && !first_run_done) {
-      c.first_run_end = l + 1;
-      in_first_run = true;
-    } else if (!pos && in_first_run) {
-      first_run_done = true;
-    }
+    if (c.ffn_dh[static_cast<size_t>(l)] <= threshold) continue;
+    c.last_positive = l + 1;
+    // the first run starts here (none yet) or goes on (it ended at the layer below)
+    if (c.first_run_end == 0 || c.first_run_end == l) c.first_run_end = l + 1;
   }
   c.rule = rule;
   c.threshold = threshold;

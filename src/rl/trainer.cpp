@@ -57,9 +57,6 @@ void Run::stop_before_start(const std::string& during) {
   say("stopped by signal " + std::to_string(g_signal.load()) + " during " + during +
       ", before step 1: nothing to checkpoint yet; --resume starts the run afresh");
 }
-bool preemption_requested() {
-  return g_signal.load() != 0;
-}
 void reset_preemption_flag() {
   g_signal.store(0);
   note_stop_signal(0);

@@ -64,7 +64,6 @@ class Trainer {
 // Signal handling for preemption (SIGTERM, SIGINT, SIGUSR1, SIGUSR2): sets a flag the loop checks
 // after each step (and before step 1).
 void install_preemption_handlers();
-bool preemption_requested();
 void reset_preemption_flag();
 
 }  // namespace bupo::rl

@@ -94,7 +94,7 @@ wait_logged() {  # wait_logged JOB OUT_DIR: until OUT_DIR/metrics.jsonl holds a 
   fail "no step logged in $2 within 120 s"
 }
 exact_metrics() {  # the metrics that do not depend on timing, one line per step
-  "$root/.venv/bin/python" - "$1" <<'PY' 2>/dev/null || grep -o '"reward":[^,]*,.*"step":[0-9]*' "$1" | sed 's/"time_[a-z_]*":[^,]*,//g'
+  "$root/.venv/bin/python" - "$1" <<'PY' || fail "cannot read $1 with the project's Python (env/setup.sh)"
 import json, sys
 for line in open(sys.argv[1]):
     r = json.loads(line)
