@@ -21,6 +21,13 @@ sinfo -h -o %t 2>/dev/null | grep -Eq '^(idle|mix|alloc)' ||
 as_user() { if [ "$(id -u)" = 0 ]; then runuser -u "$user" -- "$@"; else "$@"; fi; }
 work=$(mktemp -d /tmp/bupo-slurm-XXXXXX)
 chmod 755 "$work"
+# The job user may not see into this checkout (a clone under a private folder): the jobs run
+# copies of the binary and of the batch scripts, from the work folder.
+mkdir "$work/bin"
+cp "$bupo" "$work/bin/bupo" && cp "$root"/jobs/slurm/*.sbatch "$work/bin/" || fail "cannot copy the binary"
+chmod -R a+rX "$work/bin"
+bupo=$work/bin/bupo
+scripts=$work/bin
 [ "$(id -u)" = 0 ] && chown "$user" "$work"
 jobs_started=()
 cleanup() {
@@ -80,7 +87,7 @@ submit() {
   local j
   j=$(cd "$work" && as_user sbatch --parsable -J "$name" --ntasks-per-node="$n" -c 1 --time=00:15:00 \
         --output="$work/%x-%j.out" --export=ALL,CONFIG="$cfg",BUPO="$bupo",BUPO_ROOT="$root" "$@" \
-        "$root/jobs/slurm/train.sbatch" 2>"$work/sbatch.err") || { cat "$work/sbatch.err"; return 1; }
+        "$scripts/train.sbatch" 2>"$work/sbatch.err") || { cat "$work/sbatch.err"; return 1; }
   echo "$j"
 }
 wait_logged() {  # wait_logged JOB OUT_DIR: until OUT_DIR/metrics.jsonl holds a step
@@ -195,7 +202,7 @@ entropy)
   # the array job: one task per checkpoint (sbatch --wait returns the job's exit status)
   (cd "$work" && as_user sbatch --wait --parsable -J sweep --array=0-1 -c 1 --output="$work/%x-%A_%a.out" \
      --export=ALL,CKPTS="$work/ckpts.txt",DATA="$work/rows.jsonl",BUPO="$bupo" \
-     "$root/jobs/slurm/entropy_sweep.sbatch" >"$work/sweep.id" 2>&1) ||
+     "$scripts/entropy_sweep.sbatch" >"$work/sweep.id" 2>&1) ||
     fail "the array job failed: $(cat "$work"/sweep*.out "$work/sweep.id" 2>/dev/null | tail -20)"
   for c in step_00000001 step_00000002; do
     [ -s "$work/entropy/$c.h5" ] || fail "the array job wrote no entropy/$c.h5"
@@ -204,7 +211,7 @@ entropy)
   for n in 1 2; do
     (cd "$work" && as_user sbatch --wait -J "ent$n" --ntasks-per-node=$n -c 1 --output="$work/%x-%j.out" \
        --export=ALL,MODEL="$work/e/checkpoints/step_00000002",DATA="$work/rows.jsonl",OUT="$work/tp$n.h5",TP=$n,BUPO="$bupo" \
-       "$root/jobs/slurm/entropy.sbatch" >/dev/null 2>&1) || fail "entropy.sbatch with $n tasks failed: $(cat "$work"/ent$n-*.out | tail -20)"
+       "$scripts/entropy.sbatch" >/dev/null 2>&1) || fail "entropy.sbatch with $n tasks failed: $(cat "$work"/ent$n-*.out | tail -20)"
   done
   "$root/.venv/bin/python" - "$work/tp1.h5" "$work/tp2.h5" "$work/entropy/step_00000002.h5" <<'PY' || fail "tp 2 differs from one rank"
 import sys, h5py, numpy as np
