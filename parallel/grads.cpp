@@ -7,15 +7,21 @@
 
 namespace bupo {
 
+void agree_on_trained_params(ParamStore& params, Comm& dp_host) {
+  if (dp_host.size() == 1) return;
+  auto& ps = params.all();
+  std::vector<float> flags(ps.size());
+  for (size_t i = 0; i < ps.size(); ++i) flags[i] = ps[i].has_grad ? 1.0f : 0.0f;
+  dp_host.allreduce_max(flags.data(), flags.size());
+  for (size_t i = 0; i < ps.size(); ++i) ps[i].has_grad = flags[i] != 0.0f;
+}
+
 GradReduceStats allreduce_grads(ParamStore& params, Comm& dp_host, Comm& dp_dev, double bucket_mb) {
   GradReduceStats st;
   if (dp_host.size() == 1) return st;
   Backend& be = params.backend();
   auto& ps = params.all();
-  // every replica must agree on which parameters take part (a replica may have had no tokens)
-  std::vector<float> flags(ps.size());
-  for (size_t i = 0; i < ps.size(); ++i) flags[i] = ps[i].has_grad ? 1.0f : 0.0f;
-  dp_host.allreduce_max(flags.data(), flags.size());
+  agree_on_trained_params(params, dp_host);
   const auto cap = static_cast<int64_t>(std::max(1.0, bucket_mb * 1048576.0 / sizeof(float)));
   int64_t largest = 0;
   for (const Param& p : ps) largest = std::max(largest, p.numel());
@@ -40,8 +46,7 @@ GradReduceStats allreduce_grads(ParamStore& params, Comm& dp_host, Comm& dp_dev,
   };
   for (size_t k = ps.size(); k-- > 0;) {
     Param& p = ps[k];
-    if (flags[k] == 0.0f) continue;
-    p.has_grad = true;  // (zero on a replica that saw no tokens)
+    if (!p.has_grad) continue;
     be.copy(bucket.flat(used, p.numel()).view(Dims(p.shape)), p.grad());
     used += p.numel();
     members.push_back(&p);

@@ -16,6 +16,9 @@ struct GradReduceStats {
   int64_t bytes = 0;
 };
 
+// Every replica marks the parameters any replica trained (Param::has_grad; a replica that had no
+// tokens holds zero gradients for them), so all take part in the same reductions and updates.
+void agree_on_trained_params(ParamStore& params, Comm& dp_host);
 // dp_host agrees on the participating parameters (host flags); dp_dev sums the gradient buckets
 // (device memory: the same group's communicator for the backend's memory).
 GradReduceStats allreduce_grads(ParamStore& params, Comm& dp_host, Comm& dp_dev, double bucket_mb);

@@ -6,10 +6,22 @@
 
 namespace bupo {
 
-AdamW::AdamW(ParamStore& params, AdamWConfig cfg)
+AdamW::AdamW(ParamStore& params, AdamWConfig cfg) : AdamW(params, cfg, ZeroShard{}) {}
+
+AdamW::AdamW(ParamStore& params, AdamWConfig cfg, ZeroShard shard)
     : params_(params), cfg_(cfg), steps_(params.all().size(), 0) {
   Backend& be = params.backend();
-  const auto n = static_cast<int64_t>(params.total_elements());
+  const auto total = static_cast<int64_t>(params.total_elements());
+  if (shard.layout.ranks() > 1) {  // (a layout of one rank: the replicated state)
+    BUPO_CHECK(shard.layout.total() == total, "AdamW: a ZeRO layout of ", shard.layout.total(),
+               " elements for a model of ", total);
+    BUPO_CHECK(shard.host && shard.dev && shard.host->size() == shard.layout.ranks() &&
+                   shard.dev->size() == shard.layout.ranks(),
+               "AdamW: a ZeRO layout over ", shard.layout.ranks(),
+               " ranks needs the data-parallel groups of that size");
+    shard_ = std::move(shard);
+  }
+  const int64_t n = shard_ ? shard_->layout.shard_elements() : total;
   state_ = be.allocate(MemRole::OptState, 2 * static_cast<size_t>(std::max<int64_t>(n, 1)) * 4);
   m_ = state_.view(DType::F32, {n});
   v_ = state_.view(DType::F32, {n}, static_cast<size_t>(n) * 4);
@@ -34,8 +46,16 @@ void AdamW::step() {
     a.beta2 = static_cast<float>(cfg_.beta2);
     a.eps = static_cast<float>(cfg_.eps);
     const auto off = static_cast<int64_t>(p.offset);
-    be.adamw_update(p.weight(), p.grad(), m_.flat(off, p.numel()), v_.flat(off, p.numel()), a);
+    if (!shard_) {
+      be.adamw_update(p.weight(), p.grad(), m_.flat(off, p.numel()), v_.flat(off, p.numel()), a);
+      continue;
+    }
+    const Tensor W = params_.weight_arena(), G = params_.grad_arena();
+    shard_->layout.for_owned(off, off + p.numel(), [&](int64_t at, int64_t s, int64_t k) {
+      be.adamw_update(W.flat(at, k), G.flat(at, k), m_.flat(s, k), v_.flat(s, k), a);
+    });
   }
+  if (shard_) allgather_weights(params_, shard_->layout, *shard_->dev);
   params_.refresh_working_copy();  // the compute-dtype copy follows the fp32 masters
 }
 
@@ -45,23 +65,32 @@ void AdamW::set_step_counts(const std::vector<int64_t>& s) {
   steps_ = s;
 }
 
+namespace {
+std::vector<float> moment_to_host(const ParamStore& params, const Tensor& t,
+                                  const std::optional<ZeroShard>& shard) {
+  std::vector<float> h(static_cast<size_t>(t.numel()));
+  params.backend().download(h.data(), t);
+  return shard ? gather_shards(h, shard->layout, *shard->host) : h;
+}
+}  // namespace
+
 std::vector<float> AdamW::exp_avg_to_host() const {
-  std::vector<float> h(static_cast<size_t>(m_.numel()));
-  params_.backend().download(h.data(), m_);
-  return h;
+  return moment_to_host(params_, m_, shard_);
 }
 std::vector<float> AdamW::exp_avg_sq_to_host() const {
-  std::vector<float> h(static_cast<size_t>(v_.numel()));
-  params_.backend().download(h.data(), v_);
-  return h;
+  return moment_to_host(params_, v_, shard_);
 }
 void AdamW::moments_from_host(const std::vector<float>& m, const std::vector<float>& v) {
-  BUPO_CHECK(
-      static_cast<int64_t>(m.size()) == m_.numel() && static_cast<int64_t>(v.size()) == v_.numel(),
-      "optimizer state: moments of ", m.size(), "/", v.size(), " elements for ", m_.numel(),
-      " parameters' elements");
-  params_.backend().upload(m_, m.data());
-  params_.backend().upload(v_, v.data());
+  const auto total = static_cast<size_t>(params_.total_elements());
+  BUPO_CHECK(m.size() == total && v.size() == total, "optimizer state: moments of ", m.size(), "/",
+             v.size(), " elements for ", total, " parameters' elements");
+  if (!shard_) {
+    params_.backend().upload(m_, m.data());
+    params_.backend().upload(v_, v.data());
+    return;
+  }
+  params_.backend().upload(m_, slice_shard(m, shard_->layout).data());
+  params_.backend().upload(v_, slice_shard(v, shard_->layout).data());
 }
 
 double grad_sumsq(const ParamStore& params) {

@@ -4,11 +4,20 @@
 // parameters whose .grad is None. This is what keeps layers above the BuPO layer bit-identical
 // during phase 1 (papers.md §1.5). The moments live in the parameters' backend memory (one block,
 // laid out like the weight arena); the update and the norms are backend ops.
+//
+// With a ZeroShard (ZeRO-1, parallel/zero.hpp) the moments cover only this data-parallel rank's
+// part of the arena: step() updates the owned elements of the trained parameters (their
+// gradients already reduce-scattered into place) and then all-gathers the updated weights over
+// the group; the host transfers of the moments stay in the consolidated layout (collective over
+// the group), so checkpoints do not depend on the sharding.
 #pragma once
 #include <cstdint>
+#include <memory>
+#include <optional>
 #include <vector>
 
 #include "model/params.hpp"
+#include "parallel/zero.hpp"
 
 namespace bupo {
 
@@ -20,9 +29,15 @@ struct AdamWConfig {
   double weight_decay = 0.01;
 };
 
+struct ZeroShard {
+  ZeroLayout layout;
+  std::shared_ptr<Comm> host, dev;  // the data-parallel group, for host and backend memory
+};
+
 class AdamW {
  public:
   AdamW(ParamStore& params, AdamWConfig cfg);
+  AdamW(ParamStore& params, AdamWConfig cfg, ZeroShard shard);
   void step();  // uses Param::g and Param::has_grad
   AdamWConfig& config() { return cfg_; }
   const AdamWConfig& config() const { return cfg_; }
@@ -33,6 +48,8 @@ class AdamW {
   std::vector<float> exp_avg_to_host() const;
   std::vector<float> exp_avg_sq_to_host() const;
   void moments_from_host(const std::vector<float>& exp_avg, const std::vector<float>& exp_avg_sq);
+  const ZeroShard* shard() const { return shard_ ? &*shard_ : nullptr; }
+  int64_t state_elements() const { return m_.numel(); }  // per moment, on this rank
 
  private:
   ParamStore& params_;
@@ -40,6 +57,7 @@ class AdamW {
   Block state_;  // m then v, each total_elements floats
   Tensor m_, v_;
   std::vector<int64_t> steps_;  // per parameter, as torch keeps state['step']
+  std::optional<ZeroShard> shard_;
 };
 
 // Global L2 norm over parameters that have a gradient (fp64 accumulation, fixed order); only the

@@ -400,7 +400,12 @@ std::vector<std::string> changes_breaking_bit_exactness(const TrainConfig& befor
   std::vector<std::string> out;
   for (size_t i = 0; i < fa.size(); ++i) {
     const std::string va = toml_value(fa[i]), vb = toml_value(fb[i]);
-    if (va != vb && !free(fa[i].key)) out.push_back(fa[i].key + ": " + va + " -> " + vb);
+    // under ZeRO-1 the bucket size is where the optimizer shards begin, which orders the
+    // gradient norm's sums
+    const bool sharding =
+        fa[i].key == "parallel.grad_bucket_mb" && (a.parallel.zero != 0 || b.parallel.zero != 0);
+    if (va != vb && (sharding || !free(fa[i].key)))
+      out.push_back(fa[i].key + ": " + va + " -> " + vb);
   }
   return out;
 }

@@ -99,6 +99,7 @@ struct TrainConfig {
 
   struct Parallel {  // tp × pp × dp must equal the number of ranks (dp = 0: the rest)
     int64_t tp = 1, pp = 1, dp = 0, first_stage_layers = 0, last_stage_layers = 0;
+    int64_t zero = 0;  // 1: AdamW's moments sharded over the DP group (ZeRO-1, parallel/zero.hpp)
     double timeout_s = 600, stop_grace_s = 10, grad_bucket_mb = 25;
     std::string fault_inject;  // tests: "die:RANK@STEP" or "hang:RANK@STEP"
   } parallel;

@@ -444,7 +444,15 @@ std::vector<Field> fields(TrainConfig& c) {
        0.001,
        inf,
        {},
-       "data-parallel gradient all-reduce bucket size (MiB)"},
+       "data-parallel gradient all-reduce bucket size (MiB); under ZeRO-1 also the size of the "
+       "buckets the optimizer state is sharded by"},
+      {"parallel.zero",
+       &c.parallel.zero,
+       0,
+       1,
+       {},
+       "ZeRO stage: 0 replicated optimizer state, 1 AdamW moments sharded over the data-parallel "
+       "group (gradients reduce-scattered, weights all-gathered)"},
       {"parallel.fault_inject",
        &c.parallel.fault_inject,
        0,

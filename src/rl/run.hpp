@@ -94,6 +94,8 @@ void open_run_folder(Run& r);
 std::unique_ptr<PromptSet> load_prompt_set(const Run& r, const std::string& spec, uint64_t seed,
                                            int64_t size, int64_t limit);
 void warm_start(Run& r);  // warm_start.cpp
+// AdamW over the policy's parameters, its moments sharded over the DP group under parallel.zero.
+std::unique_ptr<AdamW> make_optimizer(const Run& r, const AdamWConfig& oc);
 
 // ---- checkpoints and the final export (run_folder.cpp)
 void write_checkpoint(Run& r);

@@ -187,11 +187,32 @@ void reserve_memory(Run& r) {
   for (const Param& q : m.params().all()) largest = std::max(largest, q.numel());
   const int64_t bucket =
       static_cast<int64_t>(cfg.parallel.grad_bucket_mb * 1048576.0) + 4 * largest;
+  const ZeroShard* zs = r.optim->shard();
+  const int64_t reduce = dp <= 1 ? 0
+                         : zs    ? static_cast<int64_t>(zs->layout.scratch_bytes())
+                                 : bucket;
   p.extra_scratch = 2 * p.max_tokens * d * 4 +
                     static_cast<int64_t>(lens.scratch_bytes(p.max_tokens)) +
-                    slots * (d + V + 16) * 8 + (dp > 1 ? bucket : 0);
+                    slots * (d + V + 16) * 8 + reduce;
   m.reserve(p);
   m.reserve_kv_cache(slots, std::min(prompt + answer, m.config().max_position_embeddings));
+}
+
+// What this rank holds for the policy's training, measured as the backend's live blocks per role
+// (the optimizer state is AdamW's alone; parameters include a KL reference when there is one).
+void say_memory(const Run& r) {
+  const Backend& be = r.model->backend();
+  auto mib = [&](MemRole role) {
+    return std::to_string(static_cast<double>(be.counters(role).bytes_live) / 1048576.0)
+        .substr(0, 6);
+  };
+  const ZeroShard* zs = r.optim->shard();
+  r.say("memory on a rank: parameters " + mib(MemRole::Params) + " MiB, gradients " +
+        mib(MemRole::Grads) + " MiB, optimizer state " + mib(MemRole::OptState) + " MiB" +
+        (zs ? " (ZeRO-1: sharded over " + std::to_string(zs->layout.ranks()) + " replicas)"
+            : std::string()) +
+        ", activations " + mib(MemRole::Activations) + " MiB, scratch " + mib(MemRole::Scratch) +
+        " MiB");
 }
 
 }  // namespace
@@ -207,6 +228,16 @@ std::unique_ptr<PromptSet> load_prompt_set(const Run& r, const std::string& spec
              "' (known: builtin:arithmetic)");
   return std::make_unique<PromptSet>(PromptSet::from_jsonl(spec, *r.tok, cfg.model.template_name,
                                                            cfg.data.max_prompt_tokens, limit));
+}
+
+std::unique_ptr<AdamW> make_optimizer(const Run& r, const AdamWConfig& oc) {
+  ParamStore& ps = r.model->params();
+  if (r.cfg.parallel.zero == 0 || r.pc.dp_size() == 1) return std::make_unique<AdamW>(ps, oc);
+  const auto bucket = static_cast<int64_t>(r.cfg.parallel.grad_bucket_mb * 1048576.0 / 4);
+  ZeroShard zs{ZeroLayout(static_cast<int64_t>(ps.total_elements()), r.pc.dp_size(), r.pc.dp_rank(),
+                          std::max<int64_t>(1, bucket)),
+               r.pc.dp, r.pc.dev.dp};
+  return std::make_unique<AdamW>(ps, oc, std::move(zs));
 }
 
 void load_run(Run& r) {
@@ -254,8 +285,9 @@ void load_run(Run& r) {
   oc.beta2 = cfg.optim.beta2;
   oc.eps = cfg.optim.eps;
   oc.weight_decay = cfg.optim.weight_decay;
-  r.optim = std::make_unique<AdamW>(r.model->params(), oc);
+  r.optim = make_optimizer(r, oc);
   reserve_memory(r);
+  say_memory(r);
 }
 
 }  // namespace bupo::rl

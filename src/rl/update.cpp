@@ -12,6 +12,7 @@
 #include "parallel/grads.hpp"
 #include "parallel/mpi_comm.hpp"
 #include "parallel/pipeline.hpp"
+#include "parallel/zero.hpp"
 #include "rl/advantage.hpp"
 #include "rl/hapo.hpp"
 #include "rl/run.hpp"
@@ -93,8 +94,16 @@ double scheduled_lr(const TrainConfig& cfg, int64_t train_step, int64_t optimize
          std::min(1.0, static_cast<double>(std::max<int64_t>(k - 1, 0)) / static_cast<double>(w));
 }
 
-double finish_grads(Run& r) {
+double finish_grads(Run& r, const AdamW& opt) {
   r.model->reduce_partial_grads();
+  if (const ZeroShard* zs = opt.shard()) {  // ZeRO-1: each replica's part of the norm
+    reduce_scatter_grads(r.model->params(), zs->layout, *r.pc.dp, *r.pc.dev.dp);
+    double s = owned_grad_sumsq(r.model->params(), zs->layout);
+    r.pc.dp->allreduce_sum(&s, 1);
+    if (r.pc.tp_size() > 1) r.pc.tp->allreduce_sum(&s, 1);
+    if (r.pc.pp_size() > 1) r.pc.pp->allreduce_sum(&s, 1);
+    return std::sqrt(s);
+  }
   allreduce_grads(r.model->params(), *r.pc.dp, *r.pc.dev.dp, r.cfg.parallel.grad_bucket_mb);
   return model_parallel_grad_norm(*r.model);
 }
@@ -208,7 +217,7 @@ void update_minibatch(Run& r, const MiniBatch& all_micros, PolicyPath path, Upda
   const double w_total = std::accumulate(w.begin(), w.end(), 0.0);
   us.entropy += (v[kEnt] / std::max(1e-12, w_total) - us.entropy) / static_cast<double>(us.minis);
 
-  const double gn = finish_grads(r);
+  const double gn = finish_grads(r, *r.optim);
   if (!std::isfinite(v[kLoss]) || !std::isfinite(gn)) {  // the non-finite guard: skip the update
     r.model->params().zero_grad();
     ++us.nonfinite_skips;

@@ -7,6 +7,7 @@
 #include <functional>
 #include <vector>
 
+#include "optim/adamw.hpp"
 #include "rl/config.hpp"
 #include "rl/policy_eval.hpp"
 
@@ -36,8 +37,9 @@ void run_pipeline(Run& r, const MiniBatch& micros, PolicyPath path, bool entropy
 // then handed to every pipeline stage.
 void reduce_loss_stats(Run& r, std::vector<double>& v, std::vector<float>& mx, PolicyPath path);
 // After the backward of an optimizer step: partial sums inside the model-parallel group, the
-// data-parallel gradient sum; returns the global gradient norm (identical on every rank).
-double finish_grads(Run& r);
+// data-parallel gradient sum (an all-reduce; with opt's ZeRO-1 shard, a reduce-scatter into each
+// replica's part); returns the global gradient norm (identical on every rank).
+double finish_grads(Run& r, const AdamW& opt);
 
 // The learning rate of an optimizer step (counts 1-based): a linear warm-up from 0 over
 // optim.warmup_steps units, as verl's constant-with-warmup LambdaLR (lr * min(1, (k-1)/W), k the

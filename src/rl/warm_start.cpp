@@ -14,7 +14,7 @@ void warm_start(Run& r) {
   AdamWConfig oc;
   oc.lr = cfg.warmup.sft_lr;
   oc.weight_decay = 0.0;
-  AdamW sft(r.model->params(), oc);
+  const std::unique_ptr<AdamW> sft = make_optimizer(r, oc);
   Sampler s(r.train->size(), static_cast<uint64_t>(cfg.data.seed) ^ 0x5F7ull, true);
   double loss = 0;
   for (int64_t it = 1; it <= cfg.warmup.sft_steps; ++it) {
@@ -50,8 +50,8 @@ void warm_start(Run& r) {
                  });
     reduce_loss_stats(r, lsum, none, {0, LensMode::Raw});
     loss = lsum[0];
-    clip_grad_norm(r.model->params(), 1.0, finish_grads(r));
-    sft.step();
+    clip_grad_norm(r.model->params(), 1.0, finish_grads(r, *sft));
+    sft->step();
     if (it % 25 == 0 || it == cfg.warmup.sft_steps)
       r.status("warm start " + std::to_string(it) + "/" + std::to_string(cfg.warmup.sft_steps) +
                "  loss " + std::to_string(loss));

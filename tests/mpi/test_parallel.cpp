@@ -4,6 +4,9 @@
 // validation, must give the same losses and metrics, the same rollouts, the same per-layer
 // entropy diagnostics and the same updated weights (1e-5 relative, fp32) as one process. The
 // tiny model has 4 query heads and 1 KV head, so TP=2 also exercises the replicated KV head.
+// With BUPO_TEST_ZERO=1 the layout runs with parallel.zero = 1 (ZeRO-1, AdamW's moments sharded
+// over DP) against the same single process. Either way the final checkpoint's optimizer state,
+// consolidated, matches the single process's.
 // optim.eps = 1e-6: Adam's first steps move every weight by ±lr·g/(|g|+eps), which turns the
 // 1e-7-level differences of fp32 reduction orders into larger ones for gradients near 1e-8.
 #include <gtest/gtest.h>
@@ -12,14 +15,17 @@
 
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <string>
 
 #include "io/h5.hpp"
 #include "io/json_util.hpp"
 #include "parallel/mpi_comm.hpp"
 #include "parallel/topology.hpp"
+#include "rl/checkpoint.hpp"
 #include "rl/config.hpp"
 #include "rl/trainer.hpp"
 
@@ -66,6 +72,43 @@ sets = ["builtin:arithmetic"]
 max_prompts = 4
 n = 2
 )";
+
+bool zero_stage_1() {
+  const char* e = std::getenv("BUPO_TEST_ZERO");
+  return e != nullptr && std::string(e) == "1";
+}
+
+// The optimizer state of a checkpoint: per-parameter steps, then m and v (checkpoint.cpp).
+struct OptimizerFile {
+  std::vector<int64_t> steps;
+  std::vector<float> m, v;
+};
+OptimizerFile read_optimizer(const std::string& ck) {
+  std::ifstream in(fs::path(ck) / "optimizer.bin", std::ios::binary);
+  std::string b((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  OptimizerFile f;
+  uint64_t n = 0, total = 0;
+  if (b.size() < 24) return f;
+  std::memcpy(&n, b.data() + 8, 8);
+  std::memcpy(&total, b.data() + 16, 8);
+  if (b.size() != 24 + 8 * n + 8 * total) return f;
+  f.steps.resize(n);
+  f.m.resize(total);
+  f.v.resize(total);
+  std::memcpy(f.steps.data(), b.data() + 24, 8 * n);
+  std::memcpy(f.m.data(), b.data() + 24 + 8 * n, 4 * total);
+  std::memcpy(f.v.data(), b.data() + 24 + 8 * n + 4 * total, 4 * total);
+  return f;
+}
+
+double rel_l2(const std::vector<float>& got, const std::vector<float>& want) {
+  double num = 0, den = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    num += (static_cast<double>(got[i]) - want[i]) * (static_cast<double>(got[i]) - want[i]);
+    den += static_cast<double>(want[i]) * want[i];
+  }
+  return std::sqrt(num / std::max(den, 1e-30));
+}
 
 ParallelLayout layout() {
   const char* e = std::getenv("BUPO_TEST_LAYOUT");
@@ -115,8 +158,8 @@ TEST(ParallelEquivalence, BuPOPhase1AndPhase2StepsMatchOneRank) {
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   ASSERT_EQ(lay.world(), world) << "BUPO_TEST_LAYOUT does not match -np";
-  const std::string tag =
-      std::to_string(lay.tp) + "x" + std::to_string(lay.pp) + "x" + std::to_string(lay.dp);
+  const std::string tag = std::to_string(lay.tp) + "x" + std::to_string(lay.pp) + "x" +
+                          std::to_string(lay.dp) + (zero_stage_1() ? "z1" : "");
   const std::string one = run_dir("one_" + tag), par = run_dir(tag);
   TrainOptions o;
   o.quiet = true;
@@ -140,7 +183,10 @@ TEST(ParallelEquivalence, BuPOPhase1AndPhase2StepsMatchOneRank) {
   Trainer t(parse_train_config(
                 kCfg, "equivalence.toml",
                 {"trainer.out_dir=\"" + par + "\"", "parallel.tp=" + std::to_string(lay.tp),
-                 "parallel.pp=" + std::to_string(lay.pp), "parallel.dp=" + std::to_string(lay.dp)}),
+                 "parallel.pp=" + std::to_string(lay.pp), "parallel.dp=" + std::to_string(lay.dp),
+                 std::string("parallel.zero=") + (zero_stage_1() ? "1" : "0"),
+                 // ZeRO-1: buckets of 2560 elements, so shards straddle parameters
+                 zero_stage_1() ? "parallel.grad_bucket_mb=0.009765625" : "parallel.zero=0"}),
             o);
   EXPECT_EQ(t.run(), 0);
   auto got_model = t.gathered_model();
@@ -188,6 +234,14 @@ TEST(ParallelEquivalence, BuPOPhase1AndPhase2StepsMatchOneRank) {
     }
     EXPECT_LE(std::sqrt(num / std::max(den, 1e-30)), 1e-5) << p.name;
   }
+  // the same consolidated optimizer state in the final checkpoint (sharded or not, any layout)
+  const OptimizerFile o1 = read_optimizer(latest_checkpoint(one)),
+                      o2 = read_optimizer(latest_checkpoint(par));
+  ASSERT_FALSE(o1.m.empty());
+  ASSERT_EQ(o2.m.size(), o1.m.size()) << "optimizer.bin of " << latest_checkpoint(par);
+  EXPECT_EQ(o2.steps, o1.steps);
+  EXPECT_LE(rel_l2(o2.m, o1.m), 1e-4);  // gradients: 1e-5-level reduction orders
+  EXPECT_LE(rel_l2(o2.v, o1.v), 1e-4);
   fs::remove_all(one);
   fs::remove_all(par);
 }

@@ -5,6 +5,7 @@
 #include <cmath>
 
 #include "optim/adamw.hpp"
+#include "parallel/zero.hpp"
 
 namespace bupo {
 namespace {
@@ -71,6 +72,49 @@ TEST(ClipGradNorm, ScalesToMaxNormOnlyWhenAbove) {
   EXPECT_NEAR(grad_norm(ps), 1.0, 1e-6);
   EXPECT_NEAR(clip_grad_norm(ps, 10.0), 1.0, 1e-6);
   EXPECT_NEAR(ps.at(1).g[0], 0.8f, 1e-6);
+}
+
+// ZeRO-1's partition: every arena element owned by exactly one rank, parts aligned, shards of one
+// size on every rank, for_owned and slice_shard consistent with owned().
+TEST(ZeroLayout, PartitionsTheArenaOnceInAlignedParts) {
+  for (int64_t total : {0, 1, 17, 1000, 4099})
+    for (int ranks : {1, 2, 3, 5})
+      for (int64_t bucket : {1, 40, 333, 100000}) {
+        std::vector<int> owner(static_cast<size_t>(total), -1);
+        int64_t shard = -1;
+        for (int r = 0; r < ranks; ++r) {
+          const ZeroLayout z(total, ranks, r, bucket);
+          if (shard >= 0) {
+            EXPECT_EQ(z.shard_elements(), shard);
+          }
+          shard = z.shard_elements();
+          std::vector<float> full(static_cast<size_t>(total));
+          for (int64_t i = 0; i < total; ++i) full[static_cast<size_t>(i)] = static_cast<float>(i);
+          const std::vector<float> mine = slice_shard(full, z);
+          int64_t covered = 0;
+          for (size_t b = 0; b < z.buckets().size(); ++b) {
+            const auto& k = z.buckets()[b];
+            EXPECT_EQ(k.part % 16, 0);
+            EXPECT_GE(ranks * k.part, k.len);
+            const auto [lo, hi] = z.owned(b);
+            for (int64_t i = lo; i < hi; ++i) {
+              EXPECT_EQ(owner[static_cast<size_t>(i)], -1) << i;
+              owner[static_cast<size_t>(i)] = r;
+              EXPECT_EQ(mine[static_cast<size_t>(k.shard_offset + i - lo)], static_cast<float>(i));
+            }
+          }
+          z.for_owned(0, total, [&](int64_t a, int64_t s, int64_t n) {
+            for (int64_t i = 0; i < n; ++i)
+              EXPECT_EQ(mine[static_cast<size_t>(s + i)], static_cast<float>(a + i));
+            covered += n;
+          });
+          int64_t want = 0;
+          for (int64_t i = 0; i < total; ++i) want += owner[static_cast<size_t>(i)] == r;
+          EXPECT_EQ(covered, want);
+        }
+        for (int64_t i = 0; i < total; ++i)
+          ASSERT_GE(owner[static_cast<size_t>(i)], 0) << total << " " << ranks << " " << bucket;
+      }
 }
 
 }  // namespace
