@@ -184,7 +184,7 @@ def run_local(args, pt, point_dir, run_dir, sets):
     cmd = [args.mpirun, "--oversubscribe"]
     if os.geteuid() == 0:
         cmd.append("--allow-run-as-root")
-    cmd += ["-np", str(pt["ranks"]), args.bupo, "--threads", str(args.threads), "train", "-c",
+    cmd += ["-np", str(pt["ranks"]), os.path.abspath(args.bupo), "--threads", str(args.threads), "train", "-c",
             pt["config"], "-q", "--overwrite"]
     for s in sets:
         cmd += ["--set", s]
@@ -206,18 +206,19 @@ def run_local(args, pt, point_dir, run_dir, sets):
 
 
 def submit_slurm(args, pt, point_dir, sets):
+    """True once submitted (or printed, --dry-run)."""
     set_file = os.path.join(point_dir, "overrides.txt")
-    with open(set_file, "w") as f:
-        f.write("\n".join(sets) + "\n")
     per_node = args.tasks_per_node or pt["ranks"] // pt["nodes"]
-    if per_node * pt["nodes"] != pt["ranks"]:
-        print(f"sweep: {name_of(pt)}: {pt['ranks']} ranks do not fill {pt['nodes']} nodes of "
-              f"{per_node} tasks; skipped", file=sys.stderr)
-        return False
+    if args.dry_run:
+        print(f"# {set_file}: " + "  ".join(sets))
+    else:
+        with open(set_file, "w") as f:
+            f.write("\n".join(sets) + "\n")
     cmd = ["sbatch", "--parsable", "-J", f"scal-{name_of(pt)}", "-N", str(pt["nodes"]),
            f"--ntasks-per-node={per_node}", "-c", str(args.cpus_per_task), "-t", args.time,
            "-o", os.path.join(point_dir, "slurm-%j.out"),
-           f"--export=ALL,CONFIG={pt['config']},SET_FILE={set_file},BUPO_ROOT={ROOT},BUPO={args.bupo}",
+           f"--export=ALL,CONFIG={pt['config']},SET_FILE={set_file},BUPO_ROOT={ROOT},"
+           f"BUPO={os.path.abspath(args.bupo)}",
            os.path.join(ROOT, "jobs", "slurm", "train.sbatch")]
     if args.dry_run:
         print(" ".join(cmd))
@@ -237,9 +238,17 @@ def main(argv):
     cfg, over = load_config(args.config), overrides_of(args)
     if args.mode == "local" and not args.dry_run and not os.access(args.bupo, os.X_OK):
         sys.exit(f"sweep: --bupo {args.bupo}: not an executable (build it, or set BUPO)")
-    os.makedirs(args.study, exist_ok=True)
-    counts = {"done": 0, "ran": 0, "submitted": 0, "failed": 0, "waiting": 0}
+    if not args.dry_run:
+        os.makedirs(args.study, exist_ok=True)
+    counts = {"done": 0, "ran": 0, "submitted": 0, "planned": 0, "failed": 0, "waiting": 0,
+              "skipped": 0}
     for pt in points(args, cfg, over):
+        per_node = args.tasks_per_node or pt["ranks"] // pt["nodes"]
+        if args.mode == "slurm" and per_node * pt["nodes"] != pt["ranks"]:
+            print(f"sweep: {name_of(pt)}: {pt['ranks']} ranks do not fill {pt['nodes']} node(s) of "
+                  f"{per_node} tasks; skipped", file=sys.stderr)
+            counts["skipped"] += 1
+            continue
         point_dir = os.path.join(os.path.abspath(args.study), name_of(pt))
         run_dir = os.path.join(point_dir, "run")
         if steps_done(run_dir) >= pt["steps"]:
@@ -252,20 +261,22 @@ def main(argv):
         if args.mode == "slurm" and slurm_job_active(point_dir):
             counts["waiting"] += 1
             continue
-        os.makedirs(point_dir, exist_ok=True)
-        if os.path.exists(os.path.join(point_dir, "FAILED")):  # --retry-failed
-            os.remove(os.path.join(point_dir, "FAILED"))
-        with open(os.path.join(point_dir, "point.json"), "w") as f:
-            json.dump(pt, f, indent=1)
         sets = settings(pt, run_dir, over)
+        if not args.dry_run:
+            os.makedirs(point_dir, exist_ok=True)
+            if os.path.exists(os.path.join(point_dir, "FAILED")):  # --retry-failed
+                os.remove(os.path.join(point_dir, "FAILED"))
+            with open(os.path.join(point_dir, "point.json"), "w") as f:
+                json.dump(pt, f, indent=1)
         if args.mode == "local":
             ok = run_local(args, pt, point_dir, run_dir, sets)
             if ok and not args.dry_run:
                 annotate(pt, run_dir)
                 print(f"sweep: {name_of(pt)}: done")
-            counts["ran" if ok else "failed"] += 1
         else:
-            counts["submitted" if submit_slurm(args, pt, point_dir, sets) else "failed"] += 1
+            ok = submit_slurm(args, pt, point_dir, sets)
+        counts[("planned" if args.dry_run else "ran" if args.mode == "local" else "submitted")
+               if ok else "failed"] += 1
     print("sweep: " + ", ".join(f"{v} {k}" for k, v in counts.items() if v) + f" ({args.study})")
     return 0
 

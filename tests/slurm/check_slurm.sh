@@ -10,6 +10,8 @@
 #   hang      a rank that hangs: the watchdog ends the job within parallel.timeout_s, naming them
 #   entropy   entropy.sbatch as an array job over two checkpoints, and srun --mpi=pmix
 #             bupo entropy --tp 2 equal to one rank
+#   scaling   jobs/scaling/sweep.py --mode slurm submits one job per point (pp = 1, 2); once they
+#             ran, a re-run finds them finished and analysis/scaling.py reads the study
 set -uo pipefail
 bupo=$(realpath "$1") case=$2
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -223,6 +225,29 @@ for ds in ("entropy/layer", "entropy/ffn_out", "logprob/output", "tokens/token_i
     assert np.array_equal(one[ds][:n], sweep[ds][:n]), ds  # the same command on one rank
 PY
   echo "entropy: the array job wrote both files; srun --mpi=pmix --tp 2 equals one rank (1e-5)"
+  ;;
+scaling)
+  # the sweep as the job user submits it: from copies (its ROOT is the copy's folder)
+  mkdir -p "$work/kit/jobs/scaling" "$work/kit/jobs/slurm"
+  cp "$root/jobs/scaling/sweep.py" "$work/kit/jobs/scaling/" && cp "$root"/jobs/slurm/*.sbatch "$work/kit/jobs/slurm/" ||
+    fail "cannot copy the kit"
+  chmod -R a+rX "$work/kit"
+  config "$work/s.toml" "$work/unused" 2
+  sweep=(python3 "$work/kit/jobs/scaling/sweep.py" --study "$work/study" --config "$work/s.toml"
+         --mode slurm --pp 1,2 --micro 2 --steps 2 --bupo "$bupo" --time 00:10:00)
+  (cd "$work" && as_user "${sweep[@]}") >"$work/sweep1.log" 2>&1 || fail "the sweep failed: $(cat "$work/sweep1.log")"
+  grep -q "2 submitted" "$work/sweep1.log" || fail "expected 2 jobs submitted: $(cat "$work/sweep1.log")"
+  for f in "$work"/study/*/slurm_job; do
+    j=$(cat "$f")
+    jobs_started+=("$j")
+    wait_state "$j" 300 COMPLETED
+  done
+  (cd "$work" && as_user "${sweep[@]}") >"$work/sweep2.log" 2>&1 || fail "the re-run failed: $(cat "$work/sweep2.log")"
+  grep -q "sweep: 2 done" "$work/sweep2.log" || fail "the re-run did not find both points done: $(cat "$work/sweep2.log")"
+  "$root/.venv/bin/python" "$root/analysis/scaling.py" "$work/study" --no-figures >"$work/analysis.log" 2>&1 ||
+    fail "analysis/scaling.py: $(cat "$work/analysis.log")"
+  grep -q "tp1_pp2_dp1_m2_n1" "$work/analysis.log" || fail "the pp=2 point is missing: $(cat "$work/analysis.log")"
+  cat "$work/analysis.log"
   ;;
 *) fail "unknown case" ;;
 esac
