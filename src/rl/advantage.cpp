@@ -27,6 +27,49 @@ std::vector<double> grpo_advantages(const std::vector<double>& rewards, int64_t 
   return adv;
 }
 
+std::vector<double> rloo_advantages(const std::vector<double>& rewards, int64_t group_size) {
+  BUPO_CHECK(group_size >= 1 && rewards.size() % static_cast<size_t>(group_size) == 0,
+             "rloo_advantages: ", rewards.size(), " rewards do not form groups of ", group_size);
+  const size_t G = static_cast<size_t>(group_size);
+  std::vector<double> adv(rewards);
+  if (G == 1) return adv;
+  const double k = static_cast<double>(G) / static_cast<double>(G - 1);
+  for (size_t g0 = 0; g0 < rewards.size(); g0 += G) {
+    double mean = 0;
+    for (size_t i = 0; i < G; ++i) mean += rewards[g0 + i];
+    mean /= static_cast<double>(G);
+    for (size_t i = 0; i < G; ++i) adv[g0 + i] = rewards[g0 + i] * k - mean * k;  // verl's form
+  }
+  return adv;
+}
+
+std::vector<std::vector<double>> reinforce_pp_advantages(
+    const std::vector<std::vector<double>>& token_rewards, double gamma) {
+  std::vector<std::vector<double>> ret(token_rewards.size());
+  double sum = 0, n = 0;
+  for (size_t i = 0; i < token_rewards.size(); ++i) {
+    const auto& r = token_rewards[i];
+    ret[i].resize(r.size());
+    double g = 0;
+    for (size_t t = r.size(); t-- > 0;) {
+      g = r[t] + gamma * g;
+      ret[i][t] = g;
+      sum += g;
+      n += 1;
+    }
+  }
+  if (n == 0) return ret;
+  const double mean = sum / n;
+  double ss = 0;
+  for (const auto& v : ret)
+    for (double g : v) ss += (g - mean) * (g - mean);
+  const double var = n > 1 ? ss / (n - 1) : 0.0;  // torch masked_var, unbiased
+  const double inv = 1.0 / std::sqrt(var + 1e-8);
+  for (auto& v : ret)
+    for (double& g : v) g = (g - mean) * inv;
+  return ret;
+}
+
 TokenGroupResult token_group_advantages(const std::vector<double>& rewards,
                                         const std::vector<int64_t>& lengths, int64_t group_size,
                                         double fallback_threshold, double eps, int64_t pad_to) {

@@ -5,8 +5,15 @@
 //               mean and population std over all valid tokens of the group's G responses; a group
 //               in which any |A| reaches `fallback_threshold` (5 in the released code) falls back
 //               to GRPO.
+//   RLOO        A_i = R_i − mean_{j≠i} R_j = G/(G−1)·(R_i − mean_G R) (verl's rloo; a group of one
+//               keeps A = R).
+//   REINFORCE++ per token: the return G_t = Σ_{s≥t} γ^{s−t} r_s of token rewards r_s (the
+//               sequence reward on its last token, minus β·KL_s when the KL is in the reward),
+//               whitened over every valid token of the batch: (G_t − mean)/sqrt(var + 1e-8), var
+//               unbiased (verl's reinforce_plus_plus with masked_whiten).
 //   DAPO overlong shaping (§3) and dynamic-sampling group filtering.
-// Advantages are constant over a response's tokens in all of these, so they are per sequence.
+// Advantages are constant over a response's tokens in all of these but REINFORCE++, so they are
+// per sequence there.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -16,6 +23,14 @@ namespace bupo::rl {
 // rewards: G·n_groups values, group-major. Returns one advantage per sequence.
 std::vector<double> grpo_advantages(const std::vector<double>& rewards, int64_t group_size,
                                     bool normalize_std = true, double eps = 1e-6);
+
+// RLOO: rewards G·n_groups values, group-major; one advantage per sequence.
+std::vector<double> rloo_advantages(const std::vector<double>& rewards, int64_t group_size);
+
+// REINFORCE++: token_rewards[i] holds response i's per-token rewards; returns its whitened
+// per-token advantages (the same shapes).
+std::vector<std::vector<double>> reinforce_pp_advantages(
+    const std::vector<std::vector<double>>& token_rewards, double gamma = 1.0);
 
 struct TokenGroupResult {
   std::vector<double> advantages;  // per sequence

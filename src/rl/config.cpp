@@ -191,6 +191,13 @@ void validate(const TrainConfig& c, const std::string& where) {
   need(c.trainer.prompts_per_step % c.trainer.mini_batch_prompts == 0, "trainer.prompts_per_step (",
        c.trainer.prompts_per_step, ") must be a multiple of trainer.mini_batch_prompts (",
        c.trainer.mini_batch_prompts, ")");
+  need(!c.hapo.token_advantage || c.algorithm.adv_estimator == "grpo",
+       "hapo.token_advantage = true is HAPO's token-level group advantage; it replaces "
+       "algorithm.adv_estimator = '",
+       c.algorithm.adv_estimator, "' (set adv_estimator = \"grpo\" or token_advantage = false)");
+  need(!c.algorithm.kl_in_reward || c.algorithm.kl_coef > 0,
+       "algorithm.kl_in_reward = true needs algorithm.kl_coef > 0 (the penalty's weight and the "
+       "reference model)");
   need(!c.algorithm.verl_microbatch_mean || c.algorithm.loss_agg == "token-mean",
        "algorithm.verl_microbatch_mean = true is verl's micro-batch approximation of token-mean; "
        "it would silently replace algorithm.loss_agg = '",

@@ -59,6 +59,12 @@ struct TrainConfig {
   } optim;
   struct Algorithm {
     std::string loss_agg = "token-mean", kl_estimator = "k3", reward = "01";
+    // grpo | rloo | reinforce_plus_plus (papers.md §1.5 baselines; advantage.hpp)
+    std::string adv_estimator = "grpo";
+    // the KL to the reference as a per-token reward penalty −kl_coef·KL(old ‖ ref) (verl's
+    // use_kl_in_reward, REINFORCE++'s form) instead of a loss term
+    bool kl_in_reward = false;
+    double gamma = 1.0;  // REINFORCE++ return discount
     bool std_normalize = true, verl_microbatch_mean = false, dynamic_sampling = false;
     // old and new log-probs (and the trained policy's entropy) of softmax(z / rollout.temperature),
     // as verl; false: of softmax(z) whatever the rollout temperature

@@ -20,6 +20,11 @@ struct Rollout {
   int64_t prompt_len = 0;
   int64_t resp_len() const { return static_cast<int64_t>(ids.size()) - prompt_len; }
   double reward = 0, score = 0, adv = 0;
+  // per-token advantages (REINFORCE++); empty: every token carries `adv`
+  std::vector<float> adv_tok;
+  double advantage_at(int64_t j) const {
+    return adv_tok.empty() ? adv : static_cast<double>(adv_tok[static_cast<size_t>(j)]);
+  }
   bool truncated = false;
   std::vector<float> old_logp, ref_logp, raw_entropy, temperature;
   // log π_T(token) as the sampler saw it (the tempered distribution; T = 1 unless a temperature or

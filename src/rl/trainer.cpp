@@ -18,6 +18,7 @@
 #include "rl/advantage.hpp"
 #include "rl/diagnostics.hpp"
 #include "rl/hapo.hpp"
+#include "rl/loss.hpp"
 #include "rl/run.hpp"
 #include "rl/step_metrics.hpp"
 #include "rl/update.hpp"
@@ -90,29 +91,78 @@ PolicyPath policy_of_step(const Run& r, int64_t s) {
   return p;
 }
 
-// GRPO's group-normalised advantages, or HAPO B's token-level ones (returns the fallback share).
-double assign_advantages(const Run& r, std::vector<Rollout>& rolls) {
+// KL(old ‖ ref) of every response token of the step, on every rank: the old and reference
+// log-probs live on the pipeline stage that holds the policy, each data-parallel replica's for its
+// own share of the rollouts.
+std::vector<double> token_kl_everywhere(Run& r, const std::vector<Rollout>& rolls,
+                                        PolicyPath path) {
+  const KlKind klk = kl_kind_from_string(r.cfg.algorithm.kl_estimator);
+  std::vector<double> kl;
+  for (const Rollout& x : rolls) {
+    const auto n = static_cast<size_t>(x.resp_len());
+    const bool here = x.old_logp.size() == n && x.ref_logp.size() == n;
+    for (size_t t = 0; t < n; ++t) {
+      double d = 0;
+      kl.push_back(here ? kl_value(klk, x.old_logp[t], x.ref_logp[t], &d) : 0.0);
+    }
+  }
+  r.pc.dp->allreduce_sum(kl.data(), kl.size());
+  if (r.pc.pp_size() > 1)
+    r.pc.pp->broadcast(kl.data(), kl.size() * sizeof(double), r.stage_of_policy(path));
+  return kl;
+}
+
+// The advantages of algorithm.adv_estimator, or HAPO B's token-level ones (returns HAPO B's
+// fallback share). After the old log-probs: the KL in the reward reads them.
+double assign_advantages(Run& r, std::vector<Rollout>& rolls, PolicyPath path) {
   if (rolls.empty()) return 0;
-  const int64_t G = r.cfg.rollout.n;
+  const TrainConfig& cfg = r.cfg;
+  const int64_t G = cfg.rollout.n;
+  // token rewards (verl's token_level_rewards): the sequence reward on the last token, minus
+  // kl_coef·KL(old ‖ ref) on every token when the KL is in the reward
+  const std::vector<double> kl =
+      cfg.algorithm.kl_in_reward ? token_kl_everywhere(r, rolls, path) : std::vector<double>{};
+  std::vector<std::vector<double>> token_rewards(rolls.size());
   std::vector<double> rewards;
   std::vector<int64_t> lengths;
-  for (const auto& x : rolls) {
-    rewards.push_back(x.reward);
+  size_t k = 0;
+  for (size_t i = 0; i < rolls.size(); ++i) {
+    const Rollout& x = rolls[i];
+    auto& tr = token_rewards[i];
+    tr.assign(static_cast<size_t>(x.resp_len()), 0.0);
+    if (cfg.algorithm.kl_in_reward)
+      for (double& v : tr) v = -cfg.algorithm.kl_coef * kl[k++];
+    double total = x.reward;  // the sequence's score: its token rewards summed, as verl
+    for (double v : tr) total += v;
+    if (!tr.empty()) tr.back() += x.reward;
+    rewards.push_back(total);
     lengths.push_back(x.resp_len());
   }
   double fallback = 0;
   std::vector<double> adv;
-  if (r.cfg.hapo.token_advantage) {
+  if (cfg.hapo.token_advantage) {
     const auto tg =
-        token_group_advantages(rewards, lengths, G, r.cfg.hapo.fallback, 1e-6,
-                               r.cfg.hapo.fallback_includes_padding ? r.cfg.rollout.max_tokens : 0);
+        token_group_advantages(rewards, lengths, G, cfg.hapo.fallback, 1e-6,
+                               cfg.hapo.fallback_includes_padding ? cfg.rollout.max_tokens : 0);
     adv = tg.advantages;
     for (auto f : tg.fell_back) fallback += f;
     fallback /= static_cast<double>(tg.fell_back.size());
+  } else if (cfg.algorithm.adv_estimator == "reinforce_plus_plus") {
+    const auto at = reinforce_pp_advantages(token_rewards, cfg.algorithm.gamma);
+    for (size_t i = 0; i < rolls.size(); ++i) {
+      rolls[i].adv_tok.assign(at[i].begin(), at[i].end());
+      rolls[i].adv = 0;
+    }
+    return fallback;
+  } else if (cfg.algorithm.adv_estimator == "rloo") {
+    adv = rloo_advantages(rewards, G);
   } else {
-    adv = grpo_advantages(rewards, G, r.cfg.algorithm.std_normalize);
+    adv = grpo_advantages(rewards, G, cfg.algorithm.std_normalize);
   }
-  for (size_t i = 0; i < rolls.size(); ++i) rolls[i].adv = adv[i];
+  for (size_t i = 0; i < rolls.size(); ++i) {
+    rolls[i].adv = adv[i];
+    rolls[i].adv_tok.clear();
+  }
   return fallback;
 }
 
@@ -182,12 +232,12 @@ struct Trainer::Impl {
     r.status("step " + std::to_string(s) + ": rollout");
     RolloutBatch rb = collect_rollouts(r, s);  // rollout + reward (+ dynamic sampling)
     t.rollout = rb.seconds;
-    auto t0 = Clock::now();
-    const double fallback = assign_advantages(r, rb.rolls);  // advantage
-    t.reward = seconds_since(t0);
     const std::vector<MiniBatch> minis = split_minibatches(r, rb.rolls);
     r.status("step " + std::to_string(s) + ": old log-probs");
-    t.old_logprob = compute_old_logprobs(r, minis, path);  // old log-probs
+    t.old_logprob = compute_old_logprobs(r, minis, path);  // old (and reference) log-probs
+    auto t0 = Clock::now();
+    const double fallback = assign_advantages(r, rb.rolls, path);  // advantage
+    t.reward = seconds_since(t0);
     r.status("step " + std::to_string(s) + ": update");
     t0 = Clock::now();
     const UpdateStats us = update_policy(r, minis, path);  // update

@@ -167,14 +167,14 @@ void update_minibatch(Run& r, const MiniBatch& all_micros, PolicyPath path, Upda
                         &er);
         const double old = x->old_logp[static_cast<size_t>(j)];
         const double ratio = std::exp(std::clamp(static_cast<double>(lp[t]) - old, -20.0, 20.0));
-        double a = x->adv;
+        double a = x->advantage_at(j);
         if (cfg.hapo.redistribution)
           a = redistribute_advantage(a, ht[t], ratio, el, er, cfg.hapo.beta);
         const TokenLoss tl = ppo_token_loss(lp[t], old, a, el, er, cfg.algorithm.dual_clip,
                                             cfg.algorithm.log_ratio_clamp);
         double g = wt * tl.dlogp, l = wt * tl.loss;
         v[kPg] += wt * tl.loss;
-        if (r.ref) {
+        if (r.ref && !cfg.algorithm.kl_in_reward) {
           double dk = 0;
           const double k = kl_value(klk, lp[t], x->ref_logp[static_cast<size_t>(j)], &dk);
           l += wt * cfg.algorithm.kl_coef * k;

@@ -19,6 +19,7 @@
 #include <ctime>
 #include <filesystem>
 #include <fstream>
+#include <sstream>
 #include <string>
 
 #include "io/h5.hpp"
@@ -72,6 +73,18 @@ sets = ["builtin:arithmetic"]
 max_prompts = 4
 n = 2
 )";
+
+// BUPO_TEST_SET="key=value|key=value": overrides for both runs (another estimator, say).
+std::vector<std::string> test_overrides(const std::string& out_dir) {
+  std::vector<std::string> o = {"trainer.out_dir=\"" + out_dir + "\""};
+  if (const char* e = std::getenv("BUPO_TEST_SET")) {
+    std::string s(e), item;
+    std::stringstream ss(s);
+    while (std::getline(ss, item, '|'))
+      if (!item.empty()) o.push_back(item);
+  }
+  return o;
+}
 
 bool zero_stage_1() {
   const char* e = std::getenv("BUPO_TEST_ZERO");
@@ -158,8 +171,10 @@ TEST(ParallelEquivalence, BuPOPhase1AndPhase2StepsMatchOneRank) {
   MPI_Comm_size(MPI_COMM_WORLD, &world);
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   ASSERT_EQ(lay.world(), world) << "BUPO_TEST_LAYOUT does not match -np";
-  const std::string tag = std::to_string(lay.tp) + "x" + std::to_string(lay.pp) + "x" +
-                          std::to_string(lay.dp) + (zero_stage_1() ? "z1" : "");
+  const char* set = std::getenv("BUPO_TEST_SET");
+  std::string tag = std::to_string(lay.tp) + "x" + std::to_string(lay.pp) + "x" +
+                    std::to_string(lay.dp) + (zero_stage_1() ? "z1" : "");
+  if (set != nullptr) tag += "_s" + std::to_string(std::hash<std::string>{}(set) % 10000);
   const std::string one = run_dir("one_" + tag), par = run_dir(tag);
   TrainOptions o;
   o.quiet = true;
@@ -171,8 +186,7 @@ TEST(ParallelEquivalence, BuPOPhase1AndPhase2StepsMatchOneRank) {
   if (rank == 0) {
     TrainOptions so = o;
     so.single_process = true;
-    Trainer t(parse_train_config(kCfg, "equivalence.toml", {"trainer.out_dir=\"" + one + "\""}),
-              so);
+    Trainer t(parse_train_config(kCfg, "equivalence.toml", test_overrides(one)), so);
     EXPECT_EQ(t.run(), 0);
     ref_model = t.gathered_model();
     ref_rolls = t.last_rollouts();
@@ -180,14 +194,15 @@ TEST(ParallelEquivalence, BuPOPhase1AndPhase2StepsMatchOneRank) {
   idle_barrier();
 
   // the same run on the layout
-  Trainer t(parse_train_config(
-                kCfg, "equivalence.toml",
-                {"trainer.out_dir=\"" + par + "\"", "parallel.tp=" + std::to_string(lay.tp),
-                 "parallel.pp=" + std::to_string(lay.pp), "parallel.dp=" + std::to_string(lay.dp),
-                 std::string("parallel.zero=") + (zero_stage_1() ? "1" : "0"),
-                 // ZeRO-1: buckets of 2560 elements, so shards straddle parameters
-                 zero_stage_1() ? "parallel.grad_bucket_mb=0.009765625" : "parallel.zero=0"}),
-            o);
+  std::vector<std::string> ov = test_overrides(par);
+  for (const std::string& kv : std::vector<std::string>{
+           "parallel.tp=" + std::to_string(lay.tp), "parallel.pp=" + std::to_string(lay.pp),
+           "parallel.dp=" + std::to_string(lay.dp),
+           std::string("parallel.zero=") + (zero_stage_1() ? "1" : "0"),
+           // ZeRO-1: buckets of 2560 elements, so shards straddle parameters
+           std::string(zero_stage_1() ? "parallel.grad_bucket_mb=0.009765625" : "parallel.zero=0")})
+    ov.push_back(kv);
+  Trainer t(parse_train_config(kCfg, "equivalence.toml", ov), o);
   EXPECT_EQ(t.run(), 0);
   auto got_model = t.gathered_model();
   // rollouts are identical on every rank

@@ -36,6 +36,43 @@ TEST(Advantage, GroupOfOneHasMeanZeroStdOne) {
   EXPECT_NEAR(a[1], -0.2 / (1 + 1e-6), 1e-12);
 }
 
+// ---------------------------------------------------------------- RLOO, REINFORCE++ (baselines)
+TEST(Advantage, RlooIsTheLeaveOneOutBaseline) {
+  // group {1, 0, 0, 1}: R_i - mean of the other three
+  const auto a = rloo_advantages({1, 0, 0, 1, /*group 2*/ 0.5, 0.5, 0.5, 2.5}, 4);
+  EXPECT_NEAR(a[0], 1 - 1.0 / 3, 1e-12);
+  EXPECT_NEAR(a[1], 0 - 2.0 / 3, 1e-12);
+  EXPECT_NEAR(a[3], 1 - 1.0 / 3, 1e-12);
+  EXPECT_NEAR(a[4], 0.5 - 3.5 / 3, 1e-12);
+  EXPECT_NEAR(a[7], 2.5 - 0.5, 1e-12);
+  const auto one = rloo_advantages({0.7, -0.2}, 1);  // a group of one keeps its reward (verl)
+  EXPECT_EQ(one[0], 0.7);
+  EXPECT_EQ(one[1], -0.2);
+}
+
+TEST(Advantage, ReinforcePlusPlusWhitensReturnsOverTheBatch) {
+  // returns {1, 1, 1} and {-1, -1}: mean 0.2, unbiased variance 4.8 / 4 = 1.2
+  const auto a = reinforce_pp_advantages({{0, 0, 1}, {0, -1}});
+  const double sd = std::sqrt(1.2 + 1e-8);
+  ASSERT_EQ(a.size(), 2u);
+  ASSERT_EQ(a[0].size(), 3u);
+  ASSERT_EQ(a[1].size(), 2u);
+  for (double v : a[0]) EXPECT_NEAR(v, 0.8 / sd, 1e-12);
+  for (double v : a[1]) EXPECT_NEAR(v, -1.2 / sd, 1e-12);
+  // a per-token penalty and a discount: returns {0.25·1 - 0.1·... } by hand
+  const auto b = reinforce_pp_advantages({{-0.1, -0.1, 1.0}, {-0.2}}, 0.5);
+  // returns: t2 = 1, t1 = -0.1 + 0.5, t0 = -0.1 + 0.5·0.4; and -0.2
+  const double g[4] = {-0.1 + 0.5 * 0.4, 0.4, 1.0, -0.2};
+  const double mean = (g[0] + g[1] + g[2] + g[3]) / 4;
+  double ss = 0;
+  for (double x : g) ss += (x - mean) * (x - mean);
+  const double s = std::sqrt(ss / 3 + 1e-8);
+  EXPECT_NEAR(b[0][0], (g[0] - mean) / s, 1e-12);
+  EXPECT_NEAR(b[0][1], (g[1] - mean) / s, 1e-12);
+  EXPECT_NEAR(b[0][2], (g[2] - mean) / s, 1e-12);
+  EXPECT_NEAR(b[1][0], (g[3] - mean) / s, 1e-12);
+}
+
 // ---------------------------------------------------------------- HAPO B (§2.3, invariant 11)
 TEST(Advantage, TokenGroupEqualLengthsIsGrpoTimesSqrtGOverGMinus1) {
   const std::vector<double> r = {1, 0, 0, 1, 0, 0};

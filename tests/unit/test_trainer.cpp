@@ -14,9 +14,11 @@
 #include "core/error.hpp"
 #include "io/h5.hpp"
 #include "io/json_util.hpp"
+#include "rl/advantage.hpp"
 #include "rl/checkpoint.hpp"
 #include "rl/config.hpp"
 #include "rl/diagnostics.hpp"
+#include "rl/loss.hpp"
 #include "rl/train_log.hpp"
 #include "rl/trainer.hpp"
 #include "rl/update.hpp"
@@ -498,4 +500,87 @@ TEST(Trainer, LogprobMismatchIsRoundingOnTheCpuAndUndefinedInPhase1) {
   EXPECT_GE(mean, 0.0);
   EXPECT_LE(mean, mx);
   EXPECT_LT(mx, 1e-4) << "decode and full-forward log-probs differ beyond fp32 rounding";
+}
+
+// The baselines' estimators end to end: the trainer's last rollouts carry the advantages the
+// estimator gives for their rewards (RLOO; GRPO of the KL-penalised score with the KL in the
+// reward, the loss's own KL term then off), and REINFORCE++'s per-token advantages are whitened
+// over the batch's tokens.
+TEST(Trainer, BaselineEstimatorsAssignTheirAdvantages) {
+  {
+    const std::string dir = tmpdir("rloo");
+    Trainer t(tiny(dir, {"trainer.steps=2", "algorithm.adv_estimator=\"rloo\""}), quiet());
+    ASSERT_EQ(t.run(), 0);
+    const auto& rs = t.last_rollouts();
+    std::vector<double> rew;
+    for (const auto& x : rs) rew.push_back(x.reward);
+    const auto want = rloo_advantages(rew, 4);
+    for (size_t i = 0; i < rs.size(); ++i) {
+      EXPECT_NEAR(rs[i].adv, want[i], 1e-12) << i;
+      EXPECT_TRUE(rs[i].adv_tok.empty());
+    }
+  }
+  {
+    const std::string dir = tmpdir("kl_in_reward");
+    Trainer t(tiny(dir, {"trainer.steps=2", "algorithm.kl_coef=0.5", "algorithm.kl_in_reward=true",
+                         "algorithm.kl_estimator=\"k1\""}),
+              quiet());
+    ASSERT_EQ(t.run(), 0);
+    const auto& rs = t.last_rollouts();
+    std::vector<double> score;
+    double kl_abs = 0;
+    for (const auto& x : rs) {
+      double s = x.reward;
+      for (int64_t j = 0; j < x.resp_len(); ++j) {
+        const double k = static_cast<double>(x.old_logp[j]) - x.ref_logp[j];
+        s -= 0.5 * k;
+        kl_abs += std::fabs(k);
+      }
+      score.push_back(s);
+    }
+    EXPECT_GT(kl_abs, 0.0);  // step 2: the policy has moved from the reference
+    const auto want = grpo_advantages(score, 4);
+    for (size_t i = 0; i < rs.size(); ++i) EXPECT_NEAR(rs[i].adv, want[i], 1e-9) << i;
+    for (const auto& m : metrics(dir)) EXPECT_EQ(m["kl"].get<double>(), 0.0);  // no loss term
+  }
+  {
+    const std::string dir = tmpdir("reinforce_pp");
+    Trainer t(tiny(dir, {"trainer.steps=2", "algorithm.adv_estimator=\"reinforce_plus_plus\"",
+                         "algorithm.kl_coef=0.1", "algorithm.kl_in_reward=true"}),
+              quiet());
+    ASSERT_EQ(t.run(), 0);
+    // by hand: token rewards -0.1·k3(old, ref), the reward on the last token; returns; whitened
+    // over all tokens with the unbiased variance
+    std::vector<double> g;
+    for (const auto& x : t.last_rollouts()) {
+      ASSERT_EQ(static_cast<int64_t>(x.adv_tok.size()), x.resp_len());
+      std::vector<double> ret(x.adv_tok.size());
+      double run = 0;
+      for (size_t j = ret.size(); j-- > 0;) {
+        double d = 0;
+        const double rt = -0.1 * kl_value(KlKind::K3, x.old_logp[j], x.ref_logp[j], &d) +
+                          (j + 1 == ret.size() ? x.reward : 0.0);
+        run += rt;
+        ret[j] = run;
+      }
+      g.insert(g.end(), ret.begin(), ret.end());
+    }
+    double mean = 0, ss = 0;
+    for (double v : g) mean += v / static_cast<double>(g.size());
+    for (double v : g) ss += (v - mean) * (v - mean);
+    const double sd = std::sqrt(ss / static_cast<double>(g.size() - 1) + 1e-8);
+    size_t k = 0;
+    for (const auto& x : t.last_rollouts())
+      for (float a : x.adv_tok) EXPECT_NEAR(a, (g[k++] - mean) / sd, 1e-4) << k;
+    const auto m = metrics(dir);
+    ASSERT_EQ(m.size(), 2u);
+    EXPECT_TRUE(std::isfinite(m[1]["pg_loss"].get<double>()));
+  }
+}
+
+TEST(Trainer, EstimatorKeysAreChecked) {
+  const std::string dir = tmpdir("estimator_keys");
+  EXPECT_THROW(tiny(dir, {"algorithm.adv_estimator=\"ppo\""}), Error);
+  EXPECT_THROW(tiny(dir, {"algorithm.kl_in_reward=true"}), Error);  // no kl_coef
+  EXPECT_THROW(tiny(dir, {"algorithm.adv_estimator=\"rloo\"", "hapo.token_advantage=true"}), Error);
 }
