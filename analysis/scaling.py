@@ -123,6 +123,14 @@ def figures(pts, series, out, fmt_ext):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     written = []
+
+    def save(fig, name):
+        fig.tight_layout()
+        path = os.path.join(out, f"{name}.{fmt_ext}")
+        fig.savefig(path, dpi=120)
+        plt.close(fig)
+        written.append(path)
+
     for weak in (False, True):
         ss = [ps for (cfg, w, m, z), ps in series.items() if w == weak and len({q["ranks"] for q in ps}) > 1]
         if not ss:
@@ -148,11 +156,7 @@ def figures(pts, series, out, fmt_ext):
         a2.axhline(1.0, color="k", lw=0.8, ls=":")
         a1.legend(fontsize=8)
         fig.suptitle("weak scaling (problem grows with dp)" if weak else "strong scaling (fixed problem)")
-        fig.tight_layout()
-        path = os.path.join(out, f"scaling_{'weak' if weak else 'strong'}.{fmt_ext}")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        save(fig, f"scaling_{'weak' if weak else 'strong'}")
     # stage times per point
     ps = sorted(pts, key=lambda q: (q["weak"], q["ranks"], q["name"]))
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(ps) + 2), 4))
@@ -165,30 +169,25 @@ def figures(pts, series, out, fmt_ext):
     ax.set_xticklabels([p["name"] for p in ps], rotation=60, ha="right", fontsize=7)
     ax.set_ylabel("seconds per step (mean of steps 2..K)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = os.path.join(out, f"scaling_stages.{fmt_ext}")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(path)
-    # the pipeline bubble against 1F1B's bound
+    save(fig, "scaling_stages")
+    # the pipeline bubble against 1F1B's bound, over the micro-batches each replica pipelines
     bp = [p for p in pts if p["pp"] > 1 and not math.isnan(p["bubble_measured"])]
     if bp:
         fig, ax = plt.subplots(figsize=(5.5, 4))
         for pp in sorted({p["pp"] for p in bp}):
-            q = sorted((p for p in bp if p["pp"] == pp), key=lambda p: p["micro_batches"])
-            m = [p["micro_batches"] for p in q]
-            ax.plot(m, [p["bubble_measured"] for p in q], "o-", label=f"measured, p={pp}")
+            by = {}
+            for p in bp:
+                if p["pp"] == pp:
+                    by.setdefault(p["micro_batches"] // p["dp"], []).append(p["bubble_measured"])
+            m = sorted(by)
+            ax.plot(m, [sum(by[k]) / len(by[k]) for k in m], "o-", label=f"measured, p={pp}")
             ax.plot(m, [(pp - 1) / (k + pp - 1) for k in m], "k--", lw=0.8,
                     label=f"(p-1)/(m+p-1), p={pp}")
         ax.set_xscale("log", base=2)
-        ax.set_xlabel("micro-batches per mini-batch (m)")
+        ax.set_xlabel("micro-batches per replica (m / dp)")
         ax.set_ylabel("idle fraction of the update")
         ax.legend(fontsize=8)
-        fig.tight_layout()
-        path = os.path.join(out, f"scaling_bubble.{fmt_ext}")
-        fig.savefig(path, dpi=120)
-        plt.close(fig)
-        written.append(path)
+        save(fig, "scaling_bubble")
     return written
 
 

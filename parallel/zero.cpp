@@ -26,6 +26,7 @@ ZeroLayout::ZeroLayout(int64_t total, int ranks, int rank, int64_t bucket_elems)
     k.part = (k.len + unit - 1) / unit * kPartAlign;
     k.shard_offset = shard_;
     shard_ += k.part;
+    part_max_ = std::max(part_max_, k.part);
     buckets_.push_back(k);
   }
 }
@@ -42,11 +43,29 @@ size_t ZeroLayout::bucket_of(int64_t element) const {
 }
 
 size_t ZeroLayout::scratch_bytes() const {
-  int64_t part = 0;
-  for (const Bucket& k : buckets_) part = std::max(part, k.part);
   // the gathered (ranks · part) and the own (part) buffers, each carved at Arena::kAlign
-  return static_cast<size_t>((static_cast<int64_t>(ranks_) + 1) * part) * sizeof(float) + 2 * 256;
+  return static_cast<size_t>((static_cast<int64_t>(ranks_) + 1) * part_max_) * sizeof(float) +
+         2 * Arena::kAlign;
 }
+
+namespace {
+// One bucket's buffers in the backend's scratch (ZeroLayout::scratch_bytes): every rank's part
+// of it, gathered or to be scattered, and this rank's own.
+struct BucketBuffers {
+  Tensor all, mine;
+};
+// f(bucket, [lo, hi) this rank owns, buffers) for every bucket that holds a trained parameter.
+template <class F>
+void for_trained_buckets(const ParamStore& params, const ZeroLayout& z, F&& f) {
+  Backend& be = params.backend();
+  const std::vector<char> on = trained_buckets(params, z);
+  ArenaScope scope(be.scratch());
+  const BucketBuffers buf{be.scratch().alloc_f32({z.ranks() * z.part_max()}),
+                          be.scratch().alloc_f32({z.part_max()})};
+  for (size_t b = 0; b < z.buckets().size(); ++b)
+    if (on[b]) f(z.buckets()[b], z.owned(b), buf);
+}
+}  // namespace
 
 std::vector<char> trained_buckets(const ParamStore& params, const ZeroLayout& z) {
   std::vector<char> on(z.buckets().size(), 0);
@@ -69,24 +88,16 @@ GradReduceStats reduce_scatter_grads(ParamStore& params, const ZeroLayout& z, Co
   if (z.ranks() == 1) return st;
   Backend& be = params.backend();
   const Tensor G = params.grad_arena();
-  const std::vector<char> on = trained_buckets(params, z);
-  ArenaScope scope(be.scratch());
-  int64_t part_max = 0;
-  for (const auto& k : z.buckets()) part_max = std::max(part_max, k.part);
-  const Tensor all = be.scratch().alloc_f32({z.ranks() * part_max});
-  const Tensor mine = be.scratch().alloc_f32({part_max});
-  for (size_t b = 0; b < z.buckets().size(); ++b) {
-    if (!on[b]) continue;
-    const auto& k = z.buckets()[b];
+  for_trained_buckets(params, z, [&](const auto& k, auto owned, const BucketBuffers& buf) {
     const int64_t padded = z.ranks() * k.part;
-    be.copy(all.flat(0, k.len), G.flat(k.begin, k.len));
-    if (padded > k.len) be.zero(all.flat(k.len, padded - k.len));
-    dp_dev.reduce_scatter_sum(all.f32(), mine.f32(), static_cast<size_t>(k.part));
-    const auto [lo, hi] = z.owned(b);
-    if (hi > lo) be.copy(G.flat(lo, hi - lo), mine.flat(0, hi - lo));
+    be.copy(buf.all.flat(0, k.len), G.flat(k.begin, k.len));
+    if (padded > k.len) be.zero(buf.all.flat(k.len, padded - k.len));
+    dp_dev.reduce_scatter_sum(buf.all.f32(), buf.mine.f32(), static_cast<size_t>(k.part));
+    const auto [lo, hi] = owned;
+    if (hi > lo) be.copy(G.flat(lo, hi - lo), buf.mine.flat(0, hi - lo));
     st.buckets += 1;
     st.bytes += padded * static_cast<int64_t>(sizeof(float));
-  }
+  });
   return st;
 }
 
@@ -107,21 +118,13 @@ void allgather_weights(ParamStore& params, const ZeroLayout& z, Comm& dp_dev) {
   if (z.ranks() == 1) return;
   Backend& be = params.backend();
   const Tensor W = params.weight_arena();
-  const std::vector<char> on = trained_buckets(params, z);
-  ArenaScope scope(be.scratch());
-  int64_t part_max = 0;
-  for (const auto& k : z.buckets()) part_max = std::max(part_max, k.part);
-  const Tensor all = be.scratch().alloc_f32({z.ranks() * part_max});
-  const Tensor mine = be.scratch().alloc_f32({part_max});
-  for (size_t b = 0; b < z.buckets().size(); ++b) {
-    if (!on[b]) continue;
-    const auto& k = z.buckets()[b];
-    const auto [lo, hi] = z.owned(b);
-    if (hi > lo) be.copy(mine.flat(0, hi - lo), W.flat(lo, hi - lo));
-    if (k.part > hi - lo) be.zero(mine.flat(hi - lo, k.part - (hi - lo)));
-    dp_dev.allgather(mine.f32(), all.f32(), static_cast<size_t>(k.part));
-    be.copy(W.flat(k.begin, k.len), all.flat(0, k.len));
-  }
+  for_trained_buckets(params, z, [&](const auto& k, auto owned, const BucketBuffers& buf) {
+    const auto [lo, hi] = owned;
+    if (hi > lo) be.copy(buf.mine.flat(0, hi - lo), W.flat(lo, hi - lo));
+    if (k.part > hi - lo) be.zero(buf.mine.flat(hi - lo, k.part - (hi - lo)));
+    dp_dev.allgather(buf.mine.f32(), buf.all.f32(), static_cast<size_t>(k.part));
+    be.copy(W.flat(k.begin, k.len), buf.all.flat(0, k.len));
+  });
 }
 
 std::vector<float> gather_shards(const std::vector<float>& shard, const ZeroLayout& z,

@@ -45,6 +45,7 @@ class ZeroLayout {
   const std::vector<Bucket>& buckets() const { return buckets_; }
   // Elements of a rank's compact shard (Σ part over buckets; the same on every rank).
   int64_t shard_elements() const { return shard_; }
+  int64_t part_max() const { return part_max_; }  // the largest part (a full bucket's)
   // Arena range [first, second) of bucket b owned by rank r (empty when first == second).
   std::pair<int64_t, int64_t> owned(size_t b, int r) const;
   std::pair<int64_t, int64_t> owned(size_t b) const { return owned(b, rank_); }
@@ -64,7 +65,7 @@ class ZeroLayout {
 
  private:
   int ranks_ = 1, rank_ = 0;
-  int64_t total_ = 0, bucket_ = 1, shard_ = 0;
+  int64_t total_ = 0, bucket_ = 1, shard_ = 0, part_max_ = 0;
   std::vector<Bucket> buckets_;
 };
 
