@@ -97,9 +97,11 @@ def overrides_of(args):
 def batch_of(cfg, over):
     """(prompts per step, mini-batch prompts, samples per prompt) with the overrides applied."""
     def get(key, section, name, default):
-        if key in over:
-            return int(over[key])
-        return int(cfg.get(section, {}).get(name, default))
+        v = over[key] if key in over else cfg.get(section, {}).get(name, default)
+        try:
+            return int(v)
+        except (TypeError, ValueError):
+            sys.exit(f"sweep: {key} = {v!r}: expected an integer")
     return (get("trainer.prompts_per_step", "trainer", "prompts_per_step", 8),
             get("trainer.mini_batch_prompts", "trainer", "mini_batch_prompts", 8),
             get("rollout.n", "rollout", "n", 4))
