@@ -40,13 +40,18 @@ trap cleanup EXIT
 field() { scontrol show job "$1" 2>/dev/null | grep -o "$2=[^ ]*" | head -1 | cut -d= -f2; }
 # wait_state JOB TIMEOUT STATE...: until the job is in one of the states
 wait_state() {
-  local j=$1 t=$2 s
+  local j=$1 t=$2 s held=0
   shift 2
   for _ in $(seq $((t * 5))); do
     s=$(field "$j" JobState)
     for want in "$@"; do [ "$s" = "$want" ] && return 0; done
-    # a requeued job is held (BeginTime) about 2 minutes: release it at once
-    [ "$s" = PENDING ] && [ "$(field "$j" Reason)" = BeginTime ] && as_user scontrol update jobid="$j" StartTime=now >/dev/null 2>&1
+    # a requeued job is held (BeginTime) about 2 minutes: release it after 3 s, once slurmd has
+    # cleaned up the previous run's step (released at once, the new run's step 0 can race the old
+    # step 0's teardown and fail to launch)
+    if [ "$s" = PENDING ] && [ "$(field "$j" Reason)" = BeginTime ]; then
+      held=$((held + 1))
+      [ "$held" -ge 15 ] && as_user scontrol update jobid="$j" StartTime=now >/dev/null 2>&1
+    fi
     sleep 0.2
   done
   fail "job $j is $s after ${t}s, expected $*; its log: $(cat "$work"/*-"$j".out 2>/dev/null | tail -20)"
