@@ -56,9 +56,8 @@ GradReduceStats allreduce_grads(ParamStore& params, Comm& dp_host, Comm& dp_dev,
   return st;
 }
 
-double model_parallel_grad_norm(Model& m) {
-  double s = grad_sumsq(m.params());
-  ParallelContext& pc = m.parallel();
+double model_parallel_grad_norm(ParallelContext& pc, double local_sumsq) {
+  double s = local_sumsq;
   if (pc.tp_size() > 1) pc.tp->allreduce_sum(&s, 1);
   if (pc.pp_size() > 1) pc.pp->allreduce_sum(&s, 1);
   return std::sqrt(s);

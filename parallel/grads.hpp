@@ -22,7 +22,8 @@ void agree_on_trained_params(ParamStore& params, Comm& dp_host);
 // dp_host agrees on the participating parameters (host flags); dp_dev sums the gradient buckets
 // (device memory: the same group's communicator for the backend's memory).
 GradReduceStats allreduce_grads(ParamStore& params, Comm& dp_host, Comm& dp_dev, double bucket_mb);
-// sqrt of the sum over the model-parallel ranks of this rank's counted gradient squares.
-double model_parallel_grad_norm(Model& m);
+// sqrt of the sum over the model-parallel ranks (tp, pp) of this rank's part of the squared
+// gradient norm: grad_sumsq of its counted parameters, or under ZeRO-1 the DP-summed owned parts.
+double model_parallel_grad_norm(ParallelContext& pc, double local_sumsq);
 
 }  // namespace bupo

@@ -100,12 +100,10 @@ double finish_grads(Run& r, const AdamW& opt) {
     reduce_scatter_grads(r.model->params(), zs->layout, *r.pc.dp, *r.pc.dev.dp);
     double s = owned_grad_sumsq(r.model->params(), zs->layout);
     r.pc.dp->allreduce_sum(&s, 1);
-    if (r.pc.tp_size() > 1) r.pc.tp->allreduce_sum(&s, 1);
-    if (r.pc.pp_size() > 1) r.pc.pp->allreduce_sum(&s, 1);
-    return std::sqrt(s);
+    return model_parallel_grad_norm(r.pc, s);
   }
   allreduce_grads(r.model->params(), *r.pc.dp, *r.pc.dev.dp, r.cfg.parallel.grad_bucket_mb);
-  return model_parallel_grad_norm(*r.model);
+  return model_parallel_grad_norm(r.pc, grad_sumsq(r.model->params()));
 }
 
 namespace {
