@@ -32,7 +32,7 @@ EntropySummary entropy_summary(Run& r, const std::vector<Rollout>& rolls) {
   if (recs.empty()) {
     const float nan = std::numeric_limits<float>::quiet_NaN();
     const std::vector<float> layers(static_cast<size_t>(L), nan);
-    return EntropySummary{0,      std::vector<float>(static_cast<size_t>(L + 1), nan),
+    return EntropySummary{0, 0, std::vector<float>(static_cast<size_t>(L + 1), nan),
                           layers, layers,
                           layers, layers,
                           nan,    nan};
@@ -42,6 +42,7 @@ EntropySummary entropy_summary(Run& r, const std::vector<Rollout>& rolls) {
   const EntropyRows rows = compute_entropy_rows(model, recs, 0, eo);
   EntropySummary e;
   e.tokens = rows.rows;
+  for (const auto& rec : recs) e.forward_tokens += static_cast<int64_t>(rec.ids.size());
   auto colmean = [&](const std::vector<float>& v, int64_t cols) {
     std::vector<double> acc(static_cast<size_t>(cols), 0.0);
     for (int64_t i = 0; i < rows.rows; ++i)

@@ -34,13 +34,13 @@ double mean(const std::vector<double>& v) {
 }  // namespace
 
 Metrics step_metrics(Run& r, bool phase1, const RolloutBatch& rb, const UpdateStats& us,
-                     double fallback_frac, const StepTimes& t, const CommSnapshot& comm0,
-                     double step_seconds) {
+                     double fallback_frac, const StepTimes& t, const DiagnosticsWork& dw,
+                     const CommSnapshot& comm0, double step_seconds) {
   Metrics m;
   auto add = [&](const std::string& name, double v) { m.emplace_back(name, v); };
   const auto& rolls = rb.rolls;
   double trunc = 0, maxlen = 0, raw_ent = 0, temp = 0;
-  int64_t ntok = 0;
+  int64_t ntok = 0, nprompt = 0;
   std::vector<double> rewards;
   for (const auto& x : rolls) {
     rewards.push_back(x.reward);
@@ -51,6 +51,7 @@ Metrics step_metrics(Run& r, bool phase1, const RolloutBatch& rb, const UpdateSt
       temp += x.temperature[i];
     }
     ntok += x.resp_len();
+    nprompt += x.prompt_len;
   }
   const double nt = std::max<double>(1.0, static_cast<double>(ntok));
   add("phase", phase1 ? 1.0 : 2.0);
@@ -62,6 +63,7 @@ Metrics step_metrics(Run& r, bool phase1, const RolloutBatch& rb, const UpdateSt
   add("response_length_max", maxlen);
   add("truncated_frac", rolls.empty() ? 0.0 : trunc / static_cast<double>(rolls.size()));
   add("tokens", static_cast<double>(ntok));
+  add("prompt_tokens", static_cast<double>(nprompt));  // the workload bupo plan models
   add("groups_kept_frac",
       rb.groups_seen ? static_cast<double>(rb.groups_kept) / static_cast<double>(rb.groups_seen)
                      : 0.0);
@@ -112,6 +114,8 @@ Metrics step_metrics(Run& r, bool phase1, const RolloutBatch& rb, const UpdateSt
   add("time_old_logprob", t.old_logprob);
   add("time_update", t.update);
   add("time_diagnostics", t.diagnostics);
+  add("diag_tokens", static_cast<double>(dw.tokens));
+  add("diag_forward_tokens", static_cast<double>(dw.forward_tokens));
   add("time_validation", t.validation);
   add("time_log_write_prev", t.log_write_prev);
   // communication per group over all ranks; the pipeline bubble over the stages taking part

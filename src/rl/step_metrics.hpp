@@ -24,11 +24,15 @@ struct StepTimes {
   double rollout = 0, reward = 0, old_logprob = 0, update = 0, diagnostics = 0, validation = 0,
          log_write_prev = 0;
 };
+// What the diagnostics ran: the workload of that stage, which bupo plan models.
+struct DiagnosticsWork {
+  int64_t tokens = 0, forward_tokens = 0;
+};
 
 // Collective over the world (the communication totals are summed over all ranks).
 Metrics step_metrics(Run& r, bool phase1, const RolloutBatch& rb, const UpdateStats& us,
-                     double hapo_fallback_frac, const StepTimes& t, const CommSnapshot& comm0,
-                     double step_seconds);
+                     double hapo_fallback_frac, const StepTimes& t, const DiagnosticsWork& dw,
+                     const CommSnapshot& comm0, double step_seconds);
 // The one-line progress report of a step.
 std::string step_line(const Run& r, int64_t step, bool phase1, const RolloutBatch& rb,
                       const UpdateStats& us, double seconds);

@@ -36,7 +36,8 @@ namespace bupo::rl {
 constexpr int64_t kTrainSchemaVersion = 1;
 
 struct EntropySummary {
-  int64_t tokens = 0;
+  int64_t tokens = 0;          // response tokens measured (lens rows)
+  int64_t forward_tokens = 0;  // tokens of the records run through the model (prompts included)
   std::vector<float> layer, attn_in, attn_out, ffn_in, ffn_out;  // (L+1), (L) ×4
   float output = 0, bupo_layer = 0;
 };

@@ -245,16 +245,18 @@ struct Trainer::Impl {
     update_hapo_statistics(r, rb.rolls);
 
     t0 = Clock::now();  // diagnostics: every stage its own layers; rank 0 writes
+    DiagnosticsWork dw;
     if (r.cfg.diagnostics.every > 0 && s % r.cfg.diagnostics.every == 0 && !rb.rolls.empty()) {
       const EntropySummary es = entropy_summary(r, rb.rolls);
       if (r.log) r.log->write_entropy(s, es);
+      dw = {es.tokens, es.forward_tokens};
       t.diagnostics = seconds_since(t0);
     }
     t0 = Clock::now();
     if (r.cfg.validation.every > 0 && s % r.cfg.validation.every == 0) validate(r, s);
     t.validation = seconds_since(t0);
 
-    metrics = step_metrics(r, phase1, rb, us, fallback, t, comm0, seconds_since(t_step));
+    metrics = step_metrics(r, phase1, rb, us, fallback, t, dw, comm0, seconds_since(t_step));
     t0 = Clock::now();
     if (r.log) {
       r.log->write_step(s, metrics);
