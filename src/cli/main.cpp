@@ -42,6 +42,7 @@ int main(int argc, char** argv) {
   runners.emplace("train", bupo::cli::add_train(app));
   runners.emplace("pick-layer", bupo::cli::add_pick_layer(app));
   runners.emplace("verify", bupo::cli::add_verify(app));
+  runners.emplace("plan", bupo::cli::add_plan(app));
 
   try {
     app.parse(argc, argv);

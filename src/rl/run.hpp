@@ -90,6 +90,10 @@ struct Run {
 // the memory reservation; then the run folder (run_folder.cpp): resume or start, the diagnostics
 // file, the warm start, the BuPO layer, the reference policy.
 void load_run(Run& r);
+// The tokenizer of model.tokenizer / model.path, and the model's shape (model.path's config or
+// model.init over that tokenizer's vocabulary): what bupo plan reads without building a model.
+void load_tokenizer_of(Run& r);
+ModelConfig model_shape(const Run& r);
 void open_run_folder(Run& r);
 std::unique_ptr<PromptSet> load_prompt_set(const Run& r, const std::string& spec, uint64_t seed,
                                            int64_t size, int64_t limit);

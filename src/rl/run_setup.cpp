@@ -82,6 +82,8 @@ void setup_parallel(Run& r, const ModelConfig& mc) {
   }
 }
 
+}  // namespace
+
 void load_tokenizer_of(Run& r) {
   const TrainConfig& cfg = r.cfg;
   std::string tpath = cfg.model.tokenizer;
@@ -141,6 +143,8 @@ ModelConfig model_shape(const Run& r) {
   c.validate(cfg.source, names);
   return c;
 }
+
+namespace {
 
 int64_t longest_prompt(const PromptSet& s) {
   int64_t m = 0;
