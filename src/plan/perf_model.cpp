@@ -299,9 +299,14 @@ Prediction predict(const ModelConfig& mc, const rl::TrainConfig& cfg, const Clus
   auto speed_at = [&](double busy) {
     return std::min(1.0, c.compute_units / std::max(1.0, ranks_on_node * busy));
   };
+  // the update's 1F1B runs per mini-batch (the optimizer step synchronises); the old log-probs'
+  // forward passes stream every micro-batch of the step through the stages without a barrier
   const double fill_pipe = (m_rep + stages_used - 1) / m_rep;
-  const double busy_pipe = static_cast<double>(stages_used) / pp / fill_pipe;
-  const double speed_seq = speed_at(1.0 / pp), speed_pipe = speed_at(busy_pipe);
+  const double m_old = std::max(1.0, minis * micros_per_mini / dp);
+  const double fill_old = (m_old + stages_used - 1) / m_old;
+  const double speed_seq = speed_at(1.0 / pp),
+               speed_pipe = speed_at(static_cast<double>(stages_used) / pp / fill_pipe),
+               speed_old = speed_at(static_cast<double>(stages_used) / pp / fill_old);
   const Link& tp_link = c.intra;  // TP stays inside a node (Megatron's placement)
   const Link& pp_link = p.nodes > 1 && tp * dp < R ? c.inter : c.intra;
   const Link& dp_link = p.nodes > 1 && tp < c.ranks_per_node && tp * dp > c.ranks_per_node
@@ -340,7 +345,7 @@ Prediction predict(const ModelConfig& mc, const rl::TrainConfig& cfg, const Clus
   // old log-probs: pipelined forward passes up to layer u
   {
     const double work = passes_old * (rows * share * u * f_layer + Rt * share * lens_row);
-    const double fill = fill_pipe, rate = c.flops * speed_pipe, slow = 1.0 / speed_pipe;
+    const double fill = fill_old, rate = c.flops * speed_old, slow = 1.0 / speed_old;
     double comm = 0;
     if (tp > 1)
       comm += passes_old * micros_per_mini * minis / dp * (2.0 * u + 1) / stages_used *
