@@ -146,6 +146,25 @@ void ModelConfig::validate(const std::string& src, const ConfigFieldNames& n) co
                src, ": rope_scaling: 'high_freq_factor' must exceed 'low_freq_factor'");
 }
 
+ModelConfig ModelConfig::qwen3_shape(int64_t vocab, int64_t hidden, int64_t ffn, int64_t layers,
+                                     int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                     int64_t max_positions, bool tied) {
+  ModelConfig c;
+  c.arch = Arch::Qwen3;
+  c.vocab_size = vocab;
+  c.hidden_size = hidden;
+  c.intermediate_size = ffn;
+  c.num_layers = layers;
+  c.num_heads = heads;
+  c.num_kv_heads = kv_heads;
+  c.head_dim = head_dim;
+  c.max_position_embeddings = max_positions;
+  c.rope_theta = 1e6;
+  c.qk_norm = true;
+  c.tie_word_embeddings = tied;
+  return c;
+}
+
 ModelConfig ModelConfig::load(const std::string& path) {
   return from_json(read_json_file(path), path);
 }

@@ -52,7 +52,12 @@ struct ModelConfig {
 
   static ModelConfig from_json(const json& j, const std::string& src);
   static ModelConfig load(const std::string& path);  // path of config.json
-  json to_json() const;                              // a config.json HF transformers loads
+  // A Qwen3-architecture shape (q/k norms, RoPE θ = 1e6, no QKV bias) without a checkpoint: the
+  // benchmarks', the tests' and bupo plan's model shapes.
+  static ModelConfig qwen3_shape(int64_t vocab, int64_t hidden, int64_t ffn, int64_t layers,
+                                 int64_t heads, int64_t kv_heads, int64_t head_dim,
+                                 int64_t max_positions, bool tied);
+  json to_json() const;  // a config.json HF transformers loads
   // Every value in range (see ModelLimits) and consistent; errors name `src` and the field.
   void validate(const std::string& src, const ConfigFieldNames& names = kHfConfigNames) const;
 };

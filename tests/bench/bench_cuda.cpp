@@ -57,20 +57,7 @@ Tensor random_compute(Backend& be, Dims d, uint64_t seed) {
 }
 
 ModelConfig qwen3_0p6b() {  // Qwen/Qwen3-0.6B's shape
-  ModelConfig c;
-  c.arch = Arch::Qwen3;
-  c.vocab_size = 151936;
-  c.hidden_size = 1024;
-  c.intermediate_size = 3072;
-  c.num_layers = 28;
-  c.num_heads = 16;
-  c.num_kv_heads = 8;
-  c.head_dim = 128;
-  c.max_position_embeddings = 40960;
-  c.rope_theta = 1e6;
-  c.qk_norm = true;
-  c.tie_word_embeddings = true;
-  return c;
+  return ModelConfig::qwen3_shape(151936, 1024, 3072, 28, 16, 8, 128, 40960, true);
 }
 
 struct Row {

@@ -179,17 +179,7 @@ BENCHMARK(BM_LensChunk)
 // one Qwen3-0.6B-shaped decoder layer (d=1024, 16/8 heads × 128, ffn 3072), forward+backward
 void BM_DecoderLayer(benchmark::State& st) {
   const int64_t T = st.range(0);
-  ModelConfig c;
-  c.arch = Arch::Qwen3;
-  c.vocab_size = 256;
-  c.hidden_size = 1024;
-  c.intermediate_size = 3072;
-  c.num_layers = 1;
-  c.num_heads = 16;
-  c.num_kv_heads = 8;
-  c.head_dim = 128;
-  c.max_position_embeddings = 8192;
-  c.qk_norm = true;
+  const ModelConfig c = ModelConfig::qwen3_shape(256, 1024, 3072, 1, 16, 8, 128, 8192, false);
   Model m(c, ParallelContext::single());
   m.init_random(1);
   m.params().allocate_grads();

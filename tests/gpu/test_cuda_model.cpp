@@ -52,19 +52,7 @@ double nmse(const std::vector<float>& got, const std::vector<float>& want) {
 }
 
 ModelConfig small_qwen3() {  // Qwen3-shaped, small enough for the CPU side of the comparison
-  ModelConfig c;
-  c.arch = Arch::Qwen3;
-  c.vocab_size = 1024;
-  c.hidden_size = 256;
-  c.intermediate_size = 512;
-  c.num_layers = 4;
-  c.num_heads = 8;
-  c.num_kv_heads = 4;
-  c.head_dim = 32;
-  c.max_position_embeddings = 512;
-  c.rope_theta = 1e6;
-  c.qk_norm = true;
-  return c;
+  return ModelConfig::qwen3_shape(1024, 256, 512, 4, 8, 4, 32, 512, false);
 }
 
 std::unique_ptr<Model> model_on(Backend& be, const Model* weights_of = nullptr) {

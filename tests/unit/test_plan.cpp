@@ -24,19 +24,7 @@ const std::string kClusters = std::string(BUPO_CONFIGS_DIR) + "/clusters";
 // The default job's model (configs/default.toml's model.init over the arithmetic tokenizer,
 // vocabulary padded to 320 as in the shipped runs).
 ModelConfig default_model() {
-  ModelConfig c;
-  c.arch = Arch::Qwen3;
-  c.vocab_size = 320;
-  c.hidden_size = 128;
-  c.intermediate_size = 384;
-  c.num_layers = 4;
-  c.num_heads = 4;
-  c.num_kv_heads = 2;
-  c.head_dim = 32;
-  c.max_position_embeddings = 4096;
-  c.qk_norm = true;
-  c.tie_word_embeddings = true;
-  return c;
+  return ModelConfig::qwen3_shape(320, 128, 384, 4, 4, 2, 32, 4096, true);
 }
 }  // namespace
 
@@ -106,15 +94,7 @@ TEST(Plan, ParameterCountsMatchHandCounts) {
   EXPECT_EQ(plan::stage_param_elements(m, 2, 4, false), 4 * layer_tp2 + 160 * 128 + 128);
   // Qwen3-8B (HF config): 36 layers, d 4096, 32/8 heads of 128, FFN 12288, vocabulary 151936,
   // untied
-  ModelConfig q = m;
-  q.vocab_size = 151936;
-  q.hidden_size = 4096;
-  q.intermediate_size = 12288;
-  q.num_layers = 36;
-  q.num_heads = 32;
-  q.num_kv_heads = 8;
-  q.head_dim = 128;
-  q.tie_word_embeddings = false;
+  const ModelConfig q = ModelConfig::qwen3_shape(151936, 4096, 12288, 36, 32, 8, 128, 40960, false);
   EXPECT_EQ(plan::stage_param_elements(q, 1, 36, false), int64_t{8190735360});
   // FLOPs of a token through a layer: 2·d·(2·H·D + 2·Hkv·D + 3·ff) + 4·H·D·context
   EXPECT_DOUBLE_EQ(plan::layer_forward_flops(m, 1, 10.0),
