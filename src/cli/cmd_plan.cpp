@@ -258,7 +258,7 @@ Runner add_plan(CLI::App& app) {
         o->response_tokens > 0 ? o->response_tokens : static_cast<double>(cfg.rollout.max_tokens);
     BUPO_CHECK(o->layer < mc.num_layers, "bupo plan: --layer ", o->layer, ": expected 0..",
                mc.num_layers - 1);
-    const plan::Workload w = plan::nominal_workload(cfg, mc, mean_prompt, resp, o->layer);
+    const plan::Workload w = plan::nominal_workload(cfg, mean_prompt, resp, o->layer);
     std::vector<plan::Prediction> ps;
     for (const plan::Layout& l : plan::candidate_layouts(mc, cfg, o->ranks))
       ps.push_back(plan::predict(mc, cfg, c, l, w));

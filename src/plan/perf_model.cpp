@@ -79,9 +79,8 @@ int64_t stage_param_elements(const ModelConfig& mc, int tp, int layers, bool pad
   return n;
 }
 
-Workload nominal_workload(const rl::TrainConfig& cfg, const ModelConfig& mc, double prompt_len,
-                          double response_len, int policy_layer) {
-  (void)mc;
+Workload nominal_workload(const rl::TrainConfig& cfg, double prompt_len, double response_len,
+                          int policy_layer) {
   Workload w;
   w.sequences = cfg.trainer.prompts_per_step * cfg.rollout.n;
   w.prompt_tokens = std::llround(prompt_len * static_cast<double>(w.sequences));
@@ -263,6 +262,7 @@ Prediction predict(const ModelConfig& mc, const rl::TrainConfig& cfg, const Clus
   // ------------------------------------------------------------------ memory of the fullest rank
   const double ranks_on_node = c.ranks_per_node > 0 ? std::min<double>(R, c.ranks_per_node) : 1;
   p.nodes = static_cast<int>(std::ceil(static_cast<double>(R) / c.ranks_per_node));
+  // the longest sequence: the longest prompt taken as 1.5× the mean, plus a full response
   const double seq_max = std::min<double>(
       static_cast<double>(mc.max_position_embeddings),
       std::ceil(P / std::max(1.0, N)) * 1.5 + static_cast<double>(cfg.rollout.max_tokens));
@@ -307,11 +307,12 @@ Prediction predict(const ModelConfig& mc, const rl::TrainConfig& cfg, const Clus
   const double speed_seq = speed_at(1.0 / pp),
                speed_pipe = speed_at(static_cast<double>(stages_used) / pp / fill_pipe),
                speed_old = speed_at(static_cast<double>(stages_used) / pp / fill_old);
-  const Link& tp_link = c.intra;  // TP stays inside a node (Megatron's placement)
-  const Link& pp_link = p.nodes > 1 && tp * dp < R ? c.inter : c.intra;
-  const Link& dp_link = p.nodes > 1 && tp < c.ranks_per_node && tp * dp > c.ranks_per_node
-                            ? c.inter
-                            : (p.nodes > 1 && tp * dp >= c.ranks_per_node ? c.inter : c.intra);
+  // the layout's placement (parallel/topology.hpp: TP fastest, then DP, then PP): a group leaves
+  // the node when the ranks it spans do not fit in one; a PP hop then crosses nodes at least once
+  const int rpn = c.ranks_per_node;
+  const Link& tp_link = tp > rpn ? c.inter : c.intra;
+  const Link& dp_link = tp * dp > rpn ? c.inter : c.intra;
+  const Link& pp_link = pp > 1 && R > rpn ? c.inter : c.intra;
   const double ctx_train = rows / std::max(1.0, N) / 2;  // mean causal context of a token
   const double f_layer = layer_forward_flops(mc, tp, ctx_train);
   const double lens_row = 2.0 * d * static_cast<double>(sh.Vl);

@@ -42,8 +42,8 @@ struct Workload {
 };
 // The workload a configuration implies before it runs: prompts_per_step × n sequences of the given
 // mean prompt and response lengths, the diagnostics' record pick of rl/diagnostics.cpp.
-Workload nominal_workload(const rl::TrainConfig& cfg, const ModelConfig& mc, double prompt_len,
-                          double response_len, int policy_layer);
+Workload nominal_workload(const rl::TrainConfig& cfg, double prompt_len, double response_len,
+                          int policy_layer);
 
 struct Traffic {
   double bytes = 0, calls = 0;
