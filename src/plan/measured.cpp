@@ -48,14 +48,23 @@ MeasuredRun read_run(const std::string& dir) {
                  "diag_forward_tokens came with bupo plan)");
       return j[k].get<double>();
     };
+    auto count = [&](const char* k) {  // a token or sequence count: whole, 0 .. 2^50
+      const double v = num(k);
+      BUPO_CHECK(v >= 0 && v <= 1125899906842624.0 && v == std::floor(v), mf, ": line ", n, ": '",
+                 k, "' = ", v, ": expected a whole count in [0, 2^50]");
+      return static_cast<int64_t>(v);
+    };
     MeasuredStep s;
-    s.w.sequences = static_cast<int64_t>(num("n_groups")) * m.cfg.rollout.n;
-    s.w.prompt_tokens = static_cast<int64_t>(num("prompt_tokens"));
-    s.w.response_tokens = static_cast<int64_t>(num("tokens"));
-    s.w.longest_response = static_cast<int64_t>(num("response_length_max"));
-    s.w.diag_tokens = static_cast<int64_t>(num("diag_tokens"));
-    s.w.diag_forward_tokens = static_cast<int64_t>(num("diag_forward_tokens"));
-    s.w.policy_layer = num("phase") == 1 ? static_cast<int>(num("bupo_layer")) : 0;
+    s.w.sequences = count("n_groups") * m.cfg.rollout.n;
+    s.w.prompt_tokens = count("prompt_tokens");
+    s.w.response_tokens = count("tokens");
+    s.w.longest_response = count("response_length_max");
+    s.w.diag_tokens = count("diag_tokens");
+    s.w.diag_forward_tokens = count("diag_forward_tokens");
+    const int64_t layer = num("phase") == 1 ? count("bupo_layer") : 0;
+    BUPO_CHECK(layer <= m.mc.num_layers, mf, ": line ", n, ": 'bupo_layer' = ", layer,
+               ": the model has ", m.mc.num_layers, " layers");
+    s.w.policy_layer = static_cast<int>(layer);
     s.rollout = num("time_rollout");
     s.old_logprob = num("time_old_logprob");
     s.update = num("time_update");

@@ -159,6 +159,31 @@ TEST(Plan, LayoutsAreEnumeratedAndBadOnesExplained) {
   EXPECT_NE(big.why_not.find("MiB on a rank"), std::string::npos) << big.why_not;
 }
 
+TEST(Plan, AMalformedRunFolderIsOneClearError) {
+  const fs::path d = fs::temp_directory_path() / "bupo_plan_run_test";
+  fs::remove_all(d);
+  fs::copy(kRuns + "/tp1_pp1_dp1_m4_n1", d, fs::copy_options::recursive);
+  auto message = [&] {
+    try {
+      plan::read_run(d.string());
+    } catch (const std::exception& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  EXPECT_EQ(message(), "no error");
+  std::ofstream(d / "metrics.jsonl") << "{\"n_groups\": 1e300}\n";
+  std::string m = message();
+  EXPECT_NE(m.find("metrics.jsonl: line 1: 'n_groups'"), std::string::npos) << m;
+  std::ofstream(d / "metrics.jsonl") << "not json\n";
+  m = message();
+  EXPECT_NE(m.find("is not JSON"), std::string::npos) << m;
+  fs::remove_all(d / "checkpoints");
+  m = message();
+  EXPECT_NE(m.find("no checkpoint with train_config.toml"), std::string::npos) << m;
+  fs::remove_all(d);
+}
+
 TEST(Plan, ClusterFileErrorsNameTheFileAndTheKey) {
   const fs::path d = fs::temp_directory_path() / "bupo_plan_cluster_test";
   fs::create_directories(d);
