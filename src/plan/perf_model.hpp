@@ -9,7 +9,9 @@
 // forward and backward, the lens, the partial-gradient and shared-parameter reductions, the DP
 // buckets or ZeRO-1's reduce-scatter and all-gather, the loss statistics) and the diagnostics.
 // Given the step's workload (sequences, prompt and response tokens, what the diagnostics ran) the
-// bytes are exact; checked against measured runs by tests/unit/test_plan.cpp.
+// bytes are exact; checked against measured runs by tests/unit/test_plan.cpp. Not modelled: the
+// validation steps, dynamic sampling's extra generation batches, algorithm.kl_in_reward's
+// per-token KL exchange, the warm start and the checkpoint barriers.
 //
 // Time: compute-bound stages (prefill, log-probs, update, diagnostics) at their FLOPs over the
 // calibrated fraction of the GEMM rate, plus a per-token cost TP does not split; the decode as the
