@@ -72,6 +72,20 @@ std::string mib(double b) {
 }
 
 // ---------------------------------------------------------------- calibration
+// the fastest of five runs of f, in seconds
+template <class F>
+double best_of_5(Backend& be, F&& f) {
+  double best = 1e30;
+  for (int rep = 0; rep < 5; ++rep) {
+    const auto t0 = std::chrono::steady_clock::now();
+    f();
+    be.synchronize();
+    best = std::min(best,
+                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+  }
+  return best;
+}
+
 // fp32 GEMM rate of this rank at a large square shape, and its copy bandwidth
 double measure_gemm(Backend& be) {
   const int64_t n = 1024;
@@ -82,15 +96,8 @@ double measure_gemm(Backend& be) {
                Y = y.view(DType::F32, Dims{n, n});
   be.zero(A);
   be.zero(B);
-  double best = 1e30;
-  for (int rep = 0; rep < 5; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    be.linear_forward(Y, A, B, Tensor{});
-    be.synchronize();
-    best = std::min(best,
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return 2.0 * static_cast<double>(n * n * n) / best;
+  return 2.0 * static_cast<double>(n * n * n) /
+         best_of_5(be, [&] { be.linear_forward(Y, A, B, Tensor{}); });
 }
 
 double measure_copy_bw(Backend& be) {
@@ -99,15 +106,8 @@ double measure_copy_bw(Backend& be) {
         b = be.allocate(MemRole::Scratch, static_cast<size_t>(n * 4));
   const Tensor A = a.view(DType::F32, Dims{n}), B = b.view(DType::F32, Dims{n});
   be.zero(A);
-  double best = 1e30;
-  for (int rep = 0; rep < 5; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    be.copy(B, A);
-    be.synchronize();
-    best = std::min(best,
-                    std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
-  }
-  return 2.0 * 4.0 * static_cast<double>(n) / best;  // read + write
+  return 2.0 * 4.0 * static_cast<double>(n) /
+         best_of_5(be, [&] { be.copy(B, A); });  // read + write
 }
 
 void print_comparisons(const std::vector<plan::Comparison>& ks) {

@@ -6,6 +6,7 @@
 
 #include "core/error.hpp"
 #include "parallel/topology.hpp"
+#include "parallel/zero.hpp"
 
 namespace bupo::plan {
 
@@ -43,9 +44,20 @@ std::vector<int64_t> layer_tensors(const ModelConfig& m, const Shard& s) {
   return t;
 }
 
-int64_t sum(const std::vector<int64_t>& v, bool padded) {
-  int64_t a = 0;
-  for (int64_t x : v) a += padded ? pad16(x) : x;
+// One stage's parameter tensors on one TP rank, in ParamStore order (model.cpp: the embedding,
+// each layer's tensors, the final norm, an untied head), and which of them a step trains.
+struct ArenaTensor {
+  int64_t numel;
+  bool trained, pp_shared;
+};
+std::vector<ArenaTensor> stage_arena(const ModelConfig& m, const Shard& s, int lo, int hi,
+                                     int trained_upto, bool norm_trained) {
+  std::vector<ArenaTensor> a = {{s.Vl * s.d, true, true}};  // every pass uses the embedding
+  const std::vector<int64_t> lt = layer_tensors(m, s);
+  for (int l = lo; l <= hi; ++l)
+    for (int64_t x : lt) a.push_back({x, l <= trained_upto, false});
+  a.push_back({s.d, norm_trained, true});
+  if (!m.tie_word_embeddings) a.push_back({s.Vl * s.d, true, true});  // the lens trains E_u
   return a;
 }
 
@@ -57,6 +69,10 @@ double t_allreduce(const Link& l, int n, double bytes) {
 double t_allgather(const Link& l, int n, double bytes_out) {
   if (n <= 1) return 0;
   return (n - 1) * l.alpha_s + static_cast<double>(n - 1) / n * bytes_out / l.beta_Bps;
+}
+// ZeRO-1's bucket size in elements, as run_setup.cpp's make_optimizer sets it
+int64_t zero_bucket_elements(const rl::TrainConfig& cfg) {
+  return std::max<int64_t>(1, static_cast<int64_t>(cfg.parallel.grad_bucket_mb * 1048576.0 / 4));
 }
 double t_p2p(const Link& l, double bytes) {
   return l.alpha_s + bytes / l.beta_Bps;
@@ -72,10 +88,9 @@ double layer_forward_flops(const ModelConfig& mc, int tp, double context) {
 }
 
 int64_t stage_param_elements(const ModelConfig& mc, int tp, int layers, bool padded) {
-  const Shard s(mc, tp);
-  int64_t n = static_cast<int64_t>(layers) * sum(layer_tensors(mc, s), padded);
-  n += padded ? pad16(s.Vl * s.d) + pad16(s.d) : s.Vl * s.d + s.d;  // embedding, final norm
-  if (!mc.tie_word_embeddings) n += padded ? pad16(s.Vl * s.d) : s.Vl * s.d;
+  int64_t n = 0;
+  for (const ArenaTensor& t : stage_arena(mc, Shard(mc, tp), 1, layers, 0, false))
+    n += padded ? pad16(t.numel) : t.numel;
   return n;
 }
 
@@ -136,6 +151,7 @@ Prediction predict(const ModelConfig& mc, const rl::TrainConfig& cfg, const Clus
   const double rows = P + Rt;          // a sequence's tokens in the log-prob and update passes
   const int u = w.policy_layer > 0 ? w.policy_layer : L;  // depth of the trained policy
   const bool phase1 = w.policy_layer > 0;
+  const bool norm_trained = !phase1 || cfg.bupo.lens == "normed";  // the final norm has a gradient
   // stage boundaries a pass up to layer `upto` crosses
   auto crossings = [&](int upto) {
     int k = 0;
@@ -186,10 +202,13 @@ Prediction predict(const ModelConfig& mc, const rl::TrainConfig& cfg, const Clus
     g.pp.bytes += tp * (2.0 * crossings(L) * act * rows_gen + pp * 20.0 * Rt);  // rollout
     g.pp.bytes += passes_old * tp * 2.0 * crossings(u) * act * rows;            // old log-probs
     g.pp.bytes += epochs * tp * 4.0 * crossings(u) * act * rows;                // update
-    const double shared_tensors = mc.tie_word_embeddings ? 2 : 3;
-    double shared = static_cast<double>(sh.Vl) * d;         // the embedding: every pass uses it
-    if (!phase1 || cfg.bupo.lens == "normed") shared += d;  // the final norm
-    if (!mc.tie_word_embeddings) shared += static_cast<double>(sh.Vl) * d;  // the head: the lens
+    // the PP-shared tensors (the same on every stage): a flag each, the trained ones summed
+    double shared_tensors = 0, shared = 0;
+    for (const ArenaTensor& t : stage_arena(mc, sh, 1, 0, 0, norm_trained))
+      if (t.pp_shared) {
+        shared_tensors += 1;
+        shared += t.trained ? static_cast<double>(t.numel) : 0.0;
+      }
     g.pp.bytes += epochs * minis * R * (4.0 * shared_tensors + 4.0 * shared + 8.0 + 92.0);
     g.pp.bytes += diag_on * dp * tp * (2.0 * crossings(L) * act * F + pp * 8.0 * lenses_diag * T);
     g.pp.calls += tp * dp * steps_gen * (2.0 * crossings(L) + pp);
@@ -205,49 +224,32 @@ Prediction predict(const ModelConfig& mc, const rl::TrainConfig& cfg, const Clus
     const double buf = 72.0 * N + 4.0 * P + 16.0 * Rt;  // rl/rollout.cpp's serialised rollouts
     g.dp.bytes += tp * pp * dp * (8.0 * dp + buf);
     g.dp.calls += tp * pp * dp * 2.0 * dp;
-    const std::vector<int64_t> lt = layer_tensors(mc, sh);
-    const double shared_tensors = mc.tie_word_embeddings ? 2 : 3;
     for (int s = 0; s < pp; ++s) {
-      const int nl = layers[static_cast<size_t>(s)];
-      const int trained_layers =
-          std::max(0, std::min(hi[static_cast<size_t>(s)], u) - lo[static_cast<size_t>(s)] + 1);
-      const double tensors = nl * static_cast<double>(lt.size()) + shared_tensors;
-      double trained =
-          trained_layers * static_cast<double>(sum(lt, false)) + static_cast<double>(sh.Vl * sh.d);
-      if (!phase1 || cfg.bupo.lens == "normed") trained += d;
-      if (!mc.tie_word_embeddings) trained += static_cast<double>(sh.Vl * sh.d);
-      double per_rank = 4.0 * tensors, calls = 1;
+      const std::vector<ArenaTensor> arena = stage_arena(
+          mc, sh, lo[static_cast<size_t>(s)], hi[static_cast<size_t>(s)], u, norm_trained);
+      double per_rank = 4.0 * static_cast<double>(arena.size()), calls = 1;  // the agreed flags
       if (!lay.zero) {
+        double trained = 0;
+        for (const ArenaTensor& t : arena) trained += t.trained ? static_cast<double>(t.numel) : 0;
         per_rank += 4.0 * trained;
         calls +=
             std::max(1.0, std::ceil(4.0 * trained / (cfg.parallel.grad_bucket_mb * 1048576.0)));
       } else {
-        // ZeRO-1 (parallel/zero.cpp): fixed buckets over the padded arena, dp aligned parts each;
-        // a bucket is reduce-scattered and all-gathered when it holds a trained element
-        std::vector<std::pair<int64_t, bool>> arena;  // (padded size, trained) in store order
-        arena.emplace_back(pad16(sh.Vl * sh.d), true);
-        for (int l = lo[static_cast<size_t>(s)]; l <= hi[static_cast<size_t>(s)]; ++l)
-          for (int64_t x : lt) arena.emplace_back(pad16(x), l <= u);
-        arena.emplace_back(pad16(sh.d), !phase1 || cfg.bupo.lens == "normed");
-        if (!mc.tie_word_embeddings) arena.emplace_back(pad16(sh.Vl * sh.d), true);
+        // ZeRO-1: the run's own layout of the padded arena (parallel/zero.hpp); a bucket holding a
+        // trained element is reduce-scattered (its dp parts) and all-gathered (this rank's part)
+        std::vector<std::pair<int64_t, int64_t>> trained_ranges;
         int64_t total = 0;
-        for (auto& a : arena) total += a.first;
-        const int64_t unit = 16 * dp;
-        const auto cap =
-            std::max<int64_t>(1, static_cast<int64_t>(cfg.parallel.grad_bucket_mb * 1048576.0 / 4));
-        const int64_t bucket = std::max(unit, (cap + unit - 1) / unit * unit);
-        std::vector<bool> hot(static_cast<size_t>((total + bucket - 1) / bucket), false);
-        int64_t o = 0;
-        for (auto& a : arena) {
-          if (a.second && a.first > 0)
-            for (int64_t b = o / bucket; b <= (o + a.first - 1) / bucket; ++b)
-              hot[static_cast<size_t>(b)] = true;
-          o += a.first;
+        for (const ArenaTensor& t : arena) {
+          if (t.trained && t.numel > 0) trained_ranges.emplace_back(total, total + t.numel);
+          total += pad16(t.numel);
         }
+        const ZeroLayout z(total, dp, 0, zero_bucket_elements(cfg));
+        std::vector<char> hot(z.buckets().size(), 0);
+        for (const auto& [b0, b1] : trained_ranges)
+          for (size_t b = z.bucket_of(b0); b <= z.bucket_of(b1 - 1); ++b) hot[b] = 1;
         for (size_t b = 0; b < hot.size(); ++b) {
           if (!hot[b]) continue;
-          const int64_t len = std::min(bucket, total - static_cast<int64_t>(b) * bucket);
-          const double part = static_cast<double>((len + unit - 1) / unit * 16);
+          const auto part = static_cast<double>(z.buckets()[b].part);
           per_rank += 4.0 * part * dp + 4.0 * part;
           calls += 2;
         }
@@ -272,7 +274,11 @@ Prediction predict(const ModelConfig& mc, const rl::TrainConfig& cfg, const Clus
     const auto el = static_cast<double>(stage_param_elements(mc, tp, nl, true));
     m.params = el * 4.0 + (c.weight_bytes == 2 ? el * 2.0 : 0.0);
     m.grads = el * 4.0;
-    m.optimizer = 2.0 * 4.0 * (lay.zero && dp > 1 ? std::ceil(el / dp / 16) * 16 : el);
+    m.optimizer = 2.0 * 4.0 *
+                  (lay.zero && dp > 1 ? static_cast<double>(ZeroLayout(static_cast<int64_t>(el), dp,
+                                                                       0, zero_bucket_elements(cfg))
+                                                                .shard_elements())
+                                      : el);
     if (cfg.algorithm.kl_coef > 0) m.params *= 2;  // the reference policy
     // activations kept for the backward per token and layer (model.cpp's carve: the layer input,
     // both norms, q/k/v, attention output, o, gate, up, act, down, two rstd)
