@@ -1,12 +1,15 @@
 #include "backend/cpu/linear.hpp"
 
 #include <cblas.h>
+#include <omp.h>
 
 #include <algorithm>
 #include <climits>
 #include <mutex>
 
+#include "backend/cpu/gemm_packed.hpp"
 #include "core/error.hpp"
+#include "core/threads.hpp"
 
 namespace bupo::cpu {
 namespace {
@@ -25,7 +28,6 @@ constexpr int64_t kTileN = 1024;
 
 void gemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
                 int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  if (M == 0 || N == 0) return;
   static std::once_flag once;
   std::call_once(once, [] { openblas_set_num_threads(1); });
   to_int(lda, "lda");
@@ -51,23 +53,69 @@ void gemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, 
   for (int64_t bi = 0; bi < tm; ++bi)
     for (int64_t bj = 0; bj < tn; ++bj) tile(bi, bj);
 }
+
+// The packed kernel packs all of op(B) (N × K) once per call, so its cost over OpenBLAS's unpacked
+// small-M kernels shrinks as 1/M. Measured crossovers (BM_GemmPath, docs/benchmarks.md): op(B)
+// stored transposed (the forward, x · Wᵀ: B packed through a transpose) from 512 rows of C,
+// B stored (K, N) (dx = dy · W) from 256, Aᵀ · B (dW = dyᵀ · x, M = out features) at any size.
+int64_t packed_min_rows(bool ta, bool tb) {
+  if (ta) return 16;
+  return tb ? 512 : 256;
+}
+
+GemmPath g_path = GemmPath::automatic;
+
+bool use_packed(bool ta, bool tb, int64_t M) {
+  if (gemm_packed_isa()[0] == '\0') return false;
+  switch (g_path) {
+    case GemmPath::packed:
+      return true;
+    case GemmPath::openblas_tiles:
+      return false;
+    case GemmPath::automatic:
+      break;
+  }
+  return M >= packed_min_rows(ta, tb);
+}
 }  // namespace
+
+void set_gemm_path(GemmPath p) {
+  g_path = p;
+}
+GemmPath gemm_path() {
+  return g_path;
+}
+const char* gemm_path_name(bool ta, bool tb, int64_t M) {
+  return use_packed(ta, tb, M) ? gemm_packed_isa() : "openblas-tiles";
+}
 
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  if (M == 0 || N == 0) return;
+  if (K == 0) {  // C = beta · C, without reading C when beta = 0
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < M; ++i)
+      for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
+    return;
+  }
+  if (use_packed(ta, tb, M)) {
+    gemm_packed(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+                omp_in_parallel() ? 1 : num_threads());
+    return;
+  }
   gemm_tiled(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 void gemm_nt(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
              const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  gemm_tiled(false, true, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  gemm(false, true, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 void gemm_nn(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
              const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  gemm_tiled(false, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  gemm(false, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 void gemm_tn(int64_t M, int64_t N, int64_t K, float alpha, const float* A, int64_t lda,
              const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
-  gemm_tiled(true, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
+  gemm(true, false, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc);
 }
 
 void linear_forward(float* y, const float* x, const float* W, const float* b, int64_t N, int64_t in,

@@ -16,8 +16,16 @@ void linear_backward(float* dx, float* dW, float* db, const float* dy, const flo
                      bool accumulate_dx = false);
 
 // C (M, N) = alpha · op(A) · op(B) + beta · C, row-major with leading dimensions; ta: A is stored
-// (K, M), tb: B is stored (N, K). OpenBLAS single-threaded on fixed tiles of C taken by OpenMP
-// threads: bit-identical results for any thread count.
+// (K, M), tb: B is stored (N, K). Bit-identical results for any thread count, on either path:
+//  - packed: bupo's packed kernel for the CPU's ISA (gemm_packed.hpp), K never split;
+//  - openblas_tiles: OpenBLAS single-threaded on fixed tiles of C taken by OpenMP threads.
+// automatic takes the packed kernel where it measured faster (enough rows of C to repay packing
+// op(B): linear.cpp), OpenBLAS below.
+enum class GemmPath { automatic, packed, openblas_tiles };
+void set_gemm_path(GemmPath p);  // for benchmarks and tests; automatic by default
+GemmPath gemm_path();
+// What a call of this form with M rows runs: "avx512", "avx2" or "openblas-tiles".
+const char* gemm_path_name(bool ta, bool tb, int64_t M);
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
