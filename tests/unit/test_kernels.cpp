@@ -3,7 +3,9 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstring>
 #include <functional>
+#include <limits>
 #include <numbers>
 
 #include "../test_util.hpp"
@@ -13,6 +15,7 @@
 #include "backend/cpu/rmsnorm.hpp"
 #include "backend/cpu/rope.hpp"
 #include "backend/cpu/swiglu.hpp"
+#include "backend/cpu/vec_exp.hpp"
 #include "model/rope_frequencies.hpp"
 
 namespace bupo {
@@ -255,6 +258,40 @@ TEST(Embedding, VocabShardLookupAndScatterAdd) {
     EXPECT_FLOAT_EQ(dE[0 * C + c], dy[0 * C + c]);
     EXPECT_FLOAT_EQ(dE[1 * C + c], 0.0f);
   }
+}
+
+// vec::exp (the lens's and attention's exp) against std::exp: ≤ 2 ulp on [−86.5, 88.72] at 2^20
+// points, 0 below, +inf above, NaN through.
+TEST(VecExp, WithinTwoUlpOfStdExpAndItsEdges) {
+  auto ulps = [](float a, float b) {
+    int32_t ia, ib;
+    std::memcpy(&ia, &a, 4);
+    std::memcpy(&ib, &b, 4);
+    return std::abs(static_cast<int64_t>(ia) - ib);
+  };
+  const int64_t n = 1 << 20;
+  int64_t worst = 0;
+  for (int64_t i = 0; i < n; i += cpu::vec::kLanes) {
+    cpu::vec::f32x16 x;
+    for (int l = 0; l < cpu::vec::kLanes; ++l)
+      x[l] = -86.5f + (88.72f + 86.5f) * static_cast<float>(i + l) / static_cast<float>(n);
+    const cpu::vec::f32x16 y = cpu::vec::exp(x);
+    for (int l = 0; l < cpu::vec::kLanes; ++l) worst = std::max(worst, ulps(y[l], std::exp(x[l])));
+  }
+  EXPECT_LE(worst, 2);
+  cpu::vec::f32x16 e = cpu::vec::splat(0.0f);
+  e[0] = -87.0f;
+  e[1] = -1000.0f;
+  e[2] = -std::numeric_limits<float>::infinity();
+  e[3] = 89.0f;
+  e[4] = std::numeric_limits<float>::quiet_NaN();
+  const cpu::vec::f32x16 y = cpu::vec::exp(e);
+  EXPECT_EQ(y[0], 0.0f);
+  EXPECT_EQ(y[1], 0.0f);
+  EXPECT_EQ(y[2], 0.0f);
+  EXPECT_TRUE(std::isinf(y[3]));
+  EXPECT_TRUE(std::isnan(y[4]));
+  EXPECT_EQ(y[5], 1.0f);
 }
 
 }  // namespace

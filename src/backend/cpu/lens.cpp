@@ -8,10 +8,15 @@
 #include <vector>
 
 #include "backend/cpu/linear.hpp"
+#include "backend/cpu/vec_exp.hpp"
 
 namespace bupo::cpu {
 namespace {
 // z (rows, V_local) = x Eᵀ in the caller's workspace (or an owned one).
+inline float zr_max(float a, float b) {
+  return b > a ? b : a;
+}
+
 struct Logits {
   std::vector<float> own;
   float* z;
@@ -22,6 +27,57 @@ struct Logits {
     }
   }
 };
+// The row reductions, 16 logits at a time (vec_exp.hpp); a row's last Vl mod 16 logits go through
+// the same vector code with the unused lanes at w = −1000 (e^w = 0). Sums in fp64, in lane order.
+constexpr float kPadW = -1000.0f;
+vec::f32x16 load_w(const float* z, int64_t n, float mr) {  // w = z − mr, n ≤ 16 lanes
+  if (n == vec::kLanes) return vec::load(z) - vec::splat(mr);
+  vec::f32x16 w = vec::splat(kPadW);
+  for (int64_t i = 0; i < n; ++i) w[i] = z[i] - mr;
+  return w;
+}
+
+float row_max(const float* z, int64_t n) {
+  vec::f32x16 vm = vec::splat(-std::numeric_limits<float>::infinity());
+  int64_t j = 0;
+  for (; j + vec::kLanes <= n; j += vec::kLanes) vm = vec::max(vm, vec::load(z + j));
+  float mr = vec::hmax(vm);
+  for (; j < n; ++j) mr = zr_max(mr, z[j]);
+  return mr;
+}
+
+// S = Σ e^{z−m}, T = Σ e^{z−m}(z−m)
+void row_sums(const float* z, int64_t n, float mr, double& S, double& T) {
+  vec::f64x8 s0{}, s1{}, t0{}, t1{};
+  for (int64_t j = 0; j < n; j += vec::kLanes) {
+    const vec::f32x16 w = load_w(z + j, std::min<int64_t>(vec::kLanes, n - j), mr);
+    const vec::f32x16 e = vec::exp(w);
+    const vec::f64x8 el = vec::low_half(e), eh = vec::high_half(e);
+    s0 += el;
+    s1 += eh;
+    t0 += el * vec::low_half(w);
+    t1 += eh * vec::high_half(w);
+  }
+  S = vec::hsum(s0) + vec::hsum(s1);
+  T = vec::hsum(t0) + vec::hsum(t1);
+}
+
+// z ← −g_lp·p − g_ent·p·(w − c), p = e^w / S, w = z − m, c = log S − H
+void row_grad(float* z, int64_t n, float mr, float S, float c, float glp, float gent) {
+  const vec::f32x16 vS = vec::splat(S), vc = vec::splat(c), vglp = vec::splat(glp),
+                    vgent = vec::splat(gent);
+  for (int64_t j = 0; j < n; j += vec::kLanes) {
+    const int64_t k = std::min<int64_t>(vec::kLanes, n - j);
+    const vec::f32x16 w = load_w(z + j, k, mr);
+    const vec::f32x16 p = vec::exp(w) / vS;
+    const vec::f32x16 g = -vglp * p - vgent * p * (w - vc);
+    if (k == vec::kLanes) {
+      vec::store(z + j, g);
+    } else {
+      for (int64_t i = 0; i < k; ++i) z[j + i] = g[i];
+    }
+  }
+}
 }  // namespace
 
 void lens_stats(float* m, float* packed, const float* x, int64_t rows, const float* E, int64_t Vl,
@@ -32,16 +88,10 @@ void lens_stats(float* m, float* packed, const float* x, int64_t rows, const flo
 #pragma omp parallel for schedule(static)
   for (int64_t r = 0; r < rows; ++r) {
     const float* zr = z + r * Vl;
-    float mr = -std::numeric_limits<float>::infinity();
-    for (int64_t j = 0; j < Vl; ++j) mr = std::max(mr, zr[j]);
+    const float mr = row_max(zr, Vl);
     m[r] = mr;
     double S = 0.0, T = 0.0;
-    for (int64_t j = 0; j < Vl; ++j) {
-      const float w = zr[j] - mr;
-      const float e = std::exp(w);
-      S += e;
-      T += static_cast<double>(e) * w;
-    }
+    row_sums(zr, Vl, mr, S, T);
     packed[3 * r] = static_cast<float>(S);
     packed[3 * r + 1] = static_cast<float>(T);
     packed[3 * r + 2] = 0.0f;
@@ -90,11 +140,7 @@ void lens_backward(float* dx, float* dE, const float* x, int64_t rows, const flo
     const float logS = std::log(S), H = logS - T / S;
     const float glp = g_logprob ? g_logprob[r] : 0.0f;
     const float gent = g_entropy ? g_entropy[r] : 0.0f;
-    for (int64_t j = 0; j < Vl; ++j) {
-      const float w = zr[j] - mr;
-      const float p = std::exp(w) / S;
-      zr[j] = -glp * p - gent * p * (w - logS + H);
-    }
+    row_grad(zr, Vl, mr, S, logS - H, glp, gent);
     if (g_logprob) {
       const int64_t t = static_cast<int64_t>(targets[r]) - v0;
       if (t >= 0 && t < Vl) zr[t] += glp;

@@ -1,7 +1,8 @@
 // The internal-policy lens on one chunk of rows (the CPU reference of Backend::lens_*): logits
 // z (rows, V_local) = x·Eᵀ are formed in a workspace, reduced and discarded; the backward
 // recomputes them. Per row: m = max z, packed = [S = Σe^{z−m}, T = Σe^{z−m}(z−m), z_t − m]
-// (S and T summed in fp64 in column order; z_t − m is 0 when the target is outside the shard
+// (S and T summed in fp64 over 16 column lanes, then the lanes in order; exp is vec_exp.hpp's;
+// z_t − m is 0 when the target is outside the shard
 // [v0, v0 + V_local)). Entropy H = log S − T/S, log-prob z_t − m − log S.
 #pragma once
 #include <cstdint>
