@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "backend/cpu/linear.hpp"
+#include "backend/cpu/vec_exp.hpp"
 #include "core/error.hpp"
 
 namespace bupo::cpu {
@@ -83,11 +84,7 @@ void attention_forward(float* o, float* lse, const float* q, const float* k, con
       float* row = S + i * T;
       float m = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j <= i; ++j) m = std::max(m, row[j]);
-      double sum = 0.0;
-      for (int64_t j = 0; j <= i; ++j) {
-        row[j] = std::exp(row[j] - m);
-        sum += row[j];
-      }
+      const double sum = vec::exp_shifted_sum(row, i + 1, m);
       const float inv = static_cast<float>(1.0 / sum);
       for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
       for (int64_t j = i + 1; j < T; ++j) row[j] = 0.0f;  // causal mask
@@ -123,10 +120,8 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
       double d = 0.0;  // D_i = Σ_c dO_ic·O_ic = Σ_j P_ij dP_ij
       for (int64_t c = 0; c < D; ++c) d += static_cast<double>(gh[i * ldq + c]) * oh[i * ldq + c];
       const float di = static_cast<float>(d);
-      for (int64_t j = 0; j <= i; ++j) {
-        prow[j] = std::exp(prow[j] - l);
-        dprow[j] = prow[j] * (dprow[j] - di);  // dS
-      }
+      vec::exp_shifted_sum(prow, i + 1, l);  // P = e^{S − lse}
+      for (int64_t j = 0; j <= i; ++j) dprow[j] = prow[j] * (dprow[j] - di);  // dS
       for (int64_t j = i + 1; j < T; ++j) prow[j] = dprow[j] = 0.0f;
     }
     gemm_tn(T, D, T, 1.0f, P, T, gh, ldq, 1.0f, dv + t0 * ldk + hk * D, ldk);  // dv += Pᵀ dO
@@ -159,11 +154,7 @@ void attention_cached_forward(float* o, const float* q, const float* kc, const f
       const int64_t last = pos[t0 + i];  // keys 0..last are visible
       float m = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j <= last; ++j) m = std::max(m, row[j]);
-      double sum = 0.0;
-      for (int64_t j = 0; j <= last; ++j) {
-        row[j] = std::exp(row[j] - m);
-        sum += row[j];
-      }
+      const double sum = vec::exp_shifted_sum(row, last + 1, m);
       const float inv = static_cast<float>(1.0 / sum);
       for (int64_t j = 0; j <= last; ++j) row[j] *= inv;
       for (int64_t j = last + 1; j < Lk; ++j) row[j] = 0.0f;

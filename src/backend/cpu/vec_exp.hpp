@@ -77,4 +77,28 @@ inline double hsum(f64x8 v) {
   return s;
 }
 
+// x[0..n) ← e^{x − m}; returns Σ e^{x − m} in fp64 (16 lanes, then the lanes in order). The last
+// n mod 16 go through the same vector code.
+inline double exp_shifted_sum(float* x, int64_t n, float m) {
+  f64x8 s0{}, s1{};
+  for (int64_t j = 0; j < n; j += kLanes) {
+    const int64_t k = n - j < kLanes ? n - j : kLanes;
+    f32x16 w = splat(-1000.0f);  // e^w = 0 in the unused lanes
+    if (k == kLanes) {
+      w = load(x + j) - splat(m);
+    } else {
+      for (int64_t i = 0; i < k; ++i) w[i] = x[j + i] - m;
+    }
+    const f32x16 e = exp(w);
+    s0 += low_half(e);
+    s1 += high_half(e);
+    if (k == kLanes) {
+      store(x + j, e);
+    } else {
+      for (int64_t i = 0; i < k; ++i) x[j + i] = e[i];
+    }
+  }
+  return hsum(s0) + hsum(s1);
+}
+
 }  // namespace bupo::cpu::vec
