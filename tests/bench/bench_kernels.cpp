@@ -159,6 +159,12 @@ BENCHMARK(BM_GemmPath)
     ->ArgsProduct({{0}, {2048}, {576, 1536}, {576}, {0, 1}})
     ->ArgsProduct({{0, 1}, {1, 8, 32, 64, 128, 256}, {3072}, {1024}, {0, 1}})
     ->ArgsProduct({{2}, {1024}, {3072}, {8, 32, 64, 128, 256}, {0, 1}})
+    ->ArgsProduct({{0}, {32}, {151936}, {1024}, {0, 1}})  // the GEMM of BM_LensChunk/32/1024
+    // SmolLM2 training: a lens chunk (170 rows × 49,152 × 576), its dx, one head's attention
+    ->ArgsProduct({{0}, {170}, {49152}, {576}, {0, 1}})
+    ->ArgsProduct({{1}, {170}, {576}, {49152}, {0, 1}})
+    ->ArgsProduct({{0}, {256}, {256}, {64}, {0, 1}})
+    ->ArgsProduct({{1}, {256}, {64}, {256}, {0, 1}})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -163,11 +163,14 @@ TEST(Gemm, OpenBlasTilesMatchFloat64AndAreThreadCountInvariant) {
 
 TEST(Gemm, AutomaticPathTakesThePackedKernelWhereItRepaysPacking) {
   if (cpu::gemm_packed_isa()[0] == '\0') GTEST_SKIP() << "no AVX2/AVX-512 on this CPU";
-  EXPECT_STREQ(cpu::gemm_path_name(false, true, 511), "openblas-tiles");  // x · Wᵀ
-  EXPECT_STREQ(cpu::gemm_path_name(false, true, 512), cpu::gemm_packed_isa());
-  EXPECT_STREQ(cpu::gemm_path_name(false, false, 255), "openblas-tiles");  // dy · W
-  EXPECT_STREQ(cpu::gemm_path_name(false, false, 256), cpu::gemm_packed_isa());
-  EXPECT_STREQ(cpu::gemm_path_name(true, false, 16), cpu::gemm_packed_isa());  // dyᵀ · x
+  const char* packed = cpu::gemm_packed_isa();
+  EXPECT_STREQ(cpu::gemm_path_name(false, true, 511, 3072, 1024), "openblas-tiles");  // x · Wᵀ
+  EXPECT_STREQ(cpu::gemm_path_name(false, true, 512, 3072, 1024), packed);
+  EXPECT_STREQ(cpu::gemm_path_name(false, false, 255, 1024, 3072), "openblas-tiles");  // dy · W
+  EXPECT_STREQ(cpu::gemm_path_name(false, false, 256, 1024, 3072), packed);
+  EXPECT_STREQ(cpu::gemm_path_name(true, false, 16, 1024, 64), packed);     // dyᵀ · x
+  EXPECT_STREQ(cpu::gemm_path_name(false, true, 170, 49152, 576), packed);  // a lens chunk
+  EXPECT_STREQ(cpu::gemm_path_name(false, true, 32, 151936, 1024), "openblas-tiles");
 }
 
 TEST(Gemm, ZeroDepthScalesC) {

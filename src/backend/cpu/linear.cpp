@@ -58,14 +58,17 @@ void gemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, 
 // small-M kernels shrinks as 1/M. Measured crossovers (BM_GemmPath, docs/benchmarks.md): op(B)
 // stored transposed (the forward, x · Wᵀ: B packed through a transpose) from 512 rows of C,
 // B stored (K, N) (dx = dy · W) from 256, Aᵀ · B (dW = dyᵀ · x, M = out features) at any size.
+// And from 128 rows when op(B) is large (≥ 8 M elements: a lens chunk against E_u): the OpenBLAS
+// tiles read B again for every 128-row tile of C, from memory at that size.
 int64_t packed_min_rows(bool ta, bool tb) {
   if (ta) return 16;
   return tb ? 512 : 256;
 }
+constexpr int64_t kLargeB = int64_t{8} << 20;
 
 GemmPath g_path = GemmPath::automatic;
 
-bool use_packed(bool ta, bool tb, int64_t M) {
+bool use_packed(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
   if (gemm_packed_isa()[0] == '\0') return false;
   switch (g_path) {
     case GemmPath::packed:
@@ -75,7 +78,7 @@ bool use_packed(bool ta, bool tb, int64_t M) {
     case GemmPath::automatic:
       break;
   }
-  return M >= packed_min_rows(ta, tb);
+  return M >= packed_min_rows(ta, tb) || (M > 128 && N * K >= kLargeB);
 }
 }  // namespace
 
@@ -85,8 +88,8 @@ void set_gemm_path(GemmPath p) {
 GemmPath gemm_path() {
   return g_path;
 }
-const char* gemm_path_name(bool ta, bool tb, int64_t M) {
-  return use_packed(ta, tb, M) ? gemm_packed_isa() : "openblas-tiles";
+const char* gemm_path_name(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
+  return use_packed(ta, tb, M, N, K) ? gemm_packed_isa() : "openblas-tiles";
 }
 
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
@@ -98,7 +101,7 @@ void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const 
       for (int64_t j = 0; j < N; ++j) C[i * ldc + j] = beta == 0.0f ? 0.0f : beta * C[i * ldc + j];
     return;
   }
-  if (use_packed(ta, tb, M)) {
+  if (use_packed(ta, tb, M, N, K)) {
     gemm_packed(ta, tb, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
                 omp_in_parallel() ? 1 : num_threads());
     return;

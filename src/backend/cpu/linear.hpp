@@ -24,8 +24,8 @@ void linear_backward(float* dx, float* dW, float* db, const float* dy, const flo
 enum class GemmPath { automatic, packed, openblas_tiles };
 void set_gemm_path(GemmPath p);  // for benchmarks and tests; automatic by default
 GemmPath gemm_path();
-// What a call of this form with M rows runs: "avx512", "avx2" or "openblas-tiles".
-const char* gemm_path_name(bool ta, bool tb, int64_t M);
+// What a call of this form and shape runs: "avx512", "avx2" or "openblas-tiles".
+const char* gemm_path_name(bool ta, bool tb, int64_t M, int64_t N, int64_t K);
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,
           int64_t lda, const float* B, int64_t ldb, float beta, float* C, int64_t ldc);
 
