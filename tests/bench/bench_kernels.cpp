@@ -8,6 +8,7 @@
 #include <immintrin.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <fstream>
@@ -77,9 +78,14 @@ Peak machine_peak() {
   double total = 0.0;
 #if defined(__x86_64__)
   if (avx512 || avx2fma) {
-    fma_rate_avx2();  // warm-up: wake the cores to their sustained clock
-#pragma omp parallel num_threads(p.threads) reduction(+ : total)
-    total += avx512 ? fma_rate_avx512() : fma_rate_avx2();
+    // Best of 5 rounds: the scheduler can start a new team's threads on one core and take a few
+    // tens of ms to spread them (measured: 2 threads at half rate each in a first 30 ms round).
+    for (int round = 0; round < 5; ++round) {
+      double sum = 0.0;
+#pragma omp parallel num_threads(p.threads) reduction(+ : sum)
+      sum += avx512 ? fma_rate_avx512() : fma_rate_avx2();
+      total = std::max(total, sum);
+    }
   }
 #endif
   p.gflops = total > 0.0 ? total : p.threads * 2.0 * p.flop_per_cycle;  // 2 GHz where unmeasured
