@@ -58,7 +58,7 @@ void gemm_tiled(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, 
 // small-M kernels shrinks as 1/M. Measured crossovers (BM_GemmPath, docs/benchmarks.md): op(B)
 // stored transposed (the forward, x · Wᵀ: B packed through a transpose) from 512 rows of C,
 // B stored (K, N) (dx = dy · W) from 256, Aᵀ · B (dW = dyᵀ · x, M = out features) at any size.
-// And from 128 rows when op(B) is large (≥ 8 M elements: a lens chunk against E_u): the OpenBLAS
+// And above 128 rows when op(B) is large (≥ 8 M elements: a lens chunk against E_u): the OpenBLAS
 // tiles read B again for every 128-row tile of C, from memory at that size.
 int64_t packed_min_rows(bool ta, bool tb) {
   if (ta) return 16;
