@@ -200,7 +200,11 @@ def run_local(args, pt, point_dir, run_dir, sets):
     if rc != 0:
         shutil.copyfile(log, os.path.join(point_dir, "FAILED"))
         with open(log) as f:
-            tail = [l for l in f.read().splitlines() if "error" in l][:1]
+            lines = f.read().splitlines()
+        # bupo's own message ("bupo: error ...") first: mpirun's abort notice ("... with errorcode
+        # 1.") can reach the log before it when the ranks' output interleaves.
+        tail = ([l for l in lines if l.startswith("bupo: ") and "error" in l] or
+                [l for l in lines if "error" in l])[:1]
         print(f"sweep: {name_of(pt)}: bupo exited {rc}: {tail[0] if tail else 'see ' + log}",
               file=sys.stderr)
         return False
