@@ -13,10 +13,6 @@
 namespace bupo::cpu {
 namespace {
 // z (rows, V_local) = x Eᵀ in the caller's workspace (or an owned one).
-inline float zr_max(float a, float b) {
-  return b > a ? b : a;
-}
-
 struct Logits {
   std::vector<float> own;
   float* z;
@@ -27,22 +23,14 @@ struct Logits {
     }
   }
 };
-// The row reductions, 16 logits at a time (vec_exp.hpp); a row's last Vl mod 16 logits go through
-// the same vector code with the unused lanes at w = −1000 (e^w = 0). Sums in fp64, in lane order.
-constexpr float kPadW = -1000.0f;
-vec::f32x16 load_w(const float* z, int64_t n, float mr) {  // w = z − mr, n ≤ 16 lanes
-  if (n == vec::kLanes) return vec::load(z) - vec::splat(mr);
-  vec::f32x16 w = vec::splat(kPadW);
-  for (int64_t i = 0; i < n; ++i) w[i] = z[i] - mr;
-  return w;
-}
-
+// The row reductions, 16 logits at a time (vec_exp.hpp; a row's tail through
+// vec::load_shifted's padded lanes). Sums in fp64, in lane order.
 float row_max(const float* z, int64_t n) {
   vec::f32x16 vm = vec::splat(-std::numeric_limits<float>::infinity());
   int64_t j = 0;
   for (; j + vec::kLanes <= n; j += vec::kLanes) vm = vec::max(vm, vec::load(z + j));
   float mr = vec::hmax(vm);
-  for (; j < n; ++j) mr = zr_max(mr, z[j]);
+  for (; j < n; ++j) mr = z[j] > mr ? z[j] : mr;
   return mr;
 }
 
@@ -50,7 +38,7 @@ float row_max(const float* z, int64_t n) {
 void row_sums(const float* z, int64_t n, float mr, double& S, double& T) {
   vec::f64x8 s0{}, s1{}, t0{}, t1{};
   for (int64_t j = 0; j < n; j += vec::kLanes) {
-    const vec::f32x16 w = load_w(z + j, std::min<int64_t>(vec::kLanes, n - j), mr);
+    const vec::f32x16 w = vec::load_shifted(z + j, std::min<int64_t>(vec::kLanes, n - j), mr);
     const vec::f32x16 e = vec::exp(w);
     const vec::f64x8 el = vec::low_half(e), eh = vec::high_half(e);
     s0 += el;
@@ -68,14 +56,10 @@ void row_grad(float* z, int64_t n, float mr, float S, float c, float glp, float 
                     vgent = vec::splat(gent);
   for (int64_t j = 0; j < n; j += vec::kLanes) {
     const int64_t k = std::min<int64_t>(vec::kLanes, n - j);
-    const vec::f32x16 w = load_w(z + j, k, mr);
+    const vec::f32x16 w = vec::load_shifted(z + j, k, mr);
     const vec::f32x16 p = vec::exp(w) / vS;
     const vec::f32x16 g = -vglp * p - vgent * p * (w - vc);
-    if (k == vec::kLanes) {
-      vec::store(z + j, g);
-    } else {
-      for (int64_t i = 0; i < k; ++i) z[j + i] = g[i];
-    }
+    vec::store_first(z + j, g, k);
   }
 }
 }  // namespace

@@ -85,9 +85,6 @@ bool use_packed(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
 void set_gemm_path(GemmPath p) {
   g_path = p;
 }
-GemmPath gemm_path() {
-  return g_path;
-}
 const char* gemm_path_name(bool ta, bool tb, int64_t M, int64_t N, int64_t K) {
   return use_packed(ta, tb, M, N, K) ? gemm_packed_isa() : "openblas-tiles";
 }

@@ -23,7 +23,6 @@ void linear_backward(float* dx, float* dW, float* db, const float* dy, const flo
 // op(B): linear.cpp), OpenBLAS below.
 enum class GemmPath { automatic, packed, openblas_tiles };
 void set_gemm_path(GemmPath p);  // for benchmarks and tests; automatic by default
-GemmPath gemm_path();
 // What a call of this form and shape runs: "avx512", "avx2" or "openblas-tiles".
 const char* gemm_path_name(bool ta, bool tb, int64_t M, int64_t N, int64_t K);
 void gemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, float alpha, const float* A,

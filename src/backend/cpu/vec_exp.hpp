@@ -77,26 +77,33 @@ inline double hsum(f64x8 v) {
   return s;
 }
 
-// x[0..n) ← e^{x − m}; returns Σ e^{x − m} in fp64 (16 lanes, then the lanes in order). The last
-// n mod 16 go through the same vector code.
+// w = x[0..k) − m for k ≤ 16 lanes; the unused lanes at −1000 (e^w = 0, e^w·w = 0), so that a
+// row's last n mod 16 values go through the same vector code as the rest.
+inline f32x16 load_shifted(const float* x, int64_t k, float m) {
+  if (k == kLanes) return load(x) - splat(m);
+  f32x16 w = splat(-1000.0f);
+  for (int64_t i = 0; i < k; ++i) w[i] = x[i] - m;
+  return w;
+}
+
+// x[0..k) ← the first k ≤ 16 lanes of v.
+inline void store_first(float* x, f32x16 v, int64_t k) {
+  if (k == kLanes) {
+    store(x, v);
+    return;
+  }
+  for (int64_t i = 0; i < k; ++i) x[i] = v[i];
+}
+
+// x[0..n) ← e^{x − m}; returns Σ e^{x − m} in fp64 (16 lanes, then the lanes in order).
 inline double exp_shifted_sum(float* x, int64_t n, float m) {
   f64x8 s0{}, s1{};
   for (int64_t j = 0; j < n; j += kLanes) {
     const int64_t k = n - j < kLanes ? n - j : kLanes;
-    f32x16 w = splat(-1000.0f);  // e^w = 0 in the unused lanes
-    if (k == kLanes) {
-      w = load(x + j) - splat(m);
-    } else {
-      for (int64_t i = 0; i < k; ++i) w[i] = x[j + i] - m;
-    }
-    const f32x16 e = exp(w);
+    const f32x16 e = exp(load_shifted(x + j, k, m));
     s0 += low_half(e);
     s1 += high_half(e);
-    if (k == kLanes) {
-      store(x + j, e);
-    } else {
-      for (int64_t i = 0; i < k; ++i) x[j + i] = e[i];
-    }
+    store_first(x + j, e, k);
   }
   return hsum(s0) + hsum(s1);
 }
