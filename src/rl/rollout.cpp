@@ -128,7 +128,8 @@ std::vector<Rollout> sample_rollouts(Run& r, const std::vector<Sampler::Draw>& a
     x.temperature = gn.temperatures;
     x.rollout_logp = gn.logprobs;
     // reward: the verifier on the decoded answer, DAPO's overlong penalty
-    const Verdict v = verify(gn.text, r.train->at(d.index).ground_truth);
+    const Problem& pb = r.train->at(d.index);
+    const Verdict v = verify(gn.text, pb.ground_truth, r.scoring, pb.data_source);
     x.score = v.correct ? 1.0 : 0.0;
     x.reward = reward_value(v, r.reward_kind);
     if (cfg.algorithm.overlong_buffer > 0)

@@ -53,6 +53,7 @@ struct Run {
   TrainState st;
   std::vector<int32_t> stop_ids;
   RewardKind reward_kind = RewardKind::ZeroOne;
+  Scoring scoring;  // algorithm.grader, reward.mode
   Aggregation agg = Aggregation::TokenMean;
   HSign sign = HSign::Code;
   bool tty = false;

@@ -250,6 +250,7 @@ void load_run(Run& r) {
   r.tty = isatty(fileno(stderr)) != 0;
   r.out_dir = cfg.trainer.out_dir;
   r.reward_kind = cfg.algorithm.reward == "pm1" ? RewardKind::PlusMinusOne : RewardKind::ZeroOne;
+  r.scoring = parse_scoring(cfg.algorithm.grader, cfg.reward.mode);
   r.agg = aggregation_from_string(cfg.algorithm.loss_agg);
   r.sign = cfg.hapo.sign == "paper" ? HSign::Paper : HSign::Code;
   r.backend =

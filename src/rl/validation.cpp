@@ -32,7 +32,9 @@ void validate(Run& r, int64_t s) {
     std::vector<double> correct_d(static_cast<size_t>(P), 0.0);
     for (const auto& gn : gens)
       correct_d[static_cast<size_t>(p0 + gn.prompt)] +=
-          verify(gn.text, set.at(p0 + gn.prompt).ground_truth).correct;
+          verify(gn.text, set.at(p0 + gn.prompt).ground_truth, r.scoring,
+                 set.at(p0 + gn.prompt).data_source)
+              .correct;
     pc.dp->allreduce_sum(correct_d.data(), correct_d.size());
     std::vector<int64_t> correct(static_cast<size_t>(P), 0);
     for (int64_t i = 0; i < P; ++i)

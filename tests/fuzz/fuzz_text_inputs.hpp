@@ -15,6 +15,7 @@
 #include "rl/config.hpp"
 #include "rl/data.hpp"
 #include "rl/journal.hpp"
+#include "rl/numeric_expr.hpp"
 #include "rl/reward.hpp"
 #include "tokenizer/tokenizer.hpp"
 
@@ -81,6 +82,9 @@ inline void verifier(const uint8_t* data, size_t size) {
     (void)rl::verify(response, gt);
     (void)rl::strip_string(response);
     (void)rl::answers_equivalent(gt, response);
+    (void)rl::verify(response, gt, {rl::Grader::Math, rl::MathMode::Verl}, "");
+    (void)rl::verify(response, gt, {rl::Grader::MathDapo, rl::MathMode::Verl}, "");
+    (void)rl::numerically_equal(gt, response);
   });
 }
 

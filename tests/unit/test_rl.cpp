@@ -474,5 +474,16 @@ TEST(Config, ShippedConfigsParse) {
   const auto h = load_train_config(std::string(BUPO_CONFIGS_DIR) + "/qwen3-8b-base-hapo.toml", {});
   EXPECT_TRUE(h.hapo.adaptive_temperature && h.hapo.token_advantage && h.hapo.redistribution &&
               h.hapo.adaptive_clip);
+  // the papers' rewards (issue 15, 1.2 and 1.3): verl's math.compute_score for BuPO and its
+  // baselines; HAPO's math_dapo rows through DAPO's Minerva grader
+  EXPECT_EQ(h.algorithm.grader, "by_data_source");
+  for (const char* name :
+       {"qwen3-4b-bupo", "qwen3-4b-grpo", "qwen3-4b-dapo", "qwen3-8b-base-hapo"}) {
+    const auto c = load_train_config(std::string(BUPO_CONFIGS_DIR) + "/" + name + ".toml", {});
+    EXPECT_EQ(c.reward.mode, "verl") << name;
+    if (std::string(name) != "qwen3-8b-base-hapo") {
+      EXPECT_EQ(c.algorithm.grader, "math") << name;
+    }
+  }
   EXPECT_EQ(n, 5);
 }

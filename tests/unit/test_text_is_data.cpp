@@ -102,5 +102,31 @@ TEST_F(TextIsData, VerifierWorkIsNLogNOnNestedWrappersAndRepeatedEscapes) {
   EXPECT_LT(static_cast<double>(s3), 2.0 * n_log_n(esc.size())) << s3;
 }
 
+// The math_dapo grader normalises the whole ground truth (only the response is cut to its last
+// 300 characters) and parses it for the numeric fallback: MB-sized hostile ground truths cost
+// linear work and never overflow the stack.
+TEST_F(TextIsData, MathDapoGraderWorkIsLinearInTheGroundTruth) {
+  const rl::Scoring dapo{rl::Grader::MathDapo, rl::MathMode::Verl};
+  auto repeated = [](std::string_view piece, size_t n) {
+    std::string s;
+    for (size_t i = 0; i < n; ++i) s += piece;
+    return s;
+  };
+  for (std::string_view piece : {"\\text{", "\\boxed{", "(", "-", "{", "\\frac{", "$", "frac"}) {
+    const std::string small = repeated(piece, 100000), large = repeated(piece, 400000);
+    rl::Verdict v;
+    const uint64_t s1 = steps_of([&] { v = rl::verify("Answer: 5", small, dapo, ""); });
+    EXPECT_FALSE(v.correct) << piece;
+    const uint64_t s2 = steps_of([&] { v = rl::verify("Answer: 5", large, dapo, ""); });
+    EXPECT_FALSE(v.correct) << piece;
+    EXPECT_LT(static_cast<double>(s2), 6.0 * static_cast<double>(s1))
+        << piece << ": " << s1 << " -> " << s2;
+  }
+  // lines: many short lines of unclosed wrappers
+  const std::string lines = repeated("\\text{a\n", 200000);
+  const uint64_t s3 = steps_of([&] { (void)rl::verify("Answer: 5", lines, dapo, ""); });
+  EXPECT_LT(static_cast<double>(s3), 2.0 * n_log_n(lines.size())) << s3;
+}
+
 }  // namespace
 }  // namespace bupo

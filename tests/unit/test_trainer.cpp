@@ -450,6 +450,31 @@ TEST(Trainer, RlRaisesTheRewardOnTheBuiltInTask) {
                                 << ", of steps 26-30: " << last;
 }
 
+// algorithm.grader reaches the rollouts' rewards (issue 15, 1.2): after a warm start that answers
+// "\boxed{N}", the math grader finds correct answers and DAPO's Minerva grader, which reads only
+// "Answer:" lines, finds none (every reward -1 with algorithm.reward = "pm1").
+TEST(Trainer, TheGraderScoresTheRollouts) {
+  double accuracy[2] = {0, 0};
+  int i = 0;
+  for (const char* grader : {"math", "math_dapo"}) {
+    const std::string dir = tmpdir(std::string("grader_") + grader);
+    Trainer t(
+        tiny(dir, {"model.init.layers=2", "model.init.seed=1", "data.arithmetic.size=4",
+                   "rollout.n=8", "rollout.max_tokens=12", "trainer.prompts_per_step=8",
+                   "trainer.mini_batch_prompts=8", "trainer.micro_batch_seqs=64", "trainer.steps=1",
+                   "trainer.export_hf=false", "warmup.sft_steps=30", "warmup.sft_batch=32",
+                   "warmup.sft_lr=3e-3", "diagnostics.every=0", "algorithm.reward=\"pm1\"",
+                   std::string("algorithm.grader=\"") + grader + "\""}),
+        quiet());
+    ASSERT_EQ(t.run(), 0);
+    const auto m = metrics(dir);
+    ASSERT_EQ(m.size(), 1u);
+    accuracy[i++] = m[0]["accuracy"].get<double>();
+  }
+  EXPECT_GT(accuracy[0], 0.0) << "the warm start answers \\boxed{N}: the math grader scores some";
+  EXPECT_EQ(accuracy[1], 0.0) << "no \"Answer:\" line, so math_dapo scores none";
+}
+
 // model.device / --device: "cuda" where this build or machine has none is one clear error naming
 // the key, before any work; an unknown device is a configuration error.
 TEST(Trainer, DeviceSelectionErrorsNameTheKeyAndWhatIsMissing) {
