@@ -470,12 +470,13 @@ void Model::forward_impl(const Batch& b, Activations& acts, bool keep, int upto,
 }
 
 // ---------------------------------------------------------------------------- backward
-void Model::backward_from_output(const Batch& b, Activations& acts, const Tensor& dY) {
+void Model::backward_from_output(const Batch& b, Activations& acts, const Tensor& dY, int add_layer,
+                                 const Tensor& add_dH) {
   const int L = num_layers();
   BUPO_CHECK(acts.keep && acts.upto == L,
              "backward_from_output: forward(keep=true) over all layers first");
   if (hi_ < L) {  // not the last stage: the gradient arrives from the next stage
-    backward_from_layer(b, acts, L, Tensor{});
+    backward_from_layer(b, acts, L, Tensor{}, add_layer, add_dH);
     return;
   }
   const int64_t N = acts.N, d = cfg_.hidden_size;
@@ -484,10 +485,11 @@ void Model::backward_from_output(const Batch& b, Activations& acts, const Tensor
   be_->rmsnorm_backward(dH, final_norm_->grad(), dY, acts.h(L), final_norm_->compute_weight(),
                         acts.rstd_f);
   final_norm_->has_grad = true;
-  backward_from_layer(b, acts, L, dH);
+  backward_from_layer(b, acts, L, dH, add_layer, add_dH);
 }
 
-void Model::backward_from_layer(const Batch& b, Activations& acts, int top, const Tensor& dH) {
+void Model::backward_from_layer(const Batch& b, Activations& acts, int top, const Tensor& dH,
+                                int add_layer, const Tensor& add_dH) {
   BUPO_CHECK(params_.has_grads(),
              "backward: gradients are not allocated (ParamStore::allocate_grads)");
   BUPO_CHECK(acts.keep && top >= 0 && top <= acts.upto, "backward: layer ", top,
@@ -513,6 +515,7 @@ void Model::backward_from_layer(const Batch& b, Activations& acts, int top, cons
   }
 
   for (int l = top; l >= lo_; --l) {
+    if (l == add_layer && !add_dH.empty()) be.add(w.dh, w.dh, add_dH);  // dL/dH^l of both losses
     const LayerParams& lp = layers_[static_cast<size_t>(l - 1)];
     LayerActs& a = acts.layer(l);
     const Tensor x = acts.h(l - 1);

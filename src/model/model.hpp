@@ -168,9 +168,14 @@ class Model {
   // only layers <= l and the embedding receive gradient (papers.md §1.5, Eq. 14–15). Under PP
   // dH is read on the stage that owns l (empty elsewhere); stages above l do nothing, stages
   // below receive the gradient from the next stage.
-  void backward_from_layer(const Batch& b, Activations& acts, int l, const Tensor& dH);
-  // Starting from dL/d LN_final(H^L) (N, d): the final norm and every layer receive gradient.
-  void backward_from_output(const Batch& b, Activations& acts, const Tensor& dY);
+  // add_dH (N, d), when given, is a second loss's dL/dH^add_layer, added to the running gradient
+  // as the backward passes that layer (read on the stage that owns it).
+  void backward_from_layer(const Batch& b, Activations& acts, int l, const Tensor& dH,
+                           int add_layer = 0, const Tensor& add_dH = Tensor{});
+  // Starting from dL/d LN_final(H^L) (N, d): the final norm and every layer receive gradient
+  // (plus add_dH at add_layer: BuPO phase 1 with the full policy's entropy bonus).
+  void backward_from_output(const Batch& b, Activations& acts, const Tensor& dY, int add_layer = 0,
+                            const Tensor& add_dH = Tensor{});
 
   // Bytes of one forward's activation arena, of the backward's scratch and of a KV cache.
   size_t plan_activations(int64_t N, int64_t S, bool keep, int upto = -1) const;

@@ -100,6 +100,10 @@ struct TrainConfig {
     // the FFN dynamics first switch to integration, the paper's prose and Qwen3-4B's pi^6)
     std::string layer_rule = "last_positive";
     double layer_threshold = 0;
+    // the entropy bonus of phase 1 (algorithm.entropy_coef != 0): "full", the full policy's, as
+    // the reference computes it from the final logits (every layer then receives its gradient),
+    // or "internal", π^l's (the update stays confined to layers <= l)
+    std::string phase1_entropy = "full";
   } bupo;
   struct Diagnostics {
     int64_t every = 1, tokens = 256;

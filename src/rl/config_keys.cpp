@@ -404,6 +404,14 @@ std::vector<Field> fields(TrainConfig& c) {
        {},
        "a layer counts as positive when its mean FFN dH exceeds this (nats)"},
       {"bupo.internal_steps", &c.bupo.internal_steps, 0, inf, {}, "BuPO phase-1 steps s_inter"},
+      {"bupo.phase1_entropy",
+       &c.bupo.phase1_entropy,
+       0,
+       0,
+       {"full", "internal"},
+       "phase 1's entropy bonus (algorithm.entropy_coef != 0, and then the logged entropy): of the "
+       "full policy, as the reference (every layer gets its gradient), or of pi^l (the update "
+       "stays confined to layers <= l)"},
       {"bupo.lens",
        &c.bupo.lens,
        0,

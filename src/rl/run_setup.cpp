@@ -195,7 +195,10 @@ void reserve_memory(Run& r) {
   const int64_t reduce = dp <= 1 ? 0
                          : zs    ? static_cast<int64_t>(zs->layout.scratch_bytes())
                                  : bucket;
-  p.extra_scratch = 2 * p.max_tokens * d * 4 +
+  // BuPO phase 1 with the full policy's entropy bonus holds dL/dY (N, d) through the backward
+  const bool two_losses =
+      cfg.bupo_enabled() && cfg.algorithm.entropy_coef != 0 && cfg.bupo.phase1_entropy == "full";
+  p.extra_scratch = (two_losses ? 3 : 2) * p.max_tokens * d * 4 +
                     static_cast<int64_t>(lens.scratch_bytes(p.max_tokens)) +
                     slots * (d + V + 16) * 8 + reduce;
   m.reserve(p);

@@ -20,14 +20,17 @@
 namespace bupo::rl {
 
 void run_pipeline(Run& r, const MiniBatch& micros, PolicyPath path, bool entropy_grad,
-                  const LossFn& loss) {
+                  const LossFn& loss, const EntropyFn* top_entropy) {
   ParallelContext& pc = r.pc;
   Model& model = *r.model;
   Backend& be = model.backend();
-  const int loss_stage = r.stage_of_policy(path);
+  const bool two_losses = top_entropy != nullptr && path.layer > 0;
+  const PolicyPath full{0, path.lens, path.inv_temperature};
+  const int policy_stage = r.stage_of_policy(path);
+  const int loss_stage = two_losses ? r.stage_of_policy(full) : policy_stage;  // the deepest
   const int s = pc.pp_rank();
   if (s > loss_stage) return;
-  const bool here = s == loss_stage;
+  const bool here = s == policy_stage, here_top = two_losses && s == loss_stage;
   const auto t_start = Clock::now();
   const double wait0 = r.pp_recv_wait();
   const auto m = static_cast<int64_t>(micros.size());
@@ -37,7 +40,7 @@ void run_pipeline(Run& r, const MiniBatch& micros, PolicyPath path, bool entropy
   auto forward = [&](int64_t i) {
     const auto u = static_cast<size_t>(i);
     pk[u] = pack(micros[u]);
-    model.forward(pk[u].b, acts[u], /*keep=*/true, path.layer == 0 ? -1 : path.layer);
+    model.forward(pk[u].b, acts[u], /*keep=*/true, path.layer == 0 || two_losses ? -1 : path.layer);
     if (!here) return;
     ArenaScope scope(be.scratch());
     Tensor rows;
@@ -56,8 +59,38 @@ void run_pipeline(Run& r, const MiniBatch& micros, PolicyPath path, bool entropy
     be.zero(acts[u].d_policy);
     be.scatter_add_rows(acts[u].d_policy, rows, dX);
   };
+  // the full policy's entropy term on the last stage, right before its backward (1F1B runs the
+  // last stage's forward and backward of a micro-batch back to back: dL/dY needs no storage)
+  const Lens top_lens = lens_for(model, full);
+  auto backward_two_losses = [&](size_t u) {
+    ArenaScope scope(be.scratch());
+    Tensor dY;
+    if (here_top) {
+      const int64_t R = static_cast<int64_t>(pk[u].rows.size());
+      dY = be.scratch().alloc(acts[u].final_out.dtype,
+                              {acts[u].final_out.dim(0), acts[u].final_out.dim(1)});
+      be.zero(dY);
+      ArenaScope rows_scope(be.scratch());
+      Tensor rows;
+      const Tensor X = gather_response_rows(be, hidden_of(acts[u], full), pk[u], &rows);
+      temper_rows(be, X, full);
+      std::vector<float> lp(static_cast<size_t>(R)), H(static_cast<size_t>(R));
+      top_lens.forward(X, pk[u].targets.data(), H.data(), lp.data());
+      std::vector<float> g_lp(static_cast<size_t>(R), 0.0f), g_ent(static_cast<size_t>(R), 0.0f);
+      (*top_entropy)(u, H, g_ent);
+      const Tensor dX = be.scratch().alloc(X.dtype, {R, X.dim(1)});
+      be.zero(dX);
+      top_lens.backward(X, pk[u].targets.data(), g_lp.data(), g_ent.data(), dX);
+      temper_rows(be, dX, full);
+      be.scatter_add_rows(dY, rows, dX);
+    }
+    model.backward_from_output(pk[u].b, acts[u], dY, path.layer,
+                               here ? acts[u].d_policy : Tensor{});
+    acts[u].release();
+  };
   auto backward = [&](int64_t i) {
     const auto u = static_cast<size_t>(i);
+    if (two_losses) return backward_two_losses(u);
     const Tensor g = here ? acts[u].d_policy : Tensor{};
     if (path.layer == 0)
       model.backward_from_output(pk[u].b, acts[u], g);
@@ -141,6 +174,11 @@ void update_minibatch(Run& r, const MiniBatch& all_micros, PolicyPath path, Upda
   const auto u0 = static_cast<size_t>(M * r.pc.dp_rank() / r.pc.dp_size());
   const MiniBatch micros = replica_share(r.pc, all_micros);
   const KlKind klk = kl_kind_from_string(cfg.algorithm.kl_estimator);
+  // BuPO phase 1's entropy bonus on the full policy π_θ, as the reference computes it from the
+  // final logits (bupo.phase1_entropy = "full"); "internal": on π^l, which keeps the update
+  // confined to layers <= l
+  const bool full_entropy =
+      path.layer > 0 && cfg.algorithm.entropy_coef != 0 && cfg.bupo.phase1_entropy == "full";
   r.model->params().zero_grad();
   // local sums: pg, kl, entropy, loss, tokens, clipped, clip_low, clip_high, dual, ratio, |adv|
   enum { kPg, kKl, kEnt, kLoss, kTok, kClip, kClipLo, kClipHi, kDual, kRatio, kAdv, kN };
@@ -179,11 +217,11 @@ void update_minibatch(Run& r, const MiniBatch& all_micros, PolicyPath path, Upda
           g += wt * cfg.algorithm.kl_coef * dk;
           v[kKl] += wt * k;
         }
-        if (cfg.algorithm.entropy_coef != 0) {
+        if (cfg.algorithm.entropy_coef != 0 && !full_entropy) {
           l -= wt * cfg.algorithm.entropy_coef * H[t];
           g_ent[t] = static_cast<float>(-wt * cfg.algorithm.entropy_coef);
         }
-        v[kEnt] += wt * H[t];
+        if (!full_entropy) v[kEnt] += wt * H[t];
         v[kLoss] += l;
         g_lp[t] = static_cast<float>(g);
         v[kTok] += 1;
@@ -198,7 +236,25 @@ void update_minibatch(Run& r, const MiniBatch& all_micros, PolicyPath path, Upda
     }
     if (inject_nan && !g_lp.empty()) g_lp[0] = std::numeric_limits<float>::quiet_NaN();
   };
-  run_pipeline(r, micros, path, cfg.algorithm.entropy_coef != 0, loss);
+  // the full policy's entropy term, on the last stage: its share of the loss and the logged
+  // entropy (the reference's actor/entropy in phase 1)
+  double ent_full[2] = {0, 0};  // Σ w·H, Σ w·(−coef·H)
+  const EntropyFn top = [&](size_t i, const std::vector<float>& H, std::vector<float>& g_ent) {
+    size_t t = 0, wi = w_off[u0 + i];
+    for (const Rollout* x : micros[i])
+      for (int64_t j = 0; j < x->resp_len(); ++j, ++t, ++wi) {
+        ent_full[0] += w[wi] * H[t];
+        ent_full[1] -= w[wi] * cfg.algorithm.entropy_coef * H[t];
+        g_ent[t] = static_cast<float>(-w[wi] * cfg.algorithm.entropy_coef);
+      }
+  };
+  run_pipeline(r, micros, path, cfg.algorithm.entropy_coef != 0 && !full_entropy, loss,
+               full_entropy ? &top : nullptr);
+  if (full_entropy) {  // from the last stage to the stage of π^l, which reduce_loss_stats reads
+    if (r.pc.pp_size() > 1) r.pc.pp->allreduce_sum(ent_full, 2);
+    v[kEnt] = ent_full[0];
+    v[kLoss] += ent_full[1];
+  }
   reduce_loss_stats(r, v, maxdev, path);
   us.tok += v[kTok];
   us.clipped += v[kClip];

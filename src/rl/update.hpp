@@ -31,8 +31,16 @@ using LossFn =
 // on this rank's pipeline stage. The stage that holds the policy evaluates the lens, asks `loss`
 // for the per-token gradients and starts the backward there (in BuPO phase 1 the stage owning
 // layer l); stages above it do nothing.
+//
+// top_entropy (BuPO phase 1 with the full policy's entropy bonus, bupo.phase1_entropy = "full",
+// as the reference): the forward runs every layer; the last stage also evaluates the full policy's
+// lens, asks top_entropy for its per-token entropy gradients (log-probs there carry none), and
+// the backward starts at the output with the π^l loss's gradient added at layer l, so every
+// layer receives the bonus's gradient.
+using EntropyFn =
+    std::function<void(size_t micro, const std::vector<float>& H, std::vector<float>& g_ent)>;
 void run_pipeline(Run& r, const MiniBatch& micros, PolicyPath path, bool entropy_grad,
-                  const LossFn& loss);
+                  const LossFn& loss, const EntropyFn* top_entropy = nullptr);
 // Per-rank statistics of the stage that holds the policy summed over DP (`mx` entries: maxima),
 // then handed to every pipeline stage.
 void reduce_loss_stats(Run& r, std::vector<double>& v, std::vector<float>& mx, PolicyPath path);

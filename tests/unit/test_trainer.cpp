@@ -94,9 +94,13 @@ std::vector<float> weights(Model& m) {
 
 }  // namespace
 
+// kTiny trains with an entropy bonus: the update stays confined to layers <= l when the bonus is
+// pi^l's (bupo.phase1_entropy = "internal"); the reference's full-policy bonus reaches every
+// layer (Phase1EntropyBonusOfTheFullPolicyReachesEveryLayer).
 TEST(Trainer, BupoPhase1LeavesLayersAboveLBitIdentical) {
   const std::string dir = tmpdir("phase1");
-  Trainer t(tiny(dir, {"bupo.internal_layer=1", "bupo.internal_steps=2", "trainer.steps=2"}),
+  Trainer t(tiny(dir, {"bupo.internal_layer=1", "bupo.internal_steps=2", "trainer.steps=2",
+                       "bupo.phase1_entropy=\"internal\""}),
             quiet());
   std::vector<std::vector<float>> before;
   for (const auto& p : t.model().params().all()) before.emplace_back(p.w, p.w + p.numel());
@@ -126,6 +130,45 @@ TEST(Trainer, BupoPhase1LeavesLayersAboveLBitIdentical) {
   EXPECT_EQ(m[1]["phase"], 1.0);
 }
 
+// issue 15, 1.7: the reference's phase-1 entropy term is the full policy's (computed from the
+// final logits), so with an entropy bonus every layer and the final norm move in phase 1.
+TEST(Trainer, Phase1EntropyBonusOfTheFullPolicyReachesEveryLayer) {
+  const std::string dir = tmpdir("phase1_full");
+  Trainer t(tiny(dir, {"bupo.internal_layer=1", "bupo.internal_steps=2", "trainer.steps=2"}),
+            quiet());
+  EXPECT_EQ(TrainConfig{}.bupo.phase1_entropy, "full") << "the default follows the reference";
+  std::vector<std::vector<float>> before;
+  for (const auto& p : t.model().params().all()) before.emplace_back(p.w, p.w + p.numel());
+  ASSERT_EQ(t.run(), 0);
+  const auto& ps = t.model().params().all();
+  int moved_above = 0;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    const std::string& n = ps[i].name;
+    if (n.rfind("model.layers.2.", 0) == 0 || n == "model.norm.weight")
+      moved_above += !std::equal(before[i].begin(), before[i].end(), ps[i].w);
+  }
+  EXPECT_GT(moved_above, 5) << "the full policy's entropy gradient did not reach layers > l";
+  for (const auto& m : metrics(dir)) EXPECT_EQ(m["phase"], 1.0);
+}
+
+// With every advantage 0 (an untrained model scores nothing), the phase-1 update is its entropy
+// bonus alone: of the full policy it is exactly GRPO's update, whose bonus is the full policy's.
+TEST(Trainer, Phase1FullEntropyBonusIsGrposWhenTheAdvantagesVanish) {
+  const std::string a = tmpdir("ent_a"), b = tmpdir("ent_b");
+  Trainer ta(tiny(a, {"bupo.internal_layer=1", "bupo.internal_steps=1", "trainer.steps=1",
+                      "algorithm.entropy_coef=0.05"}),
+             quiet());
+  Trainer tb(tiny(b, {"trainer.steps=1", "algorithm.entropy_coef=0.05"}), quiet());
+  ASSERT_EQ(ta.run(), 0);
+  ASSERT_EQ(tb.run(), 0);
+  const auto ma = metrics(a), mb = metrics(b);
+  ASSERT_EQ(ma[0]["accuracy"].get<double>(), 0.0) << "the premise: no reward, no advantage";
+  ASSERT_EQ(mb[0]["accuracy"].get<double>(), 0.0);
+  EXPECT_EQ(ma[0]["adv_abs_mean"].get<double>(), 0.0);
+  for (const char* k : {"entropy", "grad_norm"}) EXPECT_EQ(ma[0][k], mb[0][k]) << k;
+  EXPECT_EQ(weights(ta.model()), weights(tb.model()));
+}
+
 TEST(Trainer, PhaseScheduleAndRatioExactlyOneOnFirstMiniBatch) {
   const std::string dir = tmpdir("ratio");
   Trainer t(tiny(dir, {"bupo.internal_layer=2", "bupo.internal_steps=2", "trainer.steps=4"}),
@@ -144,7 +187,8 @@ TEST(Trainer, PhaseScheduleAndRatioExactlyOneOnFirstMiniBatch) {
 
 TEST(Trainer, RolloutsComeFromTheFullPolicyInPhase1) {
   const std::string a = tmpdir("full_a"), b = tmpdir("full_b");
-  Trainer ta(tiny(a, {"bupo.internal_layer=1", "bupo.internal_steps=1", "trainer.steps=1"}),
+  Trainer ta(tiny(a, {"bupo.internal_layer=1", "bupo.internal_steps=1", "trainer.steps=1",
+                      "bupo.phase1_entropy=\"internal\""}),
              quiet());
   Trainer tb(tiny(b, {"trainer.steps=1"}), quiet());
   ASSERT_EQ(ta.run(), 0);
