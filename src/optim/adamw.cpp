@@ -38,10 +38,11 @@ void AdamW::step() {
     const int64_t t = ++steps_[i];
     const double bc1 = 1.0 - std::pow(cfg_.beta1, static_cast<double>(t));
     const double bc2 = 1.0 - std::pow(cfg_.beta2, static_cast<double>(t));
+    const double lr = lr_scales_.empty() ? cfg_.lr : cfg_.lr * lr_scales_[i];
     AdamStep a;
-    a.step_size = static_cast<float>(cfg_.lr / bc1);
+    a.step_size = static_cast<float>(lr / bc1);
     a.bc2_sqrt = static_cast<float>(std::sqrt(bc2));
-    a.decay = static_cast<float>(1.0 - cfg_.lr * cfg_.weight_decay);
+    a.decay = static_cast<float>(1.0 - lr * cfg_.weight_decay);
     a.beta1 = static_cast<float>(cfg_.beta1);
     a.beta2 = static_cast<float>(cfg_.beta2);
     a.eps = static_cast<float>(cfg_.eps);
@@ -57,6 +58,12 @@ void AdamW::step() {
   }
   if (shard_) allgather_weights(params_, shard_->layout, *shard_->dev);
   params_.refresh_working_copy();  // the compute-dtype copy follows the fp32 masters
+}
+
+void AdamW::set_lr_scales(std::vector<double> scales) {
+  BUPO_CHECK(scales.empty() || scales.size() == steps_.size(), "optimizer: ", scales.size(),
+             " LR scales for ", steps_.size(), " parameters");
+  lr_scales_ = std::move(scales);
 }
 
 void AdamW::set_step_counts(const std::vector<int64_t>& s) {

@@ -44,6 +44,9 @@ class AdamW {
   int64_t step_count(size_t param) const { return steps_[param]; }
   const std::vector<int64_t>& step_counts() const { return steps_; }
   void set_step_counts(const std::vector<int64_t>& s);  // restoring a checkpoint
+  // Per-parameter LR multipliers for the next steps (torch param groups with their own lr: the
+  // step and the decoupled decay both scale); empty: 1 for all.
+  void set_lr_scales(std::vector<double> scales);
   // The moments as host arrays in the weight arena's layout (checkpoints), and back.
   std::vector<float> exp_avg_to_host() const;
   std::vector<float> exp_avg_sq_to_host() const;
@@ -57,6 +60,7 @@ class AdamW {
   Block state_;  // m then v, each total_elements floats
   Tensor m_, v_;
   std::vector<int64_t> steps_;  // per parameter, as torch keeps state['step']
+  std::vector<double> lr_scales_;
   std::optional<ZeroShard> shard_;
 };
 

@@ -104,6 +104,11 @@ struct TrainConfig {
     // the reference computes it from the final logits (every layer then receives its gradient),
     // or "internal", π^l's (the update stays confined to layers <= l)
     std::string phase1_entropy = "full";
+    // Table 11's alternatives to phase 1 (papers.md §1.9): "internal_policy" (BuPO: optimise
+    // π^l), "frozen_layers" (the full policy with layers 1..l frozen) or "layerwise_lr" (the full
+    // policy, layers above l at layerwise_lr_scale × the LR), for steps 1..internal_steps
+    std::string variant = "internal_policy";
+    double layerwise_lr_scale = 0.1;
   } bupo;
   struct Diagnostics {
     int64_t every = 1, tokens = 256;

@@ -91,7 +91,8 @@ Metrics step_metrics(Run& r, bool phase1, const RolloutBatch& rb, const UpdateSt
     }
     r.pc.world->allreduce_sum(mm, 2);
     r.pc.world->allreduce_max(&mx, 1);
-    const bool defined = !phase1 && mm[1] > 0;
+    const bool recomputes_pi_l = phase1 && r.cfg.bupo.variant == "internal_policy";
+    const bool defined = !recomputes_pi_l && mm[1] > 0;
     add("logprob_mismatch_mean", defined ? mm[0] / mm[1] : NAN);
     add("logprob_mismatch_max", defined ? mx : NAN);
   }

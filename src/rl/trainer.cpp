@@ -81,7 +81,10 @@ bool bupo_phase1(const Run& r, int64_t s) {
   return r.st.bupo_layer > 0 && s <= r.cfg.bupo.internal_steps;
 }
 PolicyPath policy_of_step(const Run& r, int64_t s) {
-  const int l = bupo_phase1(r, s) ? static_cast<int>(r.st.bupo_layer) : 0;
+  // Table 11's variants train the full policy in phase 1 (update_minibatch freezes or slows
+  // layers)
+  const bool internal = r.cfg.bupo.variant == "internal_policy";
+  const int l = bupo_phase1(r, s) && internal ? static_cast<int>(r.st.bupo_layer) : 0;
   // pi^L follows the reference: its k = L-1 reads HF's hidden_states[L], which is already
   // final-normed, so pi^L is the model's own policy and phase 1 at l = L is GRPO (issue 15, 1.4)
   PolicyPath p{l == r.model->num_layers() ? 0 : l, lens_mode_from_string(r.cfg.bupo.lens)};

@@ -140,6 +140,14 @@ double finish_grads(Run& r, const AdamW& opt) {
 }
 
 namespace {
+// The decoder layer (1-based) a Hugging Face parameter name belongs to: 0 for the embedding,
+// L + 1 for what sits above the last layer (the final norm, an untied lm_head).
+int decoder_layer_of(const std::string& name, int L) {
+  static const std::string kLayers = "model.layers.";
+  if (name.rfind(kLayers, 0) == 0) return std::stoi(name.substr(kLayers.size())) + 1;
+  return name.rfind("model.embed_tokens", 0) == 0 ? 0 : L + 1;
+}
+
 // Fault injection for tests: BUPO_FAULT_NAN_STEPS=2,3 poisons those steps' gradients (read at
 // every update: a test changes it between runs of one process).
 bool nan_injected_at(int64_t step) {
@@ -250,6 +258,19 @@ void update_minibatch(Run& r, const MiniBatch& all_micros, PolicyPath path, Upda
   };
   run_pipeline(r, micros, path, cfg.algorithm.entropy_coef != 0 && !full_entropy, loss,
                full_entropy ? &top : nullptr);
+  // Table 11's variants of phase 1: layers 1..l frozen (no gradient, as requires_grad = False:
+  // no update, no decay, outside the gradient norm), or the layers above l at a smaller LR
+  const int l = static_cast<int>(r.st.bupo_layer), L = r.model->num_layers();
+  const bool variant_phase1 = r.st.bupo_layer > 0 && r.cur_step <= cfg.bupo.internal_steps &&
+                              cfg.bupo.variant != "internal_policy";
+  if (variant_phase1 && cfg.bupo.variant == "frozen_layers")
+    for (Param& p : r.model->params().all())
+      if (const int k = decoder_layer_of(p.name, L); k >= 1 && k <= l) p.has_grad = false;
+  std::vector<double> lr_scales;
+  if (variant_phase1 && cfg.bupo.variant == "layerwise_lr")
+    for (const Param& p : r.model->params().all())
+      lr_scales.push_back(decoder_layer_of(p.name, L) > l ? cfg.bupo.layerwise_lr_scale : 1.0);
+  r.optim->set_lr_scales(std::move(lr_scales));
   if (full_entropy) {  // from the last stage to the stage of π^l, which reduce_loss_stats reads
     if (r.pc.pp_size() > 1) r.pc.pp->allreduce_sum(ent_full, 2);
     v[kEnt] = ent_full[0];

@@ -169,6 +169,73 @@ TEST(Trainer, Phase1FullEntropyBonusIsGrposWhenTheAdvantagesVanish) {
   EXPECT_EQ(weights(ta.model()), weights(tb.model()));
 }
 
+// Table 11's alternatives to phase 1 (issue 15 §2): the full policy with layers 1..l frozen, or
+// with the layers above l at a fraction of the LR.
+TEST(Trainer, Table11FrozenLayersKeepLayersUpToLBitIdentical) {
+  const std::string dir = tmpdir("frozen");
+  Trainer t(tiny(dir, {"bupo.internal_layer=1", "bupo.internal_steps=2", "trainer.steps=2",
+                       "bupo.variant=\"frozen_layers\""}),
+            quiet());
+  std::vector<std::vector<float>> before;
+  for (const auto& p : t.model().params().all()) before.emplace_back(p.w, p.w + p.numel());
+  ASSERT_EQ(t.run(), 0);
+  const auto& ps = t.model().params().all();
+  int frozen = 0, moved = 0;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    const bool same = std::equal(before[i].begin(), before[i].end(), ps[i].w);
+    const std::string& n = ps[i].name;
+    if (n.rfind("model.layers.0.", 0) == 0) {
+      EXPECT_TRUE(same) << n << " changed although layers 1..l are frozen";
+      ++frozen;
+    } else if (n.rfind("model.layers.2.", 0) == 0 || n == "model.norm.weight" ||
+               n == "model.embed_tokens.weight") {
+      moved += !same;
+    }
+  }
+  EXPECT_GT(frozen, 5);
+  EXPECT_GT(moved, 5) << "the full policy above layer l did not train";
+  for (const auto& m : metrics(dir)) {
+    EXPECT_EQ(m["phase"], 1.0);
+    EXPECT_FALSE(m["logprob_mismatch_mean"].is_null()) << "the full policy is recomputed";
+  }
+}
+
+TEST(Trainer, Table11LayerwiseLrScalesTheUpdateAboveL) {
+  // scale 1 is GRPO exactly; scale 0 leaves everything above l (and the final norm) bit-identical
+  const std::string a = tmpdir("lw1"), b = tmpdir("lw_grpo"), c = tmpdir("lw0");
+  const std::vector<std::string> lw = {"bupo.internal_layer=1", "bupo.internal_steps=1",
+                                       "trainer.steps=1", "bupo.variant=\"layerwise_lr\""};
+  auto with = [](std::vector<std::string> v, const std::string& kv) {
+    v.push_back(kv);
+    return v;
+  };
+  Trainer ta(tiny(a, with(lw, "bupo.layerwise_lr_scale=1")), quiet());
+  Trainer tb(tiny(b, {"trainer.steps=1"}), quiet());
+  Trainer tc(tiny(c, with(lw, "bupo.layerwise_lr_scale=0")), quiet());
+  std::vector<std::vector<float>> before;
+  for (const auto& p : tc.model().params().all()) before.emplace_back(p.w, p.w + p.numel());
+  ASSERT_EQ(ta.run(), 0);
+  ASSERT_EQ(tb.run(), 0);
+  ASSERT_EQ(tc.run(), 0);
+  EXPECT_EQ(weights(ta.model()), weights(tb.model()));
+  const auto& ps = tc.model().params().all();
+  int above = 0, below = 0;
+  for (size_t i = 0; i < ps.size(); ++i) {
+    const bool same = std::equal(before[i].begin(), before[i].end(), ps[i].w);
+    const std::string& n = ps[i].name;
+    if (n.rfind("model.layers.1.", 0) == 0 || n.rfind("model.layers.2.", 0) == 0 ||
+        n == "model.norm.weight") {
+      EXPECT_TRUE(same) << n << " moved at LR scale 0";
+      ++above;
+    } else if (n.rfind("model.layers.0.", 0) == 0 && n.find("proj") != std::string::npos) {
+      EXPECT_FALSE(same) << n;
+      ++below;
+    }
+  }
+  EXPECT_GT(above, 10);
+  EXPECT_GT(below, 3);
+}
+
 TEST(Trainer, PhaseScheduleAndRatioExactlyOneOnFirstMiniBatch) {
   const std::string dir = tmpdir("ratio");
   Trainer t(tiny(dir, {"bupo.internal_layer=2", "bupo.internal_steps=2", "trainer.steps=4"}),
