@@ -49,6 +49,9 @@ struct TrainConfig {
             max_nonfinite_in_row = 3, threads = 0;
     std::string out_dir = "out/run";
     bool export_hf = true;
+    // verl's balance_batch: order each mini-batch's sequences so that its micro-batches (and so
+    // the data-parallel replicas, which take contiguous runs of them) carry near-equal tokens
+    bool balance_batch = false;
   } trainer;
   struct Optim {
     double lr = 1e-6, beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.01, grad_clip = 1.0;

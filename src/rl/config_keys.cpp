@@ -187,6 +187,13 @@ std::vector<Field> fields(TrainConfig& c) {
        {},
        "stop after this many skipped (NaN/Inf) updates in a row"},
       {"trainer.threads", &c.trainer.threads, 0, 4096, {}, "CPU threads (0: all)"},
+      {"trainer.balance_batch",
+       &c.trainer.balance_batch,
+       0,
+       0,
+       {},
+       "order each mini-batch's sequences so its micro-batches (and DP replicas) carry near-equal "
+       "tokens, as verl's balance_batch (changes only the summation order)"},
       {"trainer.export_hf",
        &c.trainer.export_hf,
        0,

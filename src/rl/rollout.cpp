@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <numeric>
 #include <string>
 
 #include "rl/advantage.hpp"
@@ -12,6 +13,49 @@ namespace bupo::rl {
 MiniBatch replica_share(const ParallelContext& pc, const MiniBatch& all) {
   const int64_t M = static_cast<int64_t>(all.size()), R = pc.dp_size(), k = pc.dp_rank();
   return {all.begin() + M * k / R, all.begin() + M * (k + 1) / R};
+}
+
+MiniBatch contiguous_micro_batches(const std::vector<const Rollout*>& seqs, int64_t per_micro) {
+  MiniBatch mb;
+  const auto n = static_cast<int64_t>(seqs.size());
+  for (int64_t u0 = 0; u0 < n; u0 += per_micro)
+    mb.emplace_back(seqs.begin() + u0, seqs.begin() + std::min(n, u0 + per_micro));
+  return mb;
+}
+
+MiniBatch balanced_micro_batches(const std::vector<const Rollout*>& seqs, int64_t per_micro) {
+  const auto n = static_cast<int64_t>(seqs.size());
+  const int64_t m = (n + per_micro - 1) / per_micro;
+  std::vector<int64_t> room(static_cast<size_t>(m), per_micro), tokens(static_cast<size_t>(m), 0);
+  if (m > 0) room.back() = n - per_micro * (m - 1);
+  std::vector<int64_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  auto len = [&](int64_t i) {
+    return static_cast<int64_t>(seqs[static_cast<size_t>(i)]->ids.size());
+  };
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int64_t a, int64_t b) { return len(a) > len(b); });
+  std::vector<std::vector<int64_t>> members(static_cast<size_t>(m));
+  for (int64_t i : order) {
+    size_t best = 0;
+    bool found = false;
+    for (size_t u = 0; u < members.size(); ++u)
+      if (room[u] > 0 && (!found || tokens[u] < tokens[best])) {
+        best = u;
+        found = true;
+      }
+    --room[best];
+    tokens[best] += len(i);
+    members[best].push_back(i);
+  }
+  MiniBatch mb;
+  for (auto& mem : members) {
+    std::sort(mem.begin(), mem.end());
+    MicroBatch mic;
+    for (int64_t i : mem) mic.push_back(seqs[static_cast<size_t>(i)]);
+    mb.push_back(std::move(mic));
+  }
+  return mb;
 }
 
 GenerateOptions generation_options(const Run& r, uint64_t seed, double temperature, double top_p,

@@ -37,6 +37,12 @@ using MicroBatch = std::vector<const Rollout*>;
 using MiniBatch = std::vector<MicroBatch>;
 // This data-parallel replica's whole micro-batches of a mini-batch (contiguous blocks).
 MiniBatch replica_share(const ParallelContext& pc, const MiniBatch& all);
+// A mini-batch's sequences as micro-batches of `per_micro` (the last one the remainder): in
+// their order, or (trainer.balance_batch) with the same sizes but balanced by tokens (prompt +
+// response): longest first, each to the micro-batch with the fewest tokens that has room (ties
+// to the lowest index), each micro-batch then in the sequences' order. Deterministic.
+MiniBatch contiguous_micro_batches(const std::vector<const Rollout*>& seqs, int64_t per_micro);
+MiniBatch balanced_micro_batches(const std::vector<const Rollout*>& seqs, int64_t per_micro);
 
 // The rollouts a step trains on, and what was seen on the way (dynamic sampling may draw several
 // batches and keep only informative groups).

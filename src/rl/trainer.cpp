@@ -176,15 +176,11 @@ std::vector<MiniBatch> split_minibatches(const Run& r, const std::vector<Rollout
                 per_micro = r.cfg.trainer.micro_batch_seqs, n = static_cast<int64_t>(rolls.size());
   std::vector<MiniBatch> minis;
   for (int64_t m0 = 0; m0 < n; m0 += per_mini) {
-    MiniBatch mb;
     const int64_t m1 = std::min(m0 + per_mini, n);
-    for (int64_t u0 = m0; u0 < m1; u0 += per_micro) {
-      MicroBatch mic;
-      for (int64_t i = u0; i < std::min(m1, u0 + per_micro); ++i)
-        mic.push_back(&rolls[static_cast<size_t>(i)]);
-      mb.push_back(std::move(mic));
-    }
-    minis.push_back(std::move(mb));
+    std::vector<const Rollout*> seqs;
+    for (int64_t i = m0; i < m1; ++i) seqs.push_back(&rolls[static_cast<size_t>(i)]);
+    minis.push_back(r.cfg.trainer.balance_batch ? balanced_micro_batches(seqs, per_micro)
+                                                : contiguous_micro_batches(seqs, per_micro));
   }
   return minis;
 }

@@ -13,7 +13,7 @@
      math_verify says -1. How often it agrees is printed.
 
 Usage: check_graders.py BUPO SHARED_DIR GRADERS_DIR [--sample F]
-  --sample F: ask math_verify on a fraction F of the fallback cases (default 0.05, as ctest runs
+  --sample F: ask math_verify on a fraction F of the fallback cases (default 0.02, as ctest runs
   it: math_verify takes ~3 ms a case; 1 for all of them). Exit 77 when the references are absent.
 """
 import contextlib
@@ -74,7 +74,7 @@ def run_bupo(bupo, rows, *args):
 
 def main():
     args = sys.argv[1:]
-    sample = 0.05
+    sample = 0.02
     if len(args) == 5 and args[3] == "--sample":
         sample = float(args[4])
         args = args[:3]

@@ -236,6 +236,48 @@ TEST(Trainer, Table11LayerwiseLrScalesTheUpdateAboveL) {
   EXPECT_GT(below, 3);
 }
 
+// trainer.balance_batch (issue 15, 1.8): micro-batches of equal sizes and near-equal tokens; the
+// update is the same up to the summation order
+TEST(Trainer, BalanceBatchEvensTheMicroBatchesTokens) {
+  std::vector<Rollout> rolls(6);
+  const int64_t lens[] = {10, 10, 1, 1, 9, 2};
+  for (size_t i = 0; i < rolls.size(); ++i) rolls[i].ids.assign(static_cast<size_t>(lens[i]), 1);
+  std::vector<const Rollout*> seqs;
+  for (const auto& x : rolls) seqs.push_back(&x);
+  auto tokens = [](const MicroBatch& m) {
+    int64_t t = 0;
+    for (const Rollout* x : m) t += static_cast<int64_t>(x->ids.size());
+    return t;
+  };
+  const MiniBatch plain = contiguous_micro_batches(seqs, 2), bal = balanced_micro_batches(seqs, 2);
+  ASSERT_EQ(plain.size(), 3u);
+  ASSERT_EQ(bal.size(), 3u);
+  EXPECT_EQ(tokens(plain[0]), 20);  // {10, 10}, {1, 1}, {9, 2}
+  std::vector<const Rollout*> all;
+  for (const auto& m : bal) {
+    EXPECT_EQ(m.size(), 2u);
+    EXPECT_LE(tokens(m), 12) << "longest first, each to the emptiest micro-batch: 11, 11, 11";
+    all.insert(all.end(), m.begin(), m.end());
+  }
+  std::sort(all.begin(), all.end());
+  EXPECT_TRUE(std::adjacent_find(all.begin(), all.end()) == all.end()) << "a sequence twice";
+  EXPECT_EQ(all.size(), seqs.size());
+  EXPECT_EQ(balanced_micro_batches(seqs, 4).back().size(), 2u) << "the remainder stays last";
+
+  const std::string a = tmpdir("bal_on"), b = tmpdir("bal_off");
+  Trainer ta(tiny(a, {"trainer.balance_batch=true", "trainer.micro_batch_seqs=2"}), quiet());
+  Trainer tb(tiny(b, {"trainer.micro_batch_seqs=2"}), quiet());
+  ASSERT_EQ(ta.run(), 0);
+  ASSERT_EQ(tb.run(), 0);
+  const auto ma = metrics(a), mb = metrics(b);
+  ASSERT_EQ(ma.size(), mb.size());
+  for (size_t s = 0; s < ma.size(); ++s)
+    for (const char* k : {"reward", "pg_loss", "entropy", "grad_norm"})
+      EXPECT_NEAR(ma[s][k].get<double>(), mb[s][k].get<double>(),
+                  1e-5 * (1 + std::fabs(mb[s][k].get<double>())))
+          << "step " << s + 1 << " " << k;
+}
+
 TEST(Trainer, PhaseScheduleAndRatioExactlyOneOnFirstMiniBatch) {
   const std::string dir = tmpdir("ratio");
   Trainer t(tiny(dir, {"bupo.internal_layer=2", "bupo.internal_steps=2", "trainer.steps=4"}),
