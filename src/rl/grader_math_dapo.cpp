@@ -8,19 +8,7 @@
 namespace bupo::rl {
 namespace {
 
-void replace_all(std::string& s, std::string_view from, std::string_view to) {
-  if (from.empty() || s.find(from) == std::string::npos) return;
-  std::string out;
-  out.reserve(s.size());
-  size_t start = 0, pos;
-  while ((pos = s.find(from, start)) != std::string::npos) {
-    out.append(s, start, pos - start).append(to);
-    start = pos + from.size();
-  }
-  out.append(s, start);
-  work::count(s.size());
-  s = std::move(out);
-}
+using py::replace;
 
 size_t line_end(std::string_view s, size_t i) {
   size_t e = s.find('\n', i);
@@ -193,7 +181,7 @@ std::string minerva_normalize(std::string_view in) {
       {"\\ ", ""},          {" ", ""},
       {"mbox", "text"},     {",\\text{and}", ","},
       {"\\text{and}", ","}, {"\\text{m}", "\\text{}"}};
-  for (const auto& sub : kSubstitutions) replace_all(s, sub[0], sub[1]);
+  for (const auto& sub : kSubstitutions) replace(s, sub[0], sub[1]);
   static constexpr std::string_view kRemoved[] = {
       "square",     "ways",       "integers",  "dollars",      "mph",
       "inches",     "hours",      "km",        "units",        "\\ldots",
@@ -204,7 +192,7 @@ std::string minerva_normalize(std::string_view in) {
       "\\text{}^3", "\\text{\n}", "\\text{}",  "\\mathrm{th}", "^\\circ",
       "^{\\circ}",  "\\;",        ",\\!",      "{,}",          "\"",
       "\\dots"};
-  for (std::string_view r : kRemoved) replace_all(s, r, "");
+  for (std::string_view r : kRemoved) replace(s, r, "");
   s = keep_first_math(s);
   s = peel(s, "\\text{", false);
   s = peel(s, "\\textbf{", false);
@@ -212,10 +200,10 @@ std::string minerva_normalize(std::string_view in) {
   s = peel(s, "\\boxed{", true);
   s = brace_shorthand(s, "frac", 2);
   s = brace_shorthand(s, "sqrt", 1);
-  replace_all(s, "$", "");
+  replace(s, "$", "");
   {
     std::string no_commas = s;
-    replace_all(no_commas, ",", "");
+    replace(no_commas, ",", "");
     if (py::all_digits(no_commas)) s = no_commas;
   }
   return std::string(py::strip(s));

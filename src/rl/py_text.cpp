@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <iterator>
 
+#include "core/work_counter.hpp"
+
 namespace bupo::rl::py {
 
 size_t cp_size(std::string_view s, size_t i) {
@@ -82,6 +84,20 @@ bool all_digits(std::string_view s) {
   for (size_t i = 0; i < s.size(); i += cp_size(s, i))
     if (!isdigit(cp_at(s, i))) return false;
   return true;
+}
+
+void replace(std::string& s, std::string_view from, std::string_view to) {
+  if (from.empty() || s.find(from) == std::string::npos) return;
+  std::string out;
+  out.reserve(s.size());
+  size_t start = 0, pos;
+  while ((pos = s.find(from, start)) != std::string::npos) {
+    out.append(s, start, pos - start).append(to);
+    start = pos + from.size();
+  }
+  out.append(s, start);
+  work::count(s.size());
+  s = std::move(out);
 }
 
 std::string_view strip(std::string_view s) {

@@ -22,5 +22,8 @@ bool isspace(uint32_t c);  // str.isspace / re's \s for str patterns
 bool isdigit(uint32_t c);  // str.isdigit: Nd digits of the common scripts, super/subscripts
 bool all_digits(std::string_view s);         // s.isdigit(): non-empty, every code point a digit
 std::string_view strip(std::string_view s);  // s.strip()
+// s = s.replace(from, to), in one pass (in place, each hit moved the tail: quadratic for a response
+// made of thousands of them); counts its work (core/work_counter.hpp)
+void replace(std::string& s, std::string_view from, std::string_view to);
 
 }  // namespace bupo::rl::py

@@ -14,21 +14,7 @@
 namespace bupo::rl {
 namespace {
 
-// One pass into a new string: replacing in place moved the tail on every hit (quadratic for a
-// response made of thousands of them).
-void replace_all(std::string& s, std::string_view from, std::string_view to) {
-  if (from.empty() || s.find(from) == std::string::npos) return;
-  std::string out;
-  out.reserve(s.size());
-  size_t start = 0, pos;
-  while ((pos = s.find(from, start)) != std::string::npos) {
-    out.append(s, start, pos - start).append(to);
-    start = pos + from.size();
-  }
-  out.append(s, start);
-  work::count(s.size());
-  s = std::move(out);
-}
+using py::replace;
 
 std::vector<std::string> split(const std::string& s, std::string_view sep) {
   std::vector<std::string> out;
@@ -366,21 +352,21 @@ namespace {
 // two characters backslash-percent).
 std::string hendrycks_strip(std::string_view in, bool bare_percent, bool& raised) {
   std::string s(in);
-  replace_all(s, "\n", "");
-  replace_all(s, "\\!", "");
-  replace_all(s, "\\\\", "\\");
-  replace_all(s, "tfrac", "frac");
-  replace_all(s, "dfrac", "frac");
-  replace_all(s, "\\left", "");
-  replace_all(s, "\\right", "");
-  replace_all(s, "^{\\circ}", "");
-  replace_all(s, "^\\circ", "");
-  replace_all(s, "\\$", "");
+  replace(s, "\n", "");
+  replace(s, "\\!", "");
+  replace(s, "\\\\", "\\");
+  replace(s, "tfrac", "frac");
+  replace(s, "dfrac", "frac");
+  replace(s, "\\left", "");
+  replace(s, "\\right", "");
+  replace(s, "^{\\circ}", "");
+  replace(s, "^\\circ", "");
+  replace(s, "\\$", "");
   s = remove_right_units(s, raised);
-  replace_all(s, "\\%", "");
-  if (bare_percent) replace_all(s, "%", "");
-  replace_all(s, " .", " 0.");
-  replace_all(s, "{.", "{0.");
+  replace(s, "\\%", "");
+  if (bare_percent) replace(s, "%", "");
+  replace(s, " .", " 0.");
+  replace(s, "{.", "{0.");
   if (s.empty()) return s;
   if (s[0] == '.') s = "0" + s;
   {
@@ -388,7 +374,7 @@ std::string hendrycks_strip(std::string_view in, bool bare_percent, bool& raised
     if (parts.size() == 2 && py::cp_count(parts[0]) <= 2) s = parts[1];
   }
   s = fix_sqrt(s, raised);
-  replace_all(s, " ", "");
+  replace(s, " ", "");
   s = fix_fracs(s, raised);
   if (s == "0.5") s = "\\frac{1}{2}";
   s = fix_a_slash_b(s);

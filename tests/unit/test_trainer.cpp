@@ -92,6 +92,18 @@ std::vector<float> weights(Model& m) {
   return m.params().weights_to_host();
 }
 
+// Runs the trainer (expecting success); for every parameter, its name and whether it changed.
+std::vector<std::pair<std::string, bool>> run_and_see_what_moved(Trainer& t) {
+  std::vector<std::vector<float>> before;
+  for (const auto& p : t.model().params().all()) before.emplace_back(p.w, p.w + p.numel());
+  EXPECT_EQ(t.run(), 0);
+  std::vector<std::pair<std::string, bool>> moved;
+  const auto& ps = t.model().params().all();
+  for (size_t i = 0; i < ps.size(); ++i)
+    moved.emplace_back(ps[i].name, !std::equal(before[i].begin(), before[i].end(), ps[i].w));
+  return moved;
+}
+
 }  // namespace
 
 // kTiny trains with an entropy bonus: the update stays confined to layers <= l when the bonus is
@@ -102,14 +114,9 @@ TEST(Trainer, BupoPhase1LeavesLayersAboveLBitIdentical) {
   Trainer t(tiny(dir, {"bupo.internal_layer=1", "bupo.internal_steps=2", "trainer.steps=2",
                        "bupo.phase1_entropy=\"internal\""}),
             quiet());
-  std::vector<std::vector<float>> before;
-  for (const auto& p : t.model().params().all()) before.emplace_back(p.w, p.w + p.numel());
-  ASSERT_EQ(t.run(), 0);
-  const auto& ps = t.model().params().all();
   int above = 0, below = 0;
-  for (size_t i = 0; i < ps.size(); ++i) {
-    const bool same = std::equal(before[i].begin(), before[i].end(), ps[i].w);
-    const std::string& n = ps[i].name;
+  for (const auto& [n, moved] : run_and_see_what_moved(t)) {
+    const bool same = !moved;
     if (n.rfind("model.layers.1.", 0) == 0 || n.rfind("model.layers.2.", 0) == 0 ||
         n == "model.norm.weight") {
       EXPECT_TRUE(same) << n << " changed during BuPO phase 1 (l = 1)";
@@ -137,16 +144,9 @@ TEST(Trainer, Phase1EntropyBonusOfTheFullPolicyReachesEveryLayer) {
   Trainer t(tiny(dir, {"bupo.internal_layer=1", "bupo.internal_steps=2", "trainer.steps=2"}),
             quiet());
   EXPECT_EQ(TrainConfig{}.bupo.phase1_entropy, "full") << "the default follows the reference";
-  std::vector<std::vector<float>> before;
-  for (const auto& p : t.model().params().all()) before.emplace_back(p.w, p.w + p.numel());
-  ASSERT_EQ(t.run(), 0);
-  const auto& ps = t.model().params().all();
   int moved_above = 0;
-  for (size_t i = 0; i < ps.size(); ++i) {
-    const std::string& n = ps[i].name;
-    if (n.rfind("model.layers.2.", 0) == 0 || n == "model.norm.weight")
-      moved_above += !std::equal(before[i].begin(), before[i].end(), ps[i].w);
-  }
+  for (const auto& [n, moved] : run_and_see_what_moved(t))
+    if (n.rfind("model.layers.2.", 0) == 0 || n == "model.norm.weight") moved_above += moved;
   EXPECT_GT(moved_above, 5) << "the full policy's entropy gradient did not reach layers > l";
   for (const auto& m : metrics(dir)) EXPECT_EQ(m["phase"], 1.0);
 }
@@ -176,14 +176,9 @@ TEST(Trainer, Table11FrozenLayersKeepLayersUpToLBitIdentical) {
   Trainer t(tiny(dir, {"bupo.internal_layer=1", "bupo.internal_steps=2", "trainer.steps=2",
                        "bupo.variant=\"frozen_layers\""}),
             quiet());
-  std::vector<std::vector<float>> before;
-  for (const auto& p : t.model().params().all()) before.emplace_back(p.w, p.w + p.numel());
-  ASSERT_EQ(t.run(), 0);
-  const auto& ps = t.model().params().all();
   int frozen = 0, moved = 0;
-  for (size_t i = 0; i < ps.size(); ++i) {
-    const bool same = std::equal(before[i].begin(), before[i].end(), ps[i].w);
-    const std::string& n = ps[i].name;
+  for (const auto& [n, changed] : run_and_see_what_moved(t)) {
+    const bool same = !changed;
     if (n.rfind("model.layers.0.", 0) == 0) {
       EXPECT_TRUE(same) << n << " changed although layers 1..l are frozen";
       ++frozen;
@@ -212,17 +207,12 @@ TEST(Trainer, Table11LayerwiseLrScalesTheUpdateAboveL) {
   Trainer ta(tiny(a, with(lw, "bupo.layerwise_lr_scale=1")), quiet());
   Trainer tb(tiny(b, {"trainer.steps=1"}), quiet());
   Trainer tc(tiny(c, with(lw, "bupo.layerwise_lr_scale=0")), quiet());
-  std::vector<std::vector<float>> before;
-  for (const auto& p : tc.model().params().all()) before.emplace_back(p.w, p.w + p.numel());
   ASSERT_EQ(ta.run(), 0);
   ASSERT_EQ(tb.run(), 0);
-  ASSERT_EQ(tc.run(), 0);
   EXPECT_EQ(weights(ta.model()), weights(tb.model()));
-  const auto& ps = tc.model().params().all();
   int above = 0, below = 0;
-  for (size_t i = 0; i < ps.size(); ++i) {
-    const bool same = std::equal(before[i].begin(), before[i].end(), ps[i].w);
-    const std::string& n = ps[i].name;
+  for (const auto& [n, moved] : run_and_see_what_moved(tc)) {
+    const bool same = !moved;
     if (n.rfind("model.layers.1.", 0) == 0 || n.rfind("model.layers.2.", 0) == 0 ||
         n == "model.norm.weight") {
       EXPECT_TRUE(same) << n << " moved at LR scale 0";
