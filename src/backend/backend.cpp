@@ -26,11 +26,13 @@ const char* op_name(Op op) {
                                               "embedding_backward",
                                               "gather_rows",
                                               "scatter_add_rows",
+                                              "row_dots",
                                               "add",
                                               "lens_stats",
                                               "lens_rescale",
                                               "lens_outputs",
                                               "lens_backward",
+                                              "lens_expectation",
                                               "adamw_update",
                                               "sum_squares",
                                               "scale",
@@ -435,6 +437,17 @@ void Backend::scatter_add_rows(const Tensor& dx, const Tensor& rows, const Tenso
   do_scatter_add_rows(dx, rows, src);
 }
 
+void Backend::row_dots(const Tensor& out, const Tensor& a, const Tensor& b) {
+  const Op op = Op::RowDots;
+  require(op, a.dtype);
+  check(op, {&out, &a, &b});
+  need_dtype(op, a.dtype, {&b}, "activation");
+  need(out.dtype == DType::F64, op, "out (n, 3) F64 expected", out);
+  need(b.numel() == a.numel() && a.rows() > 0 && out.numel() == 3 * a.rows(), op,
+       "a, b (n, C) of one shape and out (n, 3) expected", b);
+  do_row_dots(out, a, b);
+}
+
 // ---------------------------------------------------------------------------- lens
 void Backend::lens_stats(const Tensor& m, const Tensor& packed, const Tensor& x, const Tensor& E,
                          const Tensor& targets, int64_t v0) {
@@ -493,6 +506,19 @@ void Backend::lens_backward(const Tensor& dx, const Tensor& dE, const Tensor& x,
   }
   if (!g_entropy.empty()) need(g_entropy.numel() == n, op, "g_entropy (n) expected", g_entropy);
   do_lens_backward(dx, dE, x, E, m, packed, targets, v0, g_logprob, g_entropy);
+}
+
+void Backend::lens_expectation(const Tensor& ebar, const Tensor& x, const Tensor& E,
+                               const Tensor& m, const Tensor& packed) {
+  const Op op = Op::LensExpectation;
+  require(op, x.dtype);
+  check(op, {&ebar, &x, &E, &m, &packed});
+  need_dtype(op, x.dtype, {&ebar, &E}, "activation and weight");
+  need_dtype(op, DType::F32, {&m, &packed}, "statistics");
+  const int64_t d = E.row_numel(), n = m.numel();
+  need(x.numel() == n * d && ebar.numel() == n * d && packed.numel() == 3 * n, op,
+       "x, ebar (n, d) and packed (n, 3) expected", x);
+  do_lens_expectation(ebar, x, E, m, packed);
 }
 
 // ---------------------------------------------------------------------------- optimizer

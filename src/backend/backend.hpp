@@ -54,11 +54,13 @@ enum class Op : uint8_t {
   EmbeddingBackward,
   GatherRows,
   ScatterAddRows,
+  RowDots,
   Add,
   LensStats,
   LensRescale,
   LensOutputs,
   LensBackward,
+  LensExpectation,
   AdamwUpdate,
   SumSquares,
   Scale,
@@ -206,6 +208,9 @@ class Backend {
   // out (R, C) = x[rows[r]];  dx (N, C) += scatter of src (R, C) at rows (I32, R).
   void gather_rows(const Tensor& out, const Tensor& x, const Tensor& rows);
   void scatter_add_rows(const Tensor& dx, const Tensor& rows, const Tensor& src);
+  // out (n, 3) F64 = [a·b, a·a, b·b] of each row pair of a, b (n, C), accumulated in fp64: the
+  // cosines of the residual-stream diagnostics and the dot products of Lens::kl.
+  void row_dots(const Tensor& out, const Tensor& a, const Tensor& b);
 
   // ---- the internal-policy lens softmax(x·E_uᵀ) over a vocabulary shard, one chunk of rows
   // m (n): row max of z = x·Eᵀ (x (n, d), E (V_local, d)); packed (n, 3): [Σe^{z−m},
@@ -225,6 +230,11 @@ class Backend {
   void lens_backward(const Tensor& dx, const Tensor& dE, const Tensor& x, const Tensor& E,
                      const Tensor& m, const Tensor& packed, const Tensor& targets, int64_t v0,
                      const Tensor& g_logprob, const Tensor& g_entropy);
+  // ebar (n, d) = Σ_v p_v E_v with p = softmax(z) from the (global) m, packed: the expected
+  // unembedding row under the lens policy, a partial sum over vocabulary shards. With it
+  // Σ_v p_v (z_v − z'_v) = (x − x')·ebar for a second policy softmax(x'·Eᵀ) (Lens::kl).
+  void lens_expectation(const Tensor& ebar, const Tensor& x, const Tensor& E, const Tensor& m,
+                        const Tensor& packed);
 
   // ---- optimizer
   void adamw_update(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v,
@@ -296,6 +306,7 @@ class Backend {
                                      int64_t vocab_start) = 0;
   virtual void do_gather_rows(const Tensor& out, const Tensor& x, const Tensor& rows) = 0;
   virtual void do_scatter_add_rows(const Tensor& dx, const Tensor& rows, const Tensor& src) = 0;
+  virtual void do_row_dots(const Tensor& out, const Tensor& a, const Tensor& b) = 0;
   virtual void do_lens_stats(const Tensor& m, const Tensor& packed, const Tensor& x,
                              const Tensor& E, const Tensor& targets, int64_t v0) = 0;
   virtual void do_lens_rescale(const Tensor& packed, const Tensor& m_local, const Tensor& m_global,
@@ -306,6 +317,8 @@ class Backend {
                                 const Tensor& E, const Tensor& m, const Tensor& packed,
                                 const Tensor& targets, int64_t v0, const Tensor& g_logprob,
                                 const Tensor& g_entropy) = 0;
+  virtual void do_lens_expectation(const Tensor& ebar, const Tensor& x, const Tensor& E,
+                                   const Tensor& m, const Tensor& packed) = 0;
   virtual void do_adamw_update(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v,
                                const AdamStep& a) = 0;
   virtual double do_sum_squares(const Tensor& x) = 0;

@@ -69,10 +69,14 @@ BUPO_HD double clamp_entropy(double h) {
 BUPO_HD float entropy_of(float S, float T) {  // H = log S − T/S
   return clamp_entropy(logf(S) - T / S);
 }
+// p = e^{w}/S at one logit w = z − m of a row with Σe^{z−m} = S.
+BUPO_HD float lens_prob(float w, float S) {
+  return expf(w) / S;
+}
 // dL/dz of Σ g_lp·log p_t + g_ent·H at one logit w = z − m (logS, H of the row).
 BUPO_HD float lens_dlogit(float w, float S, float logS, float H, float glp, float gent,
                           bool is_target) {
-  const float p = expf(w) / S;
+  const float p = lens_prob(w, S);
   float dz = -glp * p - gent * p * (w - logS + H);
   if (is_target) dz += glp;
   return dz;

@@ -66,6 +66,33 @@ void add_rows(std::vector<Case>& cs) {
   };
   c.grad_inputs = {"x"};
   cs.push_back(std::move(c));
+  {
+    Case d;
+    d.name = "row_dots";
+    d.ops = {Op::RowDots};
+    d.inputs = {{"a", randn({N, C}, 23)}, {"b", randn({N, C}, 24, 3.0f)}};
+    d.run = [=](Backend& be, const Arrays& in) {
+      ArenaScope s(be.scratch());
+      const Tensor out = be.scratch().alloc(DType::F64, {N, 3});
+      be.row_dots(out, to_device(be, in.at("a")), to_device(be, in.at("b")));
+      return Arrays{{"dots", to_host(be, out)}};
+    };
+    d.reference = [=](const Arrays& in) {
+      std::vector<double> o;
+      for (int64_t r = 0; r < N; ++r) {
+        double ab = 0, aa = 0, bb = 0;
+        for (int64_t k = 0; k < C; ++k) {
+          const double x = in.at("a").at(r * C + k), y = in.at("b").at(r * C + k);
+          ab += x * y;
+          aa += x * x;
+          bb += y * y;
+        }
+        o.insert(o.end(), {ab, aa, bb});
+      }
+      return Arrays{{"dots", f64({N, 3}, o)}};
+    };
+    cs.push_back(std::move(d));
+  }
 }
 
 void add_elementwise(std::vector<Case>& cs) {
@@ -239,6 +266,37 @@ void add_lens(std::vector<Case>& cs) {
   };
   c.reference = cs.back().reference;
   cs.push_back(std::move(c));
+  {  // the expected row of E under the lens policy, Σ_v p_v E_v
+    Case e;
+    e.name = "lens_expectation";
+    e.ops = {Op::LensStats, Op::LensExpectation};
+    e.inputs = {{"x", x}, {"E", E}};
+    e.run = [=](Backend& be, const Arrays& in) {
+      ArenaScope s(be.scratch());
+      const Tensor m = be.scratch().alloc_f32({n}), packed = be.scratch().alloc_f32({n, 3});
+      const Tensor xd = to_device(be, in.at("x")), Ed = to_device(be, in.at("E"));
+      be.lens_stats(m, packed, xd, Ed, Tensor{}, 0);
+      const Tensor ebar = be.scratch().alloc_f32({n, d});
+      be.lens_expectation(ebar, xd, Ed, m, packed);
+      return Arrays{{"ebar", to_host(be, ebar)}};
+    };
+    e.reference = [=](const Arrays& in) {
+      std::vector<double> o(static_cast<size_t>(n * d), 0.0);
+      for (int64_t r = 0; r < n; ++r) {
+        std::vector<double> z(static_cast<size_t>(V));
+        for (int64_t j = 0; j < V; ++j)
+          for (int64_t k = 0; k < d; ++k)
+            z[static_cast<size_t>(j)] += in.at("x").at(r * d + k) * in.at("E").at(j * d + k);
+        const Softmax sm(z);
+        for (int64_t j = 0; j < V; ++j)
+          for (int64_t k = 0; k < d; ++k)
+            o[static_cast<size_t>(r * d + k)] +=
+                sm.p[static_cast<size_t>(j)] * in.at("E").at(j * d + k);
+      }
+      return Arrays{{"ebar", from_double({n, d}, o)}};
+    };
+    cs.push_back(std::move(e));
+  }
 }
 
 void add_sampling(std::vector<Case>& cs) {

@@ -202,6 +202,10 @@ void CpuBackend::do_scatter_add_rows(const Tensor& dx, const Tensor& rows, const
   cpu::scatter_add_rows(dx.f32(), rows.i32(), src.f32(), rows.numel(), dx.row_numel());
 }
 
+void CpuBackend::do_row_dots(const Tensor& out, const Tensor& a, const Tensor& b) {
+  cpu::row_dots(out.f64(), a.f32(), b.f32(), a.rows(), a.numel() / a.rows());
+}
+
 // ---------------------------------------------------------------------------- lens
 void CpuBackend::do_lens_stats(const Tensor& m, const Tensor& packed, const Tensor& x,
                                const Tensor& E, const Tensor& targets, int64_t v0) {
@@ -233,6 +237,15 @@ void CpuBackend::do_lens_backward(const Tensor& dx, const Tensor& dE, const Tens
   const Tensor z = scratch().alloc_f32({cpu::lens_work(rows, E.rows())});
   cpu::lens_backward(dx.f32(), dE.f32(), x.f32(), rows, E.f32(), E.rows(), d, m.f32(), packed.f32(),
                      targets.i32(), v0, g_logprob.f32(), g_entropy.f32(), z.f32());
+}
+
+void CpuBackend::do_lens_expectation(const Tensor& ebar, const Tensor& x, const Tensor& E,
+                                     const Tensor& m, const Tensor& packed) {
+  const int64_t d = E.row_numel(), rows = m.numel();
+  ArenaScope scope(scratch());
+  const Tensor z = scratch().alloc_f32({cpu::lens_work(rows, E.rows())});
+  cpu::lens_expectation(ebar.f32(), x.f32(), rows, E.f32(), E.rows(), d, m.f32(), packed.f32(),
+                        z.f32());
 }
 
 // ---------------------------------------------------------------------------- optimizer

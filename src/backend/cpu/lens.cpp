@@ -135,4 +135,15 @@ void lens_backward(float* dx, float* dE, const float* x, int64_t rows, const flo
   gemm_nn(rows, d, Vl, 1.0f, z, Vl, E, d, 0.0f, dx, d);
 }
 
+void lens_expectation(float* ebar, const float* x, int64_t rows, const float* E, int64_t Vl,
+                      int64_t d, const float* m, const float* packed, float* z_work) {
+  Logits L(z_work, lens_work(rows, Vl));
+  float* const z = L.z;
+  gemm_nt(rows, Vl, d, 1.0f, x, d, E, d, 0.0f, z, Vl);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r)  // z ← p = e^{z−m}/S  (row_grad with g_lp = −1, g_ent = 0)
+    row_grad(z + r * Vl, Vl, m[r], packed[3 * r], 0.0f, -1.0f, 0.0f);
+  gemm_nn(rows, d, Vl, 1.0f, z, Vl, E, d, 0.0f, ebar, d);
+}
+
 }  // namespace bupo::cpu

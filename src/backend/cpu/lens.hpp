@@ -28,5 +28,8 @@ void lens_backward(float* dx, float* dE, const float* x, int64_t rows, const flo
                    int64_t V_local, int64_t d, const float* m, const float* packed,
                    const int32_t* targets, int64_t v0, const float* g_logprob,
                    const float* g_entropy, float* z_work = nullptr);
+// ebar (rows, d) = p E with p = e^{z−m}/S (m, packed global): the expected row of E under the lens.
+void lens_expectation(float* ebar, const float* x, int64_t rows, const float* E, int64_t V_local,
+                      int64_t d, const float* m, const float* packed, float* z_work = nullptr);
 
 }  // namespace bupo::cpu

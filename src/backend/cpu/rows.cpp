@@ -10,6 +10,23 @@ void gather_rows(float* out, const float* x, const int32_t* rows, int64_t R, int
     std::copy_n(x + static_cast<int64_t>(rows[r]) * C, C, out + r * C);
 }
 
+void row_dots(double* out, const float* a, const float* b, int64_t R, int64_t C) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < R; ++r) {
+    const float *ar = a + r * C, *br = b + r * C;
+    double ab = 0, aa = 0, bb = 0;
+    for (int64_t c = 0; c < C; ++c) {
+      const double x = ar[c], y = br[c];
+      ab += x * y;
+      aa += x * x;
+      bb += y * y;
+    }
+    out[3 * r] = ab;
+    out[3 * r + 1] = aa;
+    out[3 * r + 2] = bb;
+  }
+}
+
 void scatter_add_rows(float* dx, const int32_t* rows, const float* src, int64_t R, int64_t C) {
   // threads own column blocks; each element sums its rows in order
   constexpr int64_t kBlock = 64;

@@ -316,6 +316,9 @@ void CudaBackend::do_gather_rows(const Tensor& out, const Tensor& x, const Tenso
 void CudaBackend::do_scatter_add_rows(const Tensor& dx, const Tensor& rows, const Tensor& src) {
   launch_scatter_add_rows(dx, rows, src, stream_);
 }
+void CudaBackend::do_row_dots(const Tensor& out, const Tensor& a, const Tensor& b) {
+  launch_row_dots(out, a, b, stream_);
+}
 
 // ---------------------------------------------------------------------------- lens
 // Logits of the chunk against one vocabulary tile at a time (cuBLASLt, F32 out) reduced into the
@@ -371,6 +374,26 @@ void CudaBackend::do_lens_backward(const Tensor& dx, const Tensor& dE, const Ten
     lt_gemm(false, false, rows, d, w, 1.0f, dz, w, Et, d, i == 0 ? 0.0f : 1.0f, acc, d);
   }
   if (acc.data != dx.data) launch_convert(dx, acc, stream_);
+}
+
+// Per tile: the logits again, p in the compute dtype, ebar += p·E_tile accumulated in F32 over
+// the tiles (then converted), as the backward's dx.
+void CudaBackend::do_lens_expectation(const Tensor& ebar, const Tensor& x, const Tensor& E,
+                                      const Tensor& m, const Tensor& packed) {
+  const int64_t Vl = E.rows(), d = E.row_numel(), rows = m.numel();
+  const LensTiles t = lens_tiles(rows, Vl, kLensTileBytes);
+  ArenaScope scope(scratch());
+  const Tensor z = scratch().alloc_f32({rows * t.tile});
+  const Tensor p = scratch().alloc(x.dtype, {rows * t.tile});
+  const Tensor acc = ebar.dtype == DType::F32 ? ebar : scratch().alloc_f32({rows, d});
+  for (int64_t i = 0; i < t.count; ++i) {
+    const int64_t c0 = i * t.tile, w = std::min(t.tile, Vl - c0);
+    const Tensor Et = E.rows(c0, w);
+    lt_gemm(false, true, rows, w, d, 1.0f, x, d, Et, d, 0.0f, z, w);
+    launch_lens_probs(p, z.f32(), rows, w, m.f32(), packed.f32(), stream_);
+    lt_gemm(false, false, rows, d, w, 1.0f, p, w, Et, d, i == 0 ? 0.0f : 1.0f, acc, d);
+  }
+  if (acc.data != ebar.data) launch_convert(ebar, acc, stream_);
 }
 
 // ---------------------------------------------------------------------------- optimizer

@@ -79,6 +79,7 @@ class CudaBackend final : public Backend {
                              int64_t vocab_start) override;
   void do_gather_rows(const Tensor& out, const Tensor& x, const Tensor& rows) override;
   void do_scatter_add_rows(const Tensor& dx, const Tensor& rows, const Tensor& src) override;
+  void do_row_dots(const Tensor& out, const Tensor& a, const Tensor& b) override;
   void do_lens_stats(const Tensor& m, const Tensor& packed, const Tensor& x, const Tensor& E,
                      const Tensor& targets, int64_t v0) override;
   void do_lens_rescale(const Tensor& packed, const Tensor& m_local, const Tensor& m_global,
@@ -87,6 +88,8 @@ class CudaBackend final : public Backend {
   void do_lens_backward(const Tensor& dx, const Tensor& dE, const Tensor& x, const Tensor& E,
                         const Tensor& m, const Tensor& packed, const Tensor& targets, int64_t v0,
                         const Tensor& g_logprob, const Tensor& g_entropy) override;
+  void do_lens_expectation(const Tensor& ebar, const Tensor& x, const Tensor& E, const Tensor& m,
+                           const Tensor& packed) override;
   void do_adamw_update(const Tensor& w, const Tensor& g, const Tensor& m, const Tensor& v,
                        const AdamStep& a) override;
   double do_sum_squares(const Tensor& x) override;

@@ -44,6 +44,7 @@ void launch_embedding_backward(const Tensor& dE, const Tensor& ids, const Tensor
 void launch_gather_rows(const Tensor& out, const Tensor& x, const Tensor& rows, cudaStream_t s);
 void launch_scatter_add_rows(const Tensor& dx, const Tensor& rows, const Tensor& src,
                              cudaStream_t s);
+void launch_row_dots(const Tensor& out, const Tensor& a, const Tensor& b, cudaStream_t s);
 void launch_kv_append(const Tensor& kc, const Tensor& vc, const Tensor& k, const Tensor& v,
                       int64_t max_len, const SeqIndex& seqs, cudaStream_t s);
 
@@ -69,6 +70,8 @@ void launch_lens_rescale(const Tensor& packed, const Tensor& m_local, const Tens
                          const Tensor& targets, int64_t v0, int64_t V_local, cudaStream_t s);
 void launch_lens_outputs(const Tensor& entropy, const Tensor& logprob, const Tensor& packed,
                          cudaStream_t s);
+void launch_lens_probs(const Tensor& p, const float* z, int64_t rows, int64_t tile, const float* m,
+                       const float* packed, cudaStream_t s);
 void launch_lens_dlogits(const Tensor& dz, const float* z, int64_t rows, int64_t tile, int64_t col0,
                          const float* m, const float* packed, const int32_t* targets, int64_t v0,
                          const float* glp, const float* gent, cudaStream_t s);

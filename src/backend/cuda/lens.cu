@@ -98,7 +98,28 @@ __global__ void lens_dlogits_kernel(D* __restrict__ dz, const float* __restrict_
       from_f<D>(dmath::lens_dlogit(z[r * tile + j] - m[r], S, logS, H, g1, g2, is_t));
 }
 
+// p (rows, tile) in the compute dtype: softmax probabilities of a tile, e^{z−m}/S
+template <typename D>
+__global__ void lens_probs_kernel(D* __restrict__ p, const float* __restrict__ z, int64_t tile,
+                                  const float* __restrict__ m, const float* __restrict__ packed) {
+  const int64_t r = blockIdx.y;
+  const int64_t j = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
+  if (j >= tile) return;
+  p[r * tile + j] = from_f<D>(dmath::lens_prob(z[r * tile + j] - m[r], packed[3 * r]));
+}
+
 }  // namespace
+
+void launch_lens_probs(const Tensor& p, const float* z, int64_t rows, int64_t tile, const float* m,
+                       const float* packed, cudaStream_t s) {
+  if (rows == 0) return;
+  const dim3 grid(blocks_for(tile, kThreads), static_cast<unsigned>(rows));
+  dispatch_float(p.dtype, [&](auto t) {
+    using D = decltype(t);
+    lens_probs_kernel<D><<<grid, kThreads, 0, s>>>(static_cast<D*>(p.data), z, tile, m, packed);
+  });
+  CUDA_CHECK(cudaGetLastError());
+}
 
 void launch_lens_tile_reduce(float* m, float* S, float* T, float* zt, const float* z, int64_t rows,
                              int64_t tile, int64_t col0, const int32_t* targets, int64_t v0,

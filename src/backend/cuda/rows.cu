@@ -50,6 +50,27 @@ __global__ void scatter_add_rows_kernel(T* __restrict__ dx, const int32_t* __res
   }
 }
 
+// out row r = [a·b, a·a, b·b] in fp64; one block per row, fixed-order block sums
+template <typename T>
+__global__ void row_dots_kernel(double* __restrict__ out, const T* __restrict__ a,
+                                const T* __restrict__ b, int64_t C) {
+  const int64_t r = blockIdx.x;
+  double ab = 0, aa = 0, bb = 0;
+  for (int64_t c = threadIdx.x; c < C; c += blockDim.x) {
+    const double x = to_f<T>(a[r * C + c]), y = to_f<T>(b[r * C + c]);
+    ab += x * y;
+    aa += x * x;
+    bb += y * y;
+  }
+  ab = block_sum(ab);
+  aa = block_sum(aa);
+  bb = block_sum(bb);
+  if (threadIdx.x != 0) return;
+  out[3 * r] = ab;
+  out[3 * r + 1] = aa;
+  out[3 * r + 2] = bb;
+}
+
 // cache row (slot·max_len + pos[n]) = k, v row n; one block per row n
 template <typename T>
 __global__ void kv_append_kernel(T* __restrict__ kc, T* __restrict__ vc, const T* __restrict__ k,
@@ -66,6 +87,18 @@ __global__ void kv_append_kernel(T* __restrict__ kc, T* __restrict__ vc, const T
 }
 
 }  // namespace
+
+void launch_row_dots(const Tensor& out, const Tensor& a, const Tensor& b, cudaStream_t s) {
+  const int64_t R = a.rows();
+  if (R == 0) return;
+  const int64_t C = a.numel() / R;
+  dispatch_float(a.dtype, [&](auto t) {
+    using T = decltype(t);
+    row_dots_kernel<T><<<static_cast<unsigned>(R), kThreads, 0, s>>>(
+        out.f64(), static_cast<const T*>(a.data), static_cast<const T*>(b.data), C);
+  });
+  CUDA_CHECK(cudaGetLastError());
+}
 
 void launch_embedding_forward(const Tensor& y, const Tensor& ids, const Tensor& E,
                               int64_t vocab_start, cudaStream_t s) {
