@@ -52,7 +52,7 @@ Runner add_entropy(CLI::App& app) {
     int64_t batch_tokens = 4096, chunk = 0;
     int tp = 1, pp = 1;
     double timeout_s = 600;
-    bool overwrite = false;
+    bool overwrite = false, no_geometry = false;
     TextRowOptions rows;
   };
   auto o = std::make_shared<Opts>();
@@ -86,6 +86,9 @@ Runner add_entropy(CLI::App& app) {
   sub->add_option("--lens-chunk", o->chunk, "rows per lens chunk (0: automatic)")
       ->check(integer_in<int64_t>(0, int64_t{1} << 26));
   sub->add_flag("--overwrite", o->overwrite, "replace an existing output file");
+  sub->add_flag("--no-geometry", o->no_geometry,
+                "skip cos(H^l, H^L), KL(pi^l || pi_theta) and the residual cosines (Fig. 5/12): "
+                "one forward pass fewer and no expectation GEMMs; their datasets hold NaN");
   sub->add_option("--tp", o->tp, "tensor-parallel ranks (under mpirun/srun)")
       ->check(integer_in(1, 65536));
   sub->add_option("--pp", o->pp,
@@ -123,6 +126,7 @@ Runner add_entropy(CLI::App& app) {
     opt.lens = lens_mode_from_string(o->lens);
     opt.max_batch_tokens = o->batch_tokens;
     opt.lens_chunk_rows = o->chunk;
+    opt.geometry = !o->no_geometry;
     const bool tty = isatty(fileno(stderr));
     run_entropy(*model, recs, o->model, o->data, o->out, o->overwrite, opt,
                 [tty](int64_t done, int64_t total) {

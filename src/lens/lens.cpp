@@ -1,6 +1,8 @@
 #include "lens/lens.hpp"
 
 #include <algorithm>
+#include <cmath>
+#include <vector>
 
 #include "core/error.hpp"
 #include "parallel/tensor_parallel.hpp"
@@ -32,8 +34,9 @@ struct ChunkBuffers {
   Tensor m, m_local;  // (rows): row maxima (global after the TP reduction), this shard's
   Tensor packed;      // (rows, 3)
   Tensor dxin;        // (rows, d): backward only
+  Tensor ebar, dots;  // (rows, d), (rows, 3) F64: forward with a KL reference only
   ChunkBuffers(Arena& a, DType t, int64_t rows, int64_t d, bool normed, bool vocab_parallel,
-               bool backward) {  // t: the compute dtype of the rows
+               bool backward, bool expectation = false) {  // t: the compute dtype of the rows
     if (normed) {
       xn = a.alloc(t, {rows, d});
       rstd = a.alloc_f32({rows});
@@ -42,6 +45,10 @@ struct ChunkBuffers {
     if (vocab_parallel) m_local = a.alloc_f32({rows});
     packed = a.alloc_f32({rows, 3});
     if (backward) dxin = a.alloc(t, {rows, d});
+    if (expectation) {
+      ebar = a.alloc(t, {rows, d});
+      dots = a.alloc(DType::F64, {rows, 3});
+    }
   }
 };
 
@@ -53,13 +60,13 @@ struct Chunk {
   Tensor xr, xin, tg;  // this chunk's rows, the lens input (xr or its norm), targets on device
 
   Chunk(const Lens& lens, const Tensor& x, const int32_t* targets, int64_t row0, int64_t n,
-        bool backward)
+        bool backward, bool expectation = false)
       : L(lens),
         be(lens.backend()),
         r0(row0),
         rows(n),
         buf(be.scratch(), x.dtype, n, lens.unembed->shape[1], lens.mode == LensMode::Normed,
-            lens.tp && lens.tp->size() > 1, backward) {
+            lens.tp && lens.tp->size() > 1, backward, expectation) {
     const int64_t V = L.unembed->full_shape[0];
     if (targets != nullptr)
       for (int64_t r = r0; r < r0 + rows; ++r)
@@ -87,23 +94,57 @@ struct Chunk {
   }
 };
 
+// lse (rows) = m + log Σe^{z−m} of a chunk whose stats() ran: host arithmetic on two small
+// downloads.
+void log_partition(const Chunk& c, float* lse) {
+  std::vector<float> m(static_cast<size_t>(c.rows)), p(static_cast<size_t>(3 * c.rows));
+  c.be.download(m.data(), c.buf.m);
+  c.be.download(p.data(), c.buf.packed);
+  for (size_t r = 0; r < m.size(); ++r)
+    lse[r] = static_cast<float>(static_cast<double>(m[r]) + std::log(static_cast<double>(p[3 * r])));
+}
+
 }  // namespace
 
-void Lens::forward(const Tensor& x, const int32_t* targets, float* entropy, float* logprob) const {
+void Lens::forward(const Tensor& x, const int32_t* targets, float* entropy, float* logprob,
+                   float* lse, const KlToReference* kl) const {
   BUPO_CHECK(unembed != nullptr && (mode == LensMode::Raw || norm != nullptr),
              "lens: not configured");
   BUPO_CHECK(logprob == nullptr || targets != nullptr, "lens: log-probs need target ids");
+  BUPO_CHECK(kl == nullptr || (kl->ref.numel() == x.numel() && kl->ref.dtype == x.dtype &&
+                               kl->lse_ref != nullptr && kl->kl != nullptr),
+             "lens: the KL reference rows must match x (", x.rows(), " rows of ", x.row_numel(),
+             ") and come with their log-partition");
   Backend& be = backend();
   const int64_t n = x.rows(), C = chunk_for(n);
+  std::vector<float> ent_kl;  // the entropy KL needs when the caller wants none
+  std::vector<double> dots;
   for (int64_t r0 = 0; r0 < n; r0 += C) {
     ArenaScope scope(be.scratch());
-    Chunk c(*this, x, targets, r0, std::min(C, n - r0), false);
+    Chunk c(*this, x, targets, r0, std::min(C, n - r0), false, kl != nullptr);
     c.stats();
-    const Tensor ent = entropy ? staged_output(be, entropy + r0, {c.rows}) : Tensor{};
+    float* ent_host = entropy ? entropy + r0 : nullptr;
+    if (kl && !ent_host) {
+      ent_kl.resize(static_cast<size_t>(c.rows));
+      ent_host = ent_kl.data();
+    }
+    const Tensor ent = ent_host ? staged_output(be, ent_host, {c.rows}) : Tensor{};
     const Tensor lp = logprob ? staged_output(be, logprob + r0, {c.rows}) : Tensor{};
     be.lens_outputs(ent, lp, c.buf.packed);
-    if (entropy) fetch_output(be, ent, entropy + r0);
+    if (ent_host) fetch_output(be, ent, ent_host);
     if (logprob) fetch_output(be, lp, logprob + r0);
+    if (lse) log_partition(c, lse + r0);
+    if (kl) {
+      be.lens_expectation(c.buf.ebar, c.xin, unembed->compute_weight(), c.buf.m, c.buf.packed);
+      if (tp) all_reduce_sum(*tp, c.buf.ebar);  // Ē over the vocabulary shards
+      be.row_dots(c.buf.dots, kl->ref.rows(r0, c.rows), c.buf.ebar);
+      dots.resize(static_cast<size_t>(3 * c.rows));
+      be.download(dots.data(), c.buf.dots);
+      for (int64_t r = 0; r < c.rows; ++r)
+        kl->kl[r0 + r] = static_cast<float>(static_cast<double>(kl->lse_ref[r0 + r]) -
+                                            dots[static_cast<size_t>(3 * r)] -
+                                            static_cast<double>(ent_host[r]));
+    }
   }
 }
 
@@ -153,7 +194,7 @@ void Lens::logits(const Tensor& x, const Tensor& out) const {
 size_t Lens::scratch_bytes(int64_t n) const {
   Arena measure = Arena::measuring();
   ChunkBuffers(measure, backend().compute_dtype(), chunk_for(n), unembed->shape[1],
-               mode == LensMode::Normed, tp && tp->size() > 1, true);
+               mode == LensMode::Normed, tp && tp->size() > 1, true, true);
   return measure.high_water() + 6 * Arena::kAlign;  // + staged targets/outputs on devices
 }
 

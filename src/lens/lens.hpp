@@ -28,6 +28,19 @@ LensMode lens_mode_from_string(const std::string& s);  // "raw" | "normed"
 const char* lens_mode_name(LensMode m);
 
 struct Lens {
+  // kl (n) = KL(π_x ‖ π_ref) per row of Lens::forward's x, where π_ref = softmax(ref·E_uᵀ) for
+  // rows ref (n, d) taken as the lens input itself (no norm), with log-partition lse_ref (n)
+  // (Lens::forward of a raw lens on ref). Computed as
+  //   KL = Σ_v p_v (z_v − z'_v) − lse_x + lse_ref = −H(π_x) + lse_ref − ref·Ē,  Ē = Σ_v p_v E_v
+  // (Backend::lens_expectation: two GEMMs per chunk, one all-reduce of Ē (rows, d) under TP), so
+  // no logits of either policy are kept. Ē in the compute dtype bounds the error: about
+  // |ref·Ē|·2⁻⁸ in bf16, fp32 rounding on the CPU.
+  struct KlToReference {
+    Tensor ref;
+    const float* lse_ref = nullptr;
+    float* kl = nullptr;
+  };
+
   Param* unembed = nullptr;  // E_u (V_local, d), rows [shard_offset, shard_offset + V_local)
   Param* norm = nullptr;     // final RMSNorm gain, used when mode == Normed
   LensMode mode = LensMode::Raw;
@@ -36,15 +49,19 @@ struct Lens {
   int64_t chunk_rows = 0;  // rows per chunk; 0 = choose from the vocabulary size
 
   int64_t chunk_for(int64_t n) const;
-  // x (n, d). targets (n) global token ids, or null. entropy / logprob (n) may each be null.
-  void forward(const Tensor& x, const int32_t* targets, float* entropy, float* logprob) const;
+  // x (n, d). targets (n) global token ids, or null. entropy / logprob / lse (n) may each be
+  // null; lse is the log-partition log Σ_v e^{z_v} of the whole vocabulary. With kl, also
+  // KL(π_x ‖ π_ref) per row (KlToReference).
+  struct KlToReference;
+  void forward(const Tensor& x, const int32_t* targets, float* entropy, float* logprob,
+               float* lse = nullptr, const KlToReference* kl = nullptr) const;
   // Accumulates dx (n, d) (+=), E_u.g and norm.g; g_logprob / g_entropy (n) may each be null.
   void backward(const Tensor& x, const int32_t* targets, const float* g_logprob,
                 const float* g_entropy, const Tensor& dx) const;
   // Full logits out (n, V_local) of the local shard, F32 (or the compute dtype): for sampling,
   // tests and small analyses.
   void logits(const Tensor& x, const Tensor& out) const;
-  // Scratch bytes a forward + backward over n rows needs (besides the backend's op workspace).
+  // Scratch bytes a forward (with KL) or backward over n rows needs (besides the op workspace).
   size_t scratch_bytes(int64_t n) const;
   Backend& backend() const { return *unembed->backend; }
 };

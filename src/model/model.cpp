@@ -420,7 +420,7 @@ void Model::forward_impl(const Batch& b, Activations& acts, bool keep, int upto,
   Comm& ppc = *pc_.dev.pp;
   if (lo_ == 1) {
     embed_.forward(tpc, acts.h(0), acts.ids);
-    if (tap) (*tap)(LayerTaps{0, {}, {}, {}, {}, {}, acts.h(0)});
+    if (tap) (*tap)(LayerTaps{0, {}, {}, {}, {}, {}, {}, acts.h(0)});
   } else {
     recv_tensor(ppc, acts.h(lo_ - 1), ppc.rank() - 1);
   }
@@ -462,7 +462,7 @@ void Model::forward_impl(const Batch& b, Activations& acts, bool keep, int upto,
     lp.down.forward(tpc, a.ffn_out, a.act);
     be.add(y, a.h_mid, a.ffn_out);
 
-    if (tap) (*tap)(LayerTaps{l, x, a.ln1, a.attn_out, a.ln2, a.ffn_out, y});
+    if (tap) (*tap)(LayerTaps{l, x, a.ln1, a.attn_out, a.h_mid, a.ln2, a.ffn_out, y});
   }
   if (hi_ < upto) send_tensor(ppc, acts.h(hi_), ppc.rank() + 1);
   if (upto == L && hi_ == L)

@@ -41,11 +41,13 @@ struct Batch {
   static Batch from_sequences(const std::vector<std::vector<int32_t>>& seqs);
 };
 
-// Views of one layer's residual stream and module tensors, all (N, d), handed to a tap callback.
-// For layer 0 only h_out (= H^0) is set.
+// Views of one layer's residual stream and module tensors, all (N, d), handed to a tap callback:
+// h_in = H^{l-1}, attn_in = LN_in(H^{l-1}), attn_out = A^l, h_mid = H^{l-1} + A^l,
+// ffn_in = LN_post(h_mid), ffn_out = F^l, h_out = H^l = h_mid + F^l. For layer 0 only h_out
+// (= H^0) is set.
 struct LayerTaps {
   int layer = 0;
-  Tensor h_in, attn_in, attn_out, ffn_in, ffn_out, h_out;
+  Tensor h_in, attn_in, attn_out, h_mid, ffn_in, ffn_out, h_out;
 };
 using TapFn = std::function<void(const LayerTaps&)>;
 

@@ -116,6 +116,9 @@ struct TrainConfig {
   struct Diagnostics {
     int64_t every = 1, tokens = 256;
     std::string lens = "raw";
+    // Fig. 5/12's geometry (lens/entropy_analysis.hpp). Off by default: it adds a forward pass
+    // and two lens GEMMs per layer row to the subsample (docs/fidelity.md has the cost).
+    bool geometry = false;
   } diagnostics;
   struct Validation {
     int64_t every = 0, n = 4, max_prompts = 0, max_tokens = 0;

@@ -452,6 +452,13 @@ std::vector<Field> fields(TrainConfig& c) {
        {},
        "response tokens subsampled for them"},
       {"diagnostics.lens", &c.diagnostics.lens, 0, 0, {"raw", "normed"}, "lens of the diagnostics"},
+      {"diagnostics.geometry",
+       &c.diagnostics.geometry,
+       0,
+       0,
+       {},
+       "also cos(H^l, H^L), KL(pi^l || pi_theta) and the residual cosines of Fig. 5/12 (one more "
+       "forward pass and an expectation per layer row over the subsample)"},
       {"validation.every", &c.validation.every, 0, inf, {}, "validate every N steps (0: off)"},
       {"validation.sets", &c.validation.sets, 0, 0, {}, "JSONL files (or builtin:arithmetic)"},
       {"validation.n", &c.validation.n, 1, inf, {}, "samples per prompt"},

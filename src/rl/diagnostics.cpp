@@ -1,5 +1,6 @@
 #include "rl/diagnostics.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <limits>
@@ -29,16 +30,18 @@ EntropySummary entropy_summary(Run& r, const std::vector<Rollout>& rolls) {
     tokens += rolls[i].resp_len();
   }
   const int64_t L = model.num_layers();
+  const float nan = std::numeric_limits<float>::quiet_NaN();
   if (recs.empty()) {
-    const float nan = std::numeric_limits<float>::quiet_NaN();
     const std::vector<float> layers(static_cast<size_t>(L), nan);
-    return EntropySummary{0, 0, std::vector<float>(static_cast<size_t>(L + 1), nan),
-                          layers, layers,
-                          layers, layers,
-                          nan,    nan};
+    EntropySummary e;  // the Fig. 5/12 vectors stay empty: written as NaN
+    e.layer.assign(static_cast<size_t>(L + 1), nan);
+    e.attn_in = e.attn_out = e.ffn_in = e.ffn_out = layers;
+    e.output = e.bupo_layer = e.ppl_output = nan;
+    return e;
   }
   EntropyOptions eo;
   eo.lens = lens_mode_from_string(cfg.diagnostics.lens);
+  eo.geometry = cfg.diagnostics.geometry;
   const EntropyRows rows = compute_entropy_rows(model, recs, 0, eo);
   EntropySummary e;
   e.tokens = rows.rows;
@@ -54,14 +57,46 @@ EntropySummary entropy_summary(Run& r, const std::vector<Rollout>& rolls) {
           acc[static_cast<size_t>(c)] / std::max<double>(1, static_cast<double>(rows.rows)));
     return out;
   };
+  // exp(−mean log p) of each response (its rows are consecutive, one record each), averaged
+  // over the responses
+  auto perplexity = [&](const std::vector<float>& lp, int64_t cols) {
+    std::vector<double> acc(static_cast<size_t>(cols), 0.0), resp(static_cast<size_t>(cols));
+    int64_t responses = 0;
+    for (int64_t i = 0; i < rows.rows;) {
+      int64_t j = i;
+      std::fill(resp.begin(), resp.end(), 0.0);
+      for (; j < rows.rows && rows.record[static_cast<size_t>(j)] ==
+                                   rows.record[static_cast<size_t>(i)];
+           ++j)
+        for (int64_t c = 0; c < cols; ++c)
+          resp[static_cast<size_t>(c)] += lp[static_cast<size_t>(j * cols + c)];
+      for (int64_t c = 0; c < cols; ++c)
+        acc[static_cast<size_t>(c)] +=
+            std::exp(-resp[static_cast<size_t>(c)] / static_cast<double>(j - i));
+      ++responses;
+      i = j;
+    }
+    std::vector<float> out(static_cast<size_t>(cols));
+    for (int64_t c = 0; c < cols; ++c)
+      out[static_cast<size_t>(c)] =
+          static_cast<float>(acc[static_cast<size_t>(c)] / static_cast<double>(responses));
+    return out;
+  };
   e.layer = colmean(rows.layer, L + 1);
   e.attn_in = colmean(rows.attn_in, L);
   e.attn_out = colmean(rows.attn_out, L);
   e.ffn_in = colmean(rows.ffn_in, L);
   e.ffn_out = colmean(rows.ffn_out, L);
   e.output = colmean(rows.output, 1)[0];
-  e.bupo_layer = r.st.bupo_layer > 0 ? e.layer[static_cast<size_t>(r.st.bupo_layer)]
-                                     : std::numeric_limits<float>::quiet_NaN();
+  e.bupo_layer = r.st.bupo_layer > 0 ? e.layer[static_cast<size_t>(r.st.bupo_layer)] : nan;
+  e.ppl_layer = perplexity(rows.lp_layer, L + 1);
+  e.ppl_output = perplexity(rows.lp_output, 1)[0];
+  if (eo.geometry) {
+    e.cos_top = colmean(rows.cos_top, L + 1);
+    e.kl_layer = colmean(rows.kl_layer, L + 1);
+    e.cos_attn = colmean(rows.cos_attn, L);
+    e.cos_ffn = colmean(rows.cos_ffn, L);
+  }
   return e;
 }
 
@@ -73,6 +108,7 @@ LayerChoice choose_bupo_layer(Model& model, const std::vector<Rollout>& rollouts
   BUPO_CHECK(!recs.empty(), "BuPO layer selection: the rollouts have no response tokens");
   EntropyOptions eo;
   eo.lens = LensMode::Raw;
+  eo.geometry = false;  // the rule reads only the module entropies
   const EntropyRows rows = compute_entropy_rows(model, recs, 0, eo);
   const int64_t L = model.num_layers();
   LayerChoice c;

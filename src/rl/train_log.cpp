@@ -1,5 +1,6 @@
 #include "rl/train_log.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <filesystem>
 #include <fstream>
@@ -19,6 +20,17 @@ namespace {
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
 const char* const kEntropyRows[] = {"layer", "attn_in", "attn_out", "ffn_in", "ffn_out"};
+// The Fig. 5/12 rows of EntropySummary: /entropy/<name> and the journal key, (L+1) or (L) wide.
+struct GeometryRow {
+  const char* name;
+  std::vector<float> EntropySummary::*field;
+  bool per_layer_and_embedding;  // L+1 values (l = 0..L); else L (l = 1..L)
+};
+const GeometryRow kGeometryRows[] = {{"cos_to_top", &EntropySummary::cos_top, true},
+                                     {"kl_to_output", &EntropySummary::kl_layer, true},
+                                     {"ppl_layer", &EntropySummary::ppl_layer, true},
+                                     {"cos_attn_residual", &EntropySummary::cos_attn, false},
+                                     {"cos_ffn_residual", &EntropySummary::cos_ffn, false}};
 
 // JSON of a float row: NaN/Inf as null (JSON has neither), read back as NaN.
 json floats_json(const std::vector<float>& v) {
@@ -243,6 +255,10 @@ void TrainLog::rebuild(int64_t keep_step, const std::vector<json>& journal,
           *rows[i] = json_floats(e.value(kEntropyRows[i + 1], json()), static_cast<size_t>(L_));
         s.output = json_float(e.value("output", json()));
         s.bupo_layer = json_float(e.value("bupo_layer", json()));
+        for (const GeometryRow& g : kGeometryRows)  // NaN in journals from before them
+          s.*g.field = json_floats(e.value(g.name, json()),
+                                   static_cast<size_t>(L_) + (g.per_layer_and_embedding ? 1 : 0));
+        s.ppl_output = json_float(e.value("ppl_output", json()));
         write_entropy(step, s);
         ++entropy_rows;
       }
@@ -325,6 +341,24 @@ void TrainLog::write_entropy(int64_t step, const EntropySummary& e) {
   file_.append("/entropy/ffn_out", h5::Kind::F32, L, e.ffn_out.data(), 1);
   file_.append("/entropy/output", h5::Kind::F32, 0, &e.output, 1);
   file_.append("/entropy/bupo_layer", h5::Kind::F32, 0, &e.bupo_layer, 1);
+  // The Fig. 5/12 rows came later than the others: a file begun before them gets NaN rows for
+  // its earlier steps, so every /entropy dataset keeps one row per /entropy/step.
+  const int64_t row = file_.rows("/entropy/step") - 1;
+  const auto append_padded = [&](const std::string& ds, int64_t width, const float* v) {
+    const std::vector<float> nan(static_cast<size_t>(std::max<int64_t>(width, 1)), kNaN);
+    for (int64_t r = file_.rows(ds); r < row; ++r)
+      file_.append(ds, h5::Kind::F32, width, nan.data(), 1);
+    file_.append(ds, h5::Kind::F32, width, v, 1);
+  };
+  json geometry = json::object();
+  for (const GeometryRow& g : kGeometryRows) {
+    const int64_t width = L + (g.per_layer_and_embedding ? 1 : 0);
+    std::vector<float> v = e.*g.field;
+    v.resize(static_cast<size_t>(width), kNaN);
+    append_padded("/entropy/" + std::string(g.name), width, v.data());
+    geometry[g.name] = floats_json(v);
+  }
+  append_padded("/entropy/ppl_output", 0, &e.ppl_output);
   pending_entropy_ = {{"tokens", e.tokens},
                       {"layer", floats_json(e.layer)},
                       {"attn_in", floats_json(e.attn_in)},
@@ -332,7 +366,9 @@ void TrainLog::write_entropy(int64_t step, const EntropySummary& e) {
                       {"ffn_in", floats_json(e.ffn_in)},
                       {"ffn_out", floats_json(e.ffn_out)},
                       {"output", floats_json({e.output})[0]},
-                      {"bupo_layer", floats_json({e.bupo_layer})[0]}};
+                      {"bupo_layer", floats_json({e.bupo_layer})[0]},
+                      {"ppl_output", floats_json({e.ppl_output})[0]}};
+  pending_entropy_.update(geometry);
 }
 
 void TrainLog::write_validation(int64_t step, const std::string& set, double avg,

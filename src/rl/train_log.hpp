@@ -40,6 +40,12 @@ struct EntropySummary {
   int64_t forward_tokens = 0;  // tokens of the records run through the model (prompts included)
   std::vector<float> layer, attn_in, attn_out, ffn_in, ffn_out;  // (L+1), (L) ×4
   float output = 0, bupo_layer = 0;
+  // Fig. 5 / Fig. 12 (lens/entropy_analysis.hpp), means over the measured tokens: cos(H^l, H^L)
+  // and KL(π^l ‖ π_θ) (L+1), cos(A^l, H^{l-1}) and cos(F^l, H^{l-1}+A^l) (L) — NaN unless
+  // diagnostics.geometry; the perplexity exp(−mean log p) of π^l (L+1) and of π_θ on each
+  // measured response, averaged over the responses. Empty vectors are written as NaN.
+  std::vector<float> cos_top, kl_layer, cos_attn, cos_ffn, ppl_layer;
+  float ppl_output = 0;
 };
 
 // What the BuPO layer rule (papers.md §1.6) saw and chose: mean dH_FFN and dH_ATTN per layer

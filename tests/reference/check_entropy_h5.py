@@ -33,7 +33,8 @@ N = sum(len(r["ids"]) - r["response_start"] for r in rows)
 with h5py.File(out, "r") as f:
     L = int(f.attrs["num_layers"])
     assert L == 3 and int(f.attrs["vocab_size"]) == 256, dict(f.attrs)
-    assert f.attrs["lens"] in ("raw", b"raw") and int(f.attrs["schema_version"]) == 2
+    assert f.attrs["lens"] in ("raw", b"raw") and int(f.attrs["schema_version"]) == 3
+    assert int(f.attrs["geometry"]) == 1
     assert list(f["progress"][:]) == [N, len(rows)] and int(f.attrs["num_tokens"]) == N
     assert f["entropy/layer"].shape == (N, L + 1), f["entropy/layer"].shape
     for m in ("attn_in", "attn_out", "ffn_in", "ffn_out"):
@@ -42,6 +43,15 @@ with h5py.File(out, "r") as f:
     ent = f["entropy/layer"][:]
     assert np.all(ent >= 0) and np.all(ent <= math.log(256) + 1e-5)
     assert np.all(f["logprob/output"][:] <= 0)
+    # Fig. 5/12's geometry: cosines in [-1, 1], cos(H^L, H^L) = 1, KL >= 0 (up to fp32 rounding)
+    cos_top, kl = f["geometry/cos_to_top"][:], f["kl/layer_to_output"][:]
+    assert cos_top.shape == (N, L + 1) and kl.shape == (N, L + 1), (cos_top.shape, kl.shape)
+    for ds in ("geometry/cos_attn_residual", "geometry/cos_ffn_residual"):
+        c = f[ds][:]
+        assert c.shape == (N, L) and np.all(np.abs(c) <= 1 + 1e-6), ds
+    assert np.all(np.abs(cos_top) <= 1 + 1e-6) and np.allclose(cos_top[:, L], 1, atol=1e-6)
+    assert np.all(kl >= -1e-4), kl.min()
+    assert f["kl/layer_to_output"].attrs["description"], dict(f["kl/layer_to_output"].attrs)
     rec, pos, tok = f["tokens/record"][:], f["tokens/position"][:], f["tokens/token_id"][:]
     for i in (0, N - 1):
         assert tok[i] == rows[rec[i]]["ids"][pos[i]]

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <filesystem>
@@ -66,8 +67,14 @@ TEST_F(EntropyCommand, WritesTheDocumentedSchema) {
   EXPECT_FALSE(h5::read_attr_string(f.id(), "/", "program_version").empty());
   EXPECT_EQ(h5::read_attr_int(f.id(), "/", "num_layers"), L);
   EXPECT_EQ(h5::read_attr_int(f.id(), "/", "vocab_size"), 64);
-  // schema 2: the datasets are created at their full size; /progress says how many rows are final
-  EXPECT_EQ(h5::read_attr_int(f.id(), "/", "schema_version"), 2);
+  // schema 3 (2 + the Fig. 5/12 geometry): the datasets are created at their full size;
+  // /progress says how many rows are final
+  EXPECT_EQ(h5::read_attr_int(f.id(), "/", "schema_version"), 3);
+  EXPECT_EQ(h5::read_attr_int(f.id(), "/", "geometry"), 1);
+  EXPECT_EQ(h5::dataset_shape(f.id(), "/geometry/cos_to_top"), (std::vector<int64_t>{N, L + 1}));
+  EXPECT_EQ(h5::dataset_shape(f.id(), "/kl/layer_to_output"), (std::vector<int64_t>{N, L + 1}));
+  EXPECT_EQ(h5::dataset_shape(f.id(), "/geometry/cos_attn_residual"), (std::vector<int64_t>{N, L}));
+  EXPECT_EQ(h5::dataset_shape(f.id(), "/geometry/cos_ffn_residual"), (std::vector<int64_t>{N, L}));
   EXPECT_EQ(h5::read_i64(f.id(), "/progress"), (std::vector<int64_t>{N, 3}));
   EXPECT_EQ(h5::read_attr_int(f.id(), "/", "num_tokens"), N);
   EXPECT_EQ(h5::read_attr_int(f.id(), "/", "num_records"), 3);
@@ -196,6 +203,109 @@ TEST_F(EntropyCommand, BadModelFilesGiveOneClearError) {
   r = run("entropy --model " + model_ + " --data " + data_ + " --out " + out + " --lens logit");
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.output.find("--lens"), std::string::npos) << r.output;
+}
+
+
+// Fig. 5/12's geometry from compute_entropy_rows against a float64 recomputation from the taps:
+// cos(H^l, H^L), KL(lens(H^l) ‖ π_θ) from full logits, cos(A^l, H^{l-1}), cos(F^l, H^{l-1}+A^l),
+// for both lenses and a lens chunk that splits the rows.
+TEST(EntropyGeometry, MatchesAFloat64ReferenceFromTheTaps) {
+  auto m = test::tiny_model(Arch::Qwen3, false);
+  const int L = m->num_layers();
+  const int64_t d = m->hidden(), V = m->config().vocab_size;
+  const std::vector<TokenRecord> recs = {{{1, 5, 9, 33, 2, 60, 7}, 3, 0},
+                                         {{4, 4, 18, 50, 11}, 1, 0}};
+  std::vector<std::vector<int32_t>> seqs;
+  for (const auto& r : recs) seqs.push_back(r.ids);
+  const Batch b = Batch::from_sequences(seqs);
+  // the tapped tensors, copied to host: [layer][N·d]
+  std::vector<std::vector<float>> H(L + 1), A(L + 1), Hmid(L + 1), F(L + 1);
+  const auto grab = [&](const Tensor& t) {
+    return std::vector<float>(t.f32(), t.f32() + b.N() * d);
+  };
+  const TapFn tap = [&](const LayerTaps& t) {
+    H[t.layer] = grab(t.h_out);
+    if (t.layer == 0) return;
+    A[t.layer] = grab(t.attn_out);
+    Hmid[t.layer] = grab(t.h_mid);
+    F[t.layer] = grab(t.ffn_out);
+  };
+  Activations acts;
+  m->forward(b, acts, false, -1, &tap);
+  const float* E = m->unembedding().compute_weight().f32();
+  const float* g = m->final_norm().compute_weight().f32();
+  const double eps = m->config().rms_norm_eps;
+  const auto row = [&](const std::vector<float>& x, int64_t p) { return x.data() + p * d; };
+  const auto cosine = [&](const float* x, const float* y) {
+    double xy = 0, xx = 0, yy = 0;
+    for (int64_t k = 0; k < d; ++k) {
+      xy += double{x[k]} * y[k];
+      xx += double{x[k]} * x[k];
+      yy += double{y[k]} * y[k];
+    }
+    return xy / std::sqrt(xx * yy);
+  };
+  const auto log_softmax = [&](const float* x, bool normed) {
+    std::vector<double> in(static_cast<size_t>(d)), z(static_cast<size_t>(V));
+    double ss = 0;
+    for (int64_t k = 0; k < d; ++k) ss += double{x[k]} * x[k];
+    const double rstd = 1.0 / std::sqrt(ss / static_cast<double>(d) + eps);
+    for (int64_t k = 0; k < d; ++k) in[k] = normed ? x[k] * rstd * g[k] : x[k];
+    double mx = -1e300;
+    for (int64_t v = 0; v < V; ++v) {
+      for (int64_t k = 0; k < d; ++k) z[v] += in[k] * E[v * d + k];
+      mx = std::max(mx, z[v]);
+    }
+    double s = 0;
+    for (double zv : z) s += std::exp(zv - mx);
+    for (double& zv : z) zv -= mx + std::log(s);
+    return z;
+  };
+  for (const LensMode mode : {LensMode::Raw, LensMode::Normed})
+    for (const int64_t chunk : {int64_t{0}, int64_t{3}}) {
+      EntropyOptions opt;
+      opt.lens = mode;
+      opt.lens_chunk_rows = chunk;
+      const EntropyRows r = compute_entropy_rows(*m, recs, 0, opt);
+      ASSERT_EQ(r.rows, 4 + 4);
+      std::vector<int64_t> src;  // hidden row read for each output row (position t - 1)
+      for (size_t i = 0; i < recs.size(); ++i)
+        for (int64_t t = recs[i].response_start; t < static_cast<int64_t>(recs[i].ids.size()); ++t)
+          src.push_back(b.cu_seqlens[i] + t - 1);
+      double max_kl = 0;
+      for (int64_t i = 0; i < r.rows; ++i) {
+        const int64_t p = src[static_cast<size_t>(i)];
+        const std::vector<double> lq = log_softmax(row(H[L], p), true);  // π_θ
+        for (int l = 0; l <= L; ++l) {
+          const size_t c = static_cast<size_t>(i * (L + 1) + l);
+          EXPECT_NEAR(r.cos_top[c], cosine(row(H[l], p), row(H[L], p)), 2e-6) << l;
+          const std::vector<double> lp = log_softmax(row(H[l], p), mode == LensMode::Normed);
+          double kl = 0;
+          for (int64_t v = 0; v < V; ++v) kl += std::exp(lp[v]) * (lp[v] - lq[v]);
+          EXPECT_NEAR(r.kl_layer[c], kl, 2e-5 * std::max(1.0, kl)) << "layer " << l << " row " << i;
+          max_kl = std::max(max_kl, kl);
+        }
+        EXPECT_NEAR(r.cos_top[static_cast<size_t>(i * (L + 1) + L)], 1.0, 1e-6);
+        if (mode == LensMode::Normed) {  // the normed lens at H^L is π_θ itself
+          EXPECT_NEAR(r.kl_layer[static_cast<size_t>(i * (L + 1) + L)], 0.0, 1e-5);
+        }
+        for (int l = 1; l <= L; ++l) {
+          const size_t c = static_cast<size_t>(i * L + l - 1);
+          EXPECT_NEAR(r.cos_attn[c], cosine(row(A[l], p), row(H[l - 1], p)), 2e-6) << l;
+          EXPECT_NEAR(r.cos_ffn[c], cosine(row(F[l], p), row(Hmid[l], p)), 2e-6) << l;
+        }
+      }
+      EXPECT_GT(max_kl, 1e-2) << "the layers' policies should differ from π_θ somewhere";
+    }
+  // with geometry off the columns are NaN and the entropies unchanged
+  EntropyOptions on, off;
+  off.geometry = false;
+  const EntropyRows a = compute_entropy_rows(*m, recs, 0, on), z = compute_entropy_rows(*m, recs, 0, off);
+  EXPECT_EQ(a.layer, z.layer);
+  EXPECT_EQ(a.output, z.output);
+  EXPECT_EQ(a.lp_ffn_out, z.lp_ffn_out);
+  for (float v : z.kl_layer) EXPECT_TRUE(std::isnan(v));
+  for (float v : z.cos_ffn) EXPECT_TRUE(std::isnan(v));
 }
 
 }  // namespace
