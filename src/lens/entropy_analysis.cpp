@@ -187,19 +187,21 @@ EntropyRows compute_entropy_rows(Model& model, const std::vector<TokenRecord>& r
   model.forward(b, acts, /*keep=*/false, L, &tap);
   if (!geometry && pc.last_stage())
     eval(output_lens, acts.final_out, out.output, out.lp_output, 0, 1);
-  if (pp.size() > 1) {  // every stage filled its own layers' columns: one packed sum over PP
+  // every stage filled its own layers' columns: one packed sum over PP (of the columns computed)
+  const size_t computed = geometry ? columns.size() : kGeometryFrom;
+  if (pp.size() > 1) {
     std::vector<float> packed;
-    for (auto* v : columns) packed.insert(packed.end(), v->begin(), v->end());
+    for (size_t c = 0; c < computed; ++c)
+      packed.insert(packed.end(), columns[c]->begin(), columns[c]->end());
     pp.allreduce_sum(packed.data(), packed.size());
     size_t o = 0;
-    for (auto* v : columns) {
-      std::copy_n(packed.data() + o, v->size(), v->data());
-      o += v->size();
+    for (size_t c = 0; c < computed; ++c) {
+      std::copy_n(packed.data() + o, columns[c]->size(), columns[c]->data());
+      o += columns[c]->size();
     }
   }
-  if (!geometry)
-    for (size_t c = kGeometryFrom; c < columns.size(); ++c)
-      std::fill(columns[c]->begin(), columns[c]->end(), std::numeric_limits<float>::quiet_NaN());
+  for (size_t c = computed; c < columns.size(); ++c)
+    std::fill(columns[c]->begin(), columns[c]->end(), std::numeric_limits<float>::quiet_NaN());
   return out;
 }
 

@@ -171,6 +171,11 @@ Prediction predict(const ModelConfig& mc, const rl::TrainConfig& cfg, const Clus
   const double T = static_cast<double>(w.diag_tokens),
                F = static_cast<double>(w.diag_forward_tokens);
   const double lenses_diag = 5.0 * L + 2;  // H^0..H^L, four module inputs/outputs per layer, output
+  // diagnostics.geometry (lens/entropy_analysis.cpp): a first forward pass for H^L and π_θ, the
+  // expectation Ē (two lens GEMMs, one all-reduce of (rows, d)) at each of the L+1 layer rows,
+  // H^L and LN_final(H^L) sent from the last stage to the others with π_θ's log-partition, and
+  // 4L+2 more floats per row in the PP sum of the columns
+  const double geo = diag_on * (cfg.diagnostics.geometry ? 1 : 0);
   const double prompts = static_cast<double>(cfg.trainer.prompts_per_step);
   const double share = std::ceil(prompts / dp) / std::max(1.0, prompts);  // one replica's part
   const double chunks_prefill =
@@ -190,12 +195,14 @@ Prediction predict(const ModelConfig& mc, const rl::TrainConfig& cfg, const Clus
         epochs * minis *
         (tp * dp * (mc.qk_norm ? 2.0 * u * 4.0 * static_cast<double>(sh.D) : 0.0) + R * 8.0);
     g.tp.bytes += diag_on * dp * tp * (ar * F * (2.0 * L + 1) + 16.0 * T * lenses_diag);
+    g.tp.bytes += geo * dp * tp * (ar * F * (2.0 * L + 1) + ar * T * (L + 1.0));
     const double micros_all = minis * micros_per_mini;
     g.tp.calls += tp * pp * dp * steps_gen * (2.0 * L + 1) / pp + tp * dp * steps_gen;
     g.tp.calls += tp * dp * micros_all / dp * passes_old * ((2.0 * u + 1) / stages_used + 2);
     g.tp.calls += epochs * tp * dp * micros_all / dp * ((4.0 * u + 1) / stages_used + 5);
     g.tp.calls += epochs * minis * R * (1 + (mc.qk_norm ? 2.0 * u / stages_used : 0.0));
     g.tp.calls += diag_on * dp * tp * (2.0 * L + 1 + 2 * lenses_diag);
+    g.tp.calls += geo * dp * tp * (2.0 * L + 1 + (L + 1.0));
   }
   if (pp > 1) {
     const double act = c.weight_bytes * d;  // a hidden-state row in the compute dtype
@@ -211,10 +218,14 @@ Prediction predict(const ModelConfig& mc, const rl::TrainConfig& cfg, const Clus
       }
     g.pp.bytes += epochs * minis * R * (4.0 * shared_tensors + 4.0 * shared + 8.0 + 92.0);
     g.pp.bytes += diag_on * dp * tp * (2.0 * crossings(L) * act * F + pp * 8.0 * lenses_diag * T);
+    g.pp.bytes += geo * dp * tp *
+                  (2.0 * crossings(L) * act * F + 4.0 * (pp - 1) * act * T + pp * 4.0 * T +
+                   pp * 4.0 * (4.0 * L + 2) * T);
     g.pp.calls += tp * dp * steps_gen * (2.0 * crossings(L) + pp);
     g.pp.calls += (passes_old + 2 * epochs) * tp * minis * micros_per_mini * 2.0 * crossings(u);
     g.pp.calls += epochs * minis * R * (1 + shared_tensors + 1 + 2);
     g.pp.calls += diag_on * dp * tp * (2.0 * crossings(L) + pp);
+    g.pp.calls += geo * dp * tp * (2.0 * crossings(L) + 4.0 * (pp - 1) + pp);
   }
   if (R > 1) {
     g.dp.bytes += epochs * minis * R * 92.0;  // the loss statistics (sum and max)
@@ -389,11 +400,16 @@ Prediction predict(const ModelConfig& mc, const rl::TrainConfig& cfg, const Clus
   }
   // diagnostics: every replica runs the same records through every layer and lens
   if (diag_on > 0) {
-    const double work = F * L * f_layer + T * lenses_diag * lens_row;
+    const double work =
+        (1 + geo) * F * L * f_layer + T * (lenses_diag + 2.0 * geo * (L + 1)) * lens_row;
     const double rate = c.flops * speed_seq, slow = 1.0 / speed_seq;
     double comm = 0;
-    if (tp > 1) comm += (2.0 * L + 1 + 2 * lenses_diag) * t_allreduce(tp_link, tp, 4.0 * d * F);
-    if (pp > 1) comm += crossings(L) * t_p2p(pp_link, 4.0 * d * F);
+    if (tp > 1)
+      comm += ((1 + geo) * (2.0 * L + 1) + 2 * lenses_diag) * t_allreduce(tp_link, tp, 4.0 * d * F) +
+              geo * (L + 1.0) * t_allreduce(tp_link, tp, 4.0 * d * T);
+    if (pp > 1)
+      comm += (1 + geo) * crossings(L) * t_p2p(pp_link, 4.0 * d * F) +
+              geo * 2.0 * (pp - 1) * t_p2p(pp_link, 4.0 * d * T);
     p.time.diagnostics =
         work / (rate * c.diagnostics.efficiency) + c.diagnostics.s_per_token * T * slow + comm;
     p.comm_time.diagnostics = comm;

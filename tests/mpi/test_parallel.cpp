@@ -67,6 +67,7 @@ internal_steps = 1
 [diagnostics]
 every = 1
 tokens = 24
+geometry = true
 [validation]
 every = 2
 sets = ["builtin:arithmetic"]
@@ -232,8 +233,11 @@ TEST(ParallelEquivalence, BuPOPhase1AndPhase2StepsMatchOneRank) {
   // the same per-layer diagnostics (every stage's layers reach rank 0's file) and validation
   auto f1 = h5::File::open_read((fs::path(one) / "diagnostics.h5").string());
   auto f2 = h5::File::open_read((fs::path(par) / "diagnostics.h5").string());
-  for (const char* ds : {"/entropy/layer", "/entropy/attn_in", "/entropy/attn_out",
-                         "/entropy/ffn_in", "/entropy/ffn_out", "/entropy/output"}) {
+  for (const char* ds :
+       {"/entropy/layer", "/entropy/attn_in", "/entropy/attn_out", "/entropy/ffn_in",
+        "/entropy/ffn_out", "/entropy/output", "/entropy/cos_to_top", "/entropy/kl_to_output",
+        "/entropy/ppl_layer", "/entropy/ppl_output", "/entropy/cos_attn_residual",
+        "/entropy/cos_ffn_residual"}) {
     const auto a = h5::read_f32(f1.id(), ds), b = h5::read_f32(f2.id(), ds);
     ASSERT_EQ(a.size(), b.size()) << ds;
     for (size_t i = 0; i < a.size(); ++i) expect_close(b[i], a[i], std::string(ds));

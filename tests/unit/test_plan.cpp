@@ -51,6 +51,29 @@ TEST(Plan, CommunicationBytesOfEveryShippedRunAreExact) {
   EXPECT_EQ(runs, 10);
 }
 
+TEST(Plan, CommunicationBytesWithTheFig5GeometryDiagnosticsAreExact) {
+  // tests/plan/runs_geometry: diagnostics.geometry = true on tp2 x pp2 and pp2 x dp2 — the extra
+  // forward pass, the E-bar all-reduces, H^L and pi_theta sent down the pipeline, the wider PP sum
+  const plan::Cluster c = plan::load_cluster(kClusters + "/ci-machine.toml");
+  int runs = 0;
+  for (const auto& e : fs::directory_iterator(std::string(BUPO_SOURCE_DIR) +
+                                              "/tests/plan/runs_geometry")) {
+    const plan::MeasuredRun m = plan::read_run(e.path().string());
+    ASSERT_TRUE(m.cfg.diagnostics.geometry) << e.path();
+    ASSERT_EQ(m.steps.size(), 5u) << e.path();
+    for (size_t i = 0; i < m.steps.size(); ++i) {
+      const plan::MeasuredStep& s = m.steps[i];
+      const plan::Prediction p = plan::predict(m.mc, m.cfg, c, m.lay, s.w);
+      ASSERT_TRUE(p.why_not.empty()) << p.why_not;
+      EXPECT_EQ(std::llround(p.comm.tp.bytes), std::llround(s.tp_bytes)) << e.path() << " " << i;
+      EXPECT_EQ(std::llround(p.comm.pp.bytes), std::llround(s.pp_bytes)) << e.path() << " " << i;
+      EXPECT_EQ(std::llround(p.comm.dp.bytes), std::llround(s.dp_bytes)) << e.path() << " " << i;
+    }
+    ++runs;
+  }
+  EXPECT_EQ(runs, 2);
+}
+
 TEST(Plan, StepTimesOfTheShippedRunsWithinTwentyPercent) {
   // ci-machine.toml was calibrated on tp1_pp1_dp1 and tp2_pp1_dp1; the other eight are predictions
   const plan::Cluster c = plan::load_cluster(kClusters + "/ci-machine.toml");

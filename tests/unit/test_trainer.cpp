@@ -452,6 +452,54 @@ TEST(Trainer, KlToTheReferenceStartsAtZero) {
   EXPECT_GT(m[1]["kl"].get<double>(), 0.0);  // k3 >= 0, and the policy has moved
 }
 
+TEST(Trainer, DiagnosticsGeometryOfFig5And12PerStep) {
+  // diagnostics.geometry: the per-step means of cos(H^l, H^L), KL(π^l ‖ π_θ), the residual
+  // cosines, and (always) the perplexities, in diagnostics.h5 and the journal
+  const std::string dir = tmpdir("geometry");
+  for (const bool on : {true, false}) {
+    Trainer t(tiny(dir, {"trainer.steps=2", "diagnostics.geometry=" + std::string(on ? "true" : "false"),
+                         "diagnostics.lens=\"normed\""}),
+              quiet());
+    ASSERT_EQ(t.run(), 0);
+    auto f = h5::File::open_read((fs::path(dir) / "diagnostics.h5").string());
+    const int64_t L = 3;
+    for (const char* ds : {"/entropy/cos_to_top", "/entropy/kl_to_output", "/entropy/ppl_layer"})
+      EXPECT_EQ(h5::dataset_shape(f.id(), ds), (std::vector<int64_t>{2, L + 1})) << ds;
+    for (const char* ds : {"/entropy/cos_attn_residual", "/entropy/cos_ffn_residual"})
+      EXPECT_EQ(h5::dataset_shape(f.id(), ds), (std::vector<int64_t>{2, L})) << ds;
+    const auto cos_top = h5::read_f32(f.id(), "/entropy/cos_to_top");
+    const auto kl = h5::read_f32(f.id(), "/entropy/kl_to_output");
+    const auto ppl = h5::read_f32(f.id(), "/entropy/ppl_layer");
+    const auto ppl_out = h5::read_f32(f.id(), "/entropy/ppl_output");
+    const auto cos_ffn = h5::read_f32(f.id(), "/entropy/cos_ffn_residual");
+    for (int64_t s = 0; s < 2; ++s) {
+      // the normed lens at H^L is π_θ: the same perplexity, no divergence, cosine 1
+      EXPECT_NEAR(ppl[static_cast<size_t>(s * (L + 1) + L)], ppl_out[static_cast<size_t>(s)],
+                  1e-4 * ppl_out[static_cast<size_t>(s)]);
+      for (int64_t l = 0; l <= L; ++l) EXPECT_GE(ppl[static_cast<size_t>(s * (L + 1) + l)], 1.0f);
+      if (!on) {
+        EXPECT_TRUE(std::isnan(cos_top[static_cast<size_t>(s * (L + 1))]));
+        EXPECT_TRUE(std::isnan(kl[static_cast<size_t>(s * (L + 1))]));
+        EXPECT_TRUE(std::isnan(cos_ffn[static_cast<size_t>(s * L)]));
+        continue;
+      }
+      EXPECT_NEAR(cos_top[static_cast<size_t>(s * (L + 1) + L)], 1.0f, 1e-6);
+      EXPECT_NEAR(kl[static_cast<size_t>(s * (L + 1) + L)], 0.0f, 1e-5);
+      for (int64_t l = 0; l < L; ++l) {
+        EXPECT_GT(kl[static_cast<size_t>(s * (L + 1) + l)], 0.0f) << l;
+        EXPECT_LE(std::fabs(cos_top[static_cast<size_t>(s * (L + 1) + l)]), 1.0f) << l;
+        EXPECT_LE(std::fabs(cos_ffn[static_cast<size_t>(s * L + l)]), 1.0f) << l;
+      }
+    }
+    const auto m = metrics(dir);
+    ASSERT_EQ(m.size(), 2u);
+    const json& e = m[1]["layer_entropy"];
+    ASSERT_TRUE(e.contains("kl_to_output") && e.contains("ppl_output")) << e.dump();
+    EXPECT_EQ(e["kl_to_output"].size(), static_cast<size_t>(L + 1));
+    EXPECT_EQ(e["cos_to_top"][static_cast<size_t>(L)].is_null(), !on);
+  }
+}
+
 TEST(Trainer, DiagnosticsFileLayout) {
   const std::string dir = tmpdir("layout");
   Trainer t(tiny(dir, {"trainer.steps=2", "bupo.internal_layer=2", "bupo.internal_steps=1"}),
