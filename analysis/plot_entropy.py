@@ -1,15 +1,20 @@
 #!/usr/bin/env python3
-"""Internal-policy entropy figures and table from a `bupo entropy` HDF5 file (schema bupo-entropy v1).
+"""Internal-policy entropy figures and table from a `bupo entropy` HDF5 file (schema bupo-entropy v1-v3).
 
 For every layer l it reports the mean (over response tokens) of
   H(H^{l-1}), H(LN_in(H^{l-1})), H(A^l), H(LN_post(H^{l-1}+A^l)), H(F^l), H(H^l)
 and the entropy changes of papers.md §1.3 (Eq. 11–13):
   dH_layer = H(H^l) - H(H^{l-1});  dH_attn = H(A^l) - H(LN_in(H^{l-1}));  dH_ffn = H(F^l) - H(LN_post(.))
-and the BuPO boundary-layer rule of §1.6: the last layer with positive mean FFN dH.
+and the BuPO boundary-layer rule of §1.6: the last layer with positive mean FFN dH. From v3 files
+written with geometry, also Fig. 5's mean cos(H^l, H^L) and KL(pi^l || pi_theta), Fig. 12's residual
+cosines cos(A^l, H^{l-1}) and cos(F^l, H^{l-1}+A^l), and the perplexity of pi^l on the responses
+(exp of the mean negative log-prob of each response, averaged over the responses).
 
 usage: plot_entropy.py FILE.h5 [FILE.h5 ...] [--out DIR] [--format png|pdf] [--dpi N]
 Writes DIR/<stem>_entropy_flow.<fmt> (Fig. 2 style: H(H^{l-1}), H(A^l), H(F^l), H(H^l) per layer) and
-DIR/<stem>_entropy_change.<fmt> (Fig. 3 style: dH of ATTN and FFN per layer). Needs only h5py, numpy, matplotlib.
+DIR/<stem>_entropy_change.<fmt> (Fig. 3 style: dH of ATTN and FFN per layer) and, with geometry,
+DIR/<stem>_geometry.<fmt> (cos to the top, KL to the output, Fig. 12's cosines per layer). Needs only
+h5py, numpy, matplotlib.
 """
 import argparse
 import os
@@ -27,10 +32,10 @@ def attr(f, name):
 def summarize(path):
     with h5py.File(path, "r") as f:
         version = int(f.attrs.get("schema_version", 0))
-        if attr(f, "schema") != "bupo-entropy" or version not in (1, 2):
-            sys.exit(f"{path}: not a bupo-entropy v1/v2 file (schema={attr(f, 'schema')!r})")
+        if attr(f, "schema") != "bupo-entropy" or version not in (1, 2, 3):
+            sys.exit(f"{path}: not a bupo-entropy v1-v3 file (schema={attr(f, 'schema')!r})")
         L = int(f.attrs["num_layers"])
-        if version == 2:  # datasets at full size; rows below progress[0] are written (README)
+        if version >= 2:  # datasets at full size; rows below progress[0] are written (README)
             n = int(f["progress"][0])
             complete = n == int(f.attrs["num_tokens"])
         else:
@@ -39,8 +44,22 @@ def summarize(path):
         m = {k: f[f"entropy/{k}"][:n].astype(np.float64).mean(axis=0)
              for k in ("layer", "attn_in", "attn_out", "ffn_in", "ffn_out")}
         m["output"] = float(f["entropy/output"][:n].mean())
+        # perplexity per response: records' rows are consecutive
+        rec = f["tokens/record"][:n]
+        starts = np.flatnonzero(np.r_[True, rec[1:] != rec[:-1]]) if n else np.array([], int)
+        def ppl(lp):
+            return np.mean(np.exp(-np.add.reduceat(lp, starts, axis=0) /
+                                  np.diff(np.r_[starts, n]).reshape((-1,) + (1,) * (lp.ndim - 1))), axis=0)
+        if n:
+            m["ppl_layer"] = ppl(f["logprob/layer"][:n].astype(np.float64))
+            m["ppl_output"] = float(ppl(f["logprob/output"][:n].astype(np.float64)))
+        geometry = version >= 3 and int(f.attrs["geometry"]) == 1
+        if geometry:
+            for k, ds in (("cos_top", "geometry/cos_to_top"), ("kl", "kl/layer_to_output"),
+                          ("cos_attn", "geometry/cos_attn_residual"), ("cos_ffn", "geometry/cos_ffn_residual")):
+                m[k] = f[ds][:n].astype(np.float64).mean(axis=0)
         info = dict(L=L, lens=attr(f, "lens"), arch=attr(f, "architecture"), tokens=n,
-                    complete=complete, vocab=int(f.attrs["vocab_size"]))
+                    complete=complete, vocab=int(f.attrs["vocab_size"]), geometry=geometry)
     d_layer = m["layer"][1:] - m["layer"][:-1]
     d_attn = m["attn_out"] - m["attn_in"]
     d_ffn = m["ffn_out"] - m["ffn_in"]
@@ -66,7 +85,14 @@ def main():
         for l in range(1, L + 1):
             print(f"{l:>3} {m['layer'][l-1]:9.4f} {m['attn_out'][l-1]:9.4f} {m['ffn_out'][l-1]:9.4f} "
                   f"{m['layer'][l]:9.4f} {d_layer[l-1]:+9.4f} {d_attn[l-1]:+9.4f} {d_ffn[l-1]:+9.4f}")
-        print(f"output policy H = {m['output']:.4f} nats")
+        print(f"output policy H = {m['output']:.4f} nats"
+              + (f", perplexity {m['ppl_output']:.4f}" if "ppl_output" in m else ""))
+        if info["geometry"]:
+            print(f"{'l':>3} {'cos(H^l,H^L)':>12} {'KL(pi^l||pi)':>12} {'PPL(pi^l)':>10} {'cos(A,H)':>9} {'cos(F,H+A)':>10}")
+            for l in range(0, L + 1):
+                ca = f"{m['cos_attn'][l-1]:9.4f}" if l else f"{'':>9}"
+                cf = f"{m['cos_ffn'][l-1]:10.4f}" if l else f"{'':>10}"
+                print(f"{l:>3} {m['cos_top'][l]:12.4f} {m['kl'][l]:12.4f} {m['ppl_layer'][l]:10.3g} {ca} {cf}")
         print("BuPO boundary layer (last l with mean dH_ffn > 0, papers.md §1.6): "
               + (f"internal_layer = {boundary}" if boundary else "none (no layer with positive FFN dH)"))
         if a.no_plot:
@@ -108,7 +134,26 @@ def main():
         p2 = os.path.join(out, f"{stem}_entropy_change.{a.format}")
         fig.savefig(p2, dpi=a.dpi, bbox_inches="tight")
         plt.close(fig)
-        print(f"figures: {p1}, {p2}")
+        figs = [p1, p2]
+        if info["geometry"]:
+            fig, axs = plt.subplots(1, 3, figsize=(13, 3.2))
+            l0 = np.arange(0, L + 1)
+            axs[0].plot(l0, m["cos_top"], "o-", ms=3)
+            axs[0].set_title("cos(H^l, H^L) (Fig. 5)")
+            axs[1].plot(l0, m["kl"], "o-", ms=3, color="tab:purple")
+            axs[1].set_title(f"KL(π^l ‖ π_θ), nats ({info['lens']} lens)")
+            axs[2].plot(ls, m["cos_attn"], "o-", ms=3, label="cos(A^l, H^{l-1})")
+            axs[2].plot(ls, m["cos_ffn"], "o-", ms=3, label="cos(F^l, H^{l-1}+A^l)")
+            axs[2].axhline(0, color="k", lw=0.8)
+            axs[2].set_title("residual cosines (Fig. 12)")
+            axs[2].legend(loc="best", fontsize=8)
+            for ax in axs:
+                ax.set_xlabel("layer l")
+            p3 = os.path.join(out, f"{stem}_geometry.{a.format}")
+            fig.savefig(p3, dpi=a.dpi, bbox_inches="tight")
+            plt.close(fig)
+            figs.append(p3)
+        print("figures: " + ", ".join(figs))
 
 
 if __name__ == "__main__":
