@@ -2,11 +2,11 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <csignal>
 #include <cstdlib>
 #include <cstring>
 #include <ctime>
-#include <cmath>
 #include <limits>
 #include <map>
 #include <optional>
@@ -248,12 +248,13 @@ EntropyWriter::EntropyWriter(const std::string& path, bool overwrite, const Mode
               lensd);
     }
     const std::string off = geometry ? "" : " (NaN: written with geometry off)";
-    const std::string geo[4] = {
-        "cos(H^l, H^L) for l = 0..L (column l)",
-        "KL(lens(H^l) || pi_theta) (nats) for l = 0..L (column l), pi_theta = softmax(LN_final(H^L) "
-        "E_u^T), the lens " + lens_desc,
-        "cos(A^l, H^{l-1}) for l = 1..L (column l-1)",
-        "cos(F^l, H^{l-1}+A^l) for l = 1..L (column l-1)"};
+    const std::string geo[4] = {"cos(H^l, H^L) for l = 0..L (column l)",
+                                "KL(lens(H^l) || pi_theta) (nats) for l = 0..L (column l), "
+                                "pi_theta = softmax(LN_final(H^L) "
+                                "E_u^T), the lens " +
+                                    lens_desc,
+                                "cos(A^l, H^{l-1}) for l = 1..L (column l-1)",
+                                "cos(F^l, H^{l-1}+A^l) for l = 1..L (column l-1)"};
     for (size_t g = 0; g < 4; ++g)
       h5::create_fixed_rows(f.id(), column_dataset(kGeometryFrom + g), h5::Kind::F32, N,
                             column_width(kGeometryFrom + g, L), geo[g] + off);
@@ -381,8 +382,8 @@ void run_entropy(Model& model, const std::vector<TokenRecord>& recs, const std::
   const int64_t L = model.num_layers();
   std::optional<EntropyWriter> w;
   if (pc.world->rank() == 0)
-    w.emplace(out_path, overwrite, model, model_path, data_path, opt.lens, opt.geometry,
-              total_rows, n);
+    w.emplace(out_path, overwrite, model, model_path, data_path, opt.lens, opt.geometry, total_rows,
+              n);
   // Fault injection for crash-consistency tests: SIGKILL ourselves after this many flushed batches.
   const char* fault = std::getenv("BUPO_FAULT_KILL_AFTER_BATCHES");
   const int64_t kill_after = fault ? std::atoll(fault) : -1;

@@ -101,7 +101,8 @@ void log_partition(const Chunk& c, float* lse) {
   c.be.download(m.data(), c.buf.m);
   c.be.download(p.data(), c.buf.packed);
   for (size_t r = 0; r < m.size(); ++r)
-    lse[r] = static_cast<float>(static_cast<double>(m[r]) + std::log(static_cast<double>(p[3 * r])));
+    lse[r] =
+        static_cast<float>(static_cast<double>(m[r]) + std::log(static_cast<double>(p[3 * r])));
 }
 
 }  // namespace
@@ -141,9 +142,9 @@ void Lens::forward(const Tensor& x, const int32_t* targets, float* entropy, floa
       dots.resize(static_cast<size_t>(3 * c.rows));
       be.download(dots.data(), c.buf.dots);
       for (int64_t r = 0; r < c.rows; ++r)
-        kl->kl[r0 + r] = static_cast<float>(static_cast<double>(kl->lse_ref[r0 + r]) -
-                                            dots[static_cast<size_t>(3 * r)] -
-                                            static_cast<double>(ent_host[r]));
+        kl->kl[r0 + r] =
+            static_cast<float>(static_cast<double>(kl->lse_ref[r0 + r]) -
+                               dots[static_cast<size_t>(3 * r)] - static_cast<double>(ent_host[r]));
     }
   }
 }

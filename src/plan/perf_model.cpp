@@ -405,8 +405,9 @@ Prediction predict(const ModelConfig& mc, const rl::TrainConfig& cfg, const Clus
     const double rate = c.flops * speed_seq, slow = 1.0 / speed_seq;
     double comm = 0;
     if (tp > 1)
-      comm += ((1 + geo) * (2.0 * L + 1) + 2 * lenses_diag) * t_allreduce(tp_link, tp, 4.0 * d * F) +
-              geo * (L + 1.0) * t_allreduce(tp_link, tp, 4.0 * d * T);
+      comm +=
+          ((1 + geo) * (2.0 * L + 1) + 2 * lenses_diag) * t_allreduce(tp_link, tp, 4.0 * d * F) +
+          geo * (L + 1.0) * t_allreduce(tp_link, tp, 4.0 * d * T);
     if (pp > 1)
       comm += (1 + geo) * crossings(L) * t_p2p(pp_link, 4.0 * d * F) +
               geo * 2.0 * (pp - 1) * t_p2p(pp_link, 4.0 * d * T);

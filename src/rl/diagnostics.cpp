@@ -65,8 +65,8 @@ EntropySummary entropy_summary(Run& r, const std::vector<Rollout>& rolls) {
     for (int64_t i = 0; i < rows.rows;) {
       int64_t j = i;
       std::fill(resp.begin(), resp.end(), 0.0);
-      for (; j < rows.rows && rows.record[static_cast<size_t>(j)] ==
-                                   rows.record[static_cast<size_t>(i)];
+      for (; j < rows.rows &&
+             rows.record[static_cast<size_t>(j)] == rows.record[static_cast<size_t>(i)];
            ++j)
         for (int64_t c = 0; c < cols; ++c)
           resp[static_cast<size_t>(c)] += lp[static_cast<size_t>(j * cols + c)];

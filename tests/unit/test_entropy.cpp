@@ -205,7 +205,6 @@ TEST_F(EntropyCommand, BadModelFilesGiveOneClearError) {
   EXPECT_NE(r.output.find("--lens"), std::string::npos) << r.output;
 }
 
-
 // Fig. 5/12's geometry from compute_entropy_rows against a float64 recomputation from the taps:
 // cos(H^l, H^L), KL(lens(H^l) ‖ π_θ) from full logits, cos(A^l, H^{l-1}), cos(F^l, H^{l-1}+A^l),
 // for both lenses and a lens chunk that splits the rows.
@@ -300,7 +299,8 @@ TEST(EntropyGeometry, MatchesAFloat64ReferenceFromTheTaps) {
   // with geometry off the columns are NaN and the entropies unchanged
   EntropyOptions on, off;
   off.geometry = false;
-  const EntropyRows a = compute_entropy_rows(*m, recs, 0, on), z = compute_entropy_rows(*m, recs, 0, off);
+  const EntropyRows a = compute_entropy_rows(*m, recs, 0, on),
+                    z = compute_entropy_rows(*m, recs, 0, off);
   EXPECT_EQ(a.layer, z.layer);
   EXPECT_EQ(a.output, z.output);
   EXPECT_EQ(a.lp_ffn_out, z.lp_ffn_out);

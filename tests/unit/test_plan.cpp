@@ -56,8 +56,8 @@ TEST(Plan, CommunicationBytesWithTheFig5GeometryDiagnosticsAreExact) {
   // forward pass, the E-bar all-reduces, H^L and pi_theta sent down the pipeline, the wider PP sum
   const plan::Cluster c = plan::load_cluster(kClusters + "/ci-machine.toml");
   int runs = 0;
-  for (const auto& e : fs::directory_iterator(std::string(BUPO_SOURCE_DIR) +
-                                              "/tests/plan/runs_geometry")) {
+  for (const auto& e :
+       fs::directory_iterator(std::string(BUPO_SOURCE_DIR) + "/tests/plan/runs_geometry")) {
     const plan::MeasuredRun m = plan::read_run(e.path().string());
     ASSERT_TRUE(m.cfg.diagnostics.geometry) << e.path();
     ASSERT_EQ(m.steps.size(), 5u) << e.path();

@@ -457,9 +457,10 @@ TEST(Trainer, DiagnosticsGeometryOfFig5And12PerStep) {
   // cosines, and (always) the perplexities, in diagnostics.h5 and the journal
   const std::string dir = tmpdir("geometry");
   for (const bool on : {true, false}) {
-    Trainer t(tiny(dir, {"trainer.steps=2", "diagnostics.geometry=" + std::string(on ? "true" : "false"),
-                         "diagnostics.lens=\"normed\""}),
-              quiet());
+    Trainer t(
+        tiny(dir, {"trainer.steps=2", "diagnostics.geometry=" + std::string(on ? "true" : "false"),
+                   "diagnostics.lens=\"normed\""}),
+        quiet());
     ASSERT_EQ(t.run(), 0);
     auto f = h5::File::open_read((fs::path(dir) / "diagnostics.h5").string());
     const int64_t L = 3;
