@@ -9,6 +9,7 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <set>
 #include <sstream>
 #include <variant>
 
@@ -29,6 +30,7 @@ std::string type_name(const Field& f) {
         if constexpr (std::is_same_v<T, bool>) return "true or false";
         if constexpr (std::is_same_v<T, std::string>) return "a string";
         if constexpr (std::is_same_v<T, std::vector<std::string>>) return "an array of strings";
+        if constexpr (std::is_same_v<T, std::vector<double>>) return "an array of numbers";
         return "an array of integers";
       },
       f.ptr);
@@ -85,6 +87,17 @@ void assign(Field& f, const toml::node& n, const std::string& where) {
             BUPO_CHECK(v.has_value(), bad);
             BUPO_CHECK(v->find('\0') == std::string::npos, where, ": key '", f.key,
                        "': contains a NUL character");
+            p->push_back(*v);
+          }
+        } else if constexpr (std::is_same_v<T, std::vector<double>>) {
+          const auto* arr = n.as_array();
+          BUPO_CHECK(arr != nullptr, bad);
+          p->clear();
+          for (const auto& e : *arr) {
+            auto v = e.value<double>();  // integers are accepted as numbers
+            BUPO_CHECK(v.has_value() && (e.is_floating_point() || e.is_integer()), bad);
+            BUPO_CHECK(std::isfinite(*v), where, ": key '", f.key, "': must be finite");
+            check_range(f, *v, where);
             p->push_back(*v);
           }
         } else {
@@ -144,7 +157,7 @@ std::optional<T> parse_count(std::string_view text) {
   return v;
 }
 
-void validate(const TrainConfig& c, const std::string& where) {
+void validate(const TrainConfig& c, const std::string& where, ConfigUse use) {
   auto need = [&](bool ok, auto&&... msg) {
     if (!ok) fail(where, ": ", msg...);
   };
@@ -156,12 +169,14 @@ void validate(const TrainConfig& c, const std::string& where) {
        "set model.path (a checkpoint) or model.init.layers (a fresh model)");
   need(c.model.path.empty() || c.model.init.layers == 0,
        "model.path and model.init.layers are exclusive");
-  need(!c.data.train.empty(), "key 'data.train' is required");
-  need(!c.trainer.out_dir.empty(), "key 'trainer.out_dir' is empty (expected a folder)");
-  std::error_code ec;
-  need(!std::filesystem::exists(c.trainer.out_dir, ec) ||
-           std::filesystem::is_directory(c.trainer.out_dir, ec),
-       "key 'trainer.out_dir': '", c.trainer.out_dir, "' is a file, not a folder");
+  if (use == ConfigUse::Train) {  // `bupo eval` reads neither
+    need(!c.data.train.empty(), "key 'data.train' is required");
+    need(!c.trainer.out_dir.empty(), "key 'trainer.out_dir' is empty (expected a folder)");
+    std::error_code ec;
+    need(!std::filesystem::exists(c.trainer.out_dir, ec) ||
+             std::filesystem::is_directory(c.trainer.out_dir, ec),
+         "key 'trainer.out_dir': '", c.trainer.out_dir, "' is a file, not a folder");
+  }
   for (char ch : c.data.arithmetic.ops)
     need(ch == '+' || ch == '-' || ch == '*', "key 'data.arithmetic.ops': '", c.data.arithmetic.ops,
          "' may only contain + - *");
@@ -199,8 +214,35 @@ void validate(const TrainConfig& c, const std::string& where) {
        "warmup.sft_steps needs data.train = \"builtin:arithmetic\" (its answers are known)");
   for (const std::string& st : c.rollout.stop)
     need(!st.empty(), "key 'rollout.stop' holds an empty string (it would stop at once)");
-  for (int64_t k : c.validation.k)
-    need(k <= c.validation.n, "validation.k value ", k, " exceeds validation.n = ", c.validation.n);
+  const auto& V = c.validation;
+  const size_t sets = V.sets.size();
+  need(V.n_per_set.empty() || V.n_per_set.size() == sets, "key 'validation.n_per_set' has ",
+       V.n_per_set.size(), " value(s) but validation.sets names ", sets,
+       " set(s): expected one per set, or none (validation.n for every set)");
+  need(V.temperature_per_set.empty() || V.temperature_per_set.size() == sets,
+       "key 'validation.temperature_per_set' has ", V.temperature_per_set.size(),
+       " value(s) but validation.sets names ", sets,
+       " set(s): expected one per set, or none (validation.temperature for every set)");
+  int64_t largest_n = V.n;
+  if (!V.n_per_set.empty()) largest_n = *std::max_element(V.n_per_set.begin(), V.n_per_set.end());
+  need(!V.k.empty(), "key 'validation.k' is empty: expected at least one k (1 for pass@1)");
+  for (int64_t k : V.k)
+    need(k <= largest_n, "validation.k value ", k, " exceeds ",
+         V.n_per_set.empty() ? "validation.n = " : "every value of validation.n_per_set (largest ",
+         largest_n, V.n_per_set.empty() ? "" : ")");
+  const int64_t smallest_k = V.k.empty() ? 1 : *std::min_element(V.k.begin(), V.k.end());
+  for (size_t i = 0; i < V.n_per_set.size() && i < sets; ++i)
+    need(V.n_per_set[i] >= smallest_k, "key 'validation.n_per_set': ", V.n_per_set[i], " (for '",
+         V.sets[i], "') is below every validation.k (smallest ", smallest_k,
+         "): the set would report no pass@k");
+  std::set<std::string> groups;  // /validation/<name>: the file's stem or the built-in name
+  for (const std::string& spec : V.sets) {
+    const std::string g = validation_group_name(spec);
+    need(!g.empty() && g != "." && g != "..", "key 'validation.sets': '", spec,
+         "' gives no group name (a file with a stem is expected)");
+    need(groups.insert(g).second, "key 'validation.sets': two sets have the group name '", g,
+         "' (/validation/", g, "; their file names without the extension): rename one");
+  }
   need(c.validation.every == 0 || !c.validation.sets.empty(),
        "validation.every > 0 needs validation.sets");
   need(c.parallel.fault_inject.empty() || parse_fault_injection(c.parallel.fault_inject),
@@ -232,6 +274,11 @@ std::string toml_value(const Field& f) {
 }
 
 }  // namespace
+
+std::string validation_group_name(const std::string& spec) {
+  return spec.rfind("builtin:", 0) == 0 ? spec.substr(8)
+                                        : std::filesystem::path(spec).stem().string();
+}
 
 std::optional<FaultInjection> parse_fault_injection(const std::string& text) {
   const auto colon = text.find(':'), at = text.find('@');
@@ -283,7 +330,7 @@ int64_t non_ascii_outside_strings(std::string_view t) {
 }  // namespace
 
 TrainConfig parse_train_config(const std::string& text, const std::string& source,
-                               const std::vector<std::string>& overrides) {
+                               const std::vector<std::string>& overrides, ConfigUse use) {
   TrainConfig c;
   c.source = source;
   auto fs = fields(c);
@@ -333,11 +380,12 @@ TrainConfig parse_train_config(const std::string& text, const std::string& sourc
       t = toml::table{{"v", value}};
     assign(*f, *t.get("v"), "--set");
   }
-  validate(c, where);
+  validate(c, where, use);
   return c;
 }
 
-TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides) {
+TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides,
+                              ConfigUse use) {
   std::string text;
   if (!path.empty()) {
     std::ifstream in(path);
@@ -346,7 +394,7 @@ TrainConfig load_train_config(const std::string& path, const std::vector<std::st
     ss << in.rdbuf();
     text = ss.str();
   }
-  return parse_train_config(text, path, overrides);
+  return parse_train_config(text, path, overrides, use);
 }
 
 std::string TrainConfig::to_toml() const {

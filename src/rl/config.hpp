@@ -123,8 +123,15 @@ struct TrainConfig {
   struct Validation {
     int64_t every = 0, n = 4, max_prompts = 0, max_tokens = 0;
     std::vector<std::string> sets;
+    // the papers' per-benchmark settings (AIME Avg@32, AMC/MATH Avg@16): one value per set, or
+    // empty for n / temperature everywhere; a set reports the pass@k of the k <= its n
+    std::vector<int64_t> n_per_set;
+    std::vector<double> temperature_per_set;
     std::vector<int64_t> k = {1};
     double temperature = 1.0, top_p = 1.0;
+    // sequences generated together (whole prompts: max(1, batch_seqs / n) of them), which bounds
+    // the KV cache; 0: all of a replica's prompts at once. Results do not depend on it.
+    int64_t batch_seqs = 1024;
   } validation;
 
   struct Parallel {  // tp × pp × dp must equal the number of ranks (dp = 0: the rest)
@@ -150,6 +157,10 @@ struct TrainConfig {
 std::vector<std::string> changes_breaking_bit_exactness(const TrainConfig& before,
                                                         const TrainConfig& now);
 
+// The group /validation/<name> of a validation.sets entry: the file's name without its extension,
+// or the built-in set's name ("builtin:arithmetic" -> "arithmetic").
+std::string validation_group_name(const std::string& spec);
+
 // parallel.fault_inject = "die:RANK@STEP" or "hang:RANK@STEP"; nullopt for anything else (a
 // RANK beyond int or a STEP beyond int64 included).
 struct FaultInjection {
@@ -159,11 +170,16 @@ struct FaultInjection {
 };
 std::optional<FaultInjection> parse_fault_injection(const std::string& text);
 
+// What a configuration is read for: a training run (every key checked), or `bupo eval`, which
+// reads the model, template, grader and validation.* only (no data.train, no out_dir needed).
+enum class ConfigUse { Train, Evaluate };
 // Parse a TOML file (path may be "" for all defaults), then apply overrides "key=value" (value in
 // TOML syntax; bare words are strings). Throws naming the file/override and the key.
-TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides);
+TrainConfig load_train_config(const std::string& path, const std::vector<std::string>& overrides,
+                              ConfigUse use = ConfigUse::Train);
 TrainConfig parse_train_config(const std::string& toml_text, const std::string& source,
-                               const std::vector<std::string>& overrides = {});
+                               const std::vector<std::string>& overrides = {},
+                               ConfigUse use = ConfigUse::Train);
 // One line per key: "key = default  # help" (for `bupo train --help-config` and the README).
 std::string config_reference();
 

@@ -13,7 +13,7 @@ namespace bupo::rl::detail {
 struct Field {
   std::string key;
   std::variant<int64_t*, double*, bool*, std::string*, std::vector<std::string>*,
-               std::vector<int64_t>*>
+               std::vector<int64_t>*, std::vector<double>*>
       ptr;
   double lo = -1e300, hi = 1e300;    // numeric range (inclusive)
   std::vector<std::string> choices;  // allowed strings (empty: any)

@@ -98,6 +98,9 @@ ModelConfig model_shape(const Run& r);
 void open_run_folder(Run& r);
 std::unique_ptr<PromptSet> load_prompt_set(const Run& r, const std::string& spec, uint64_t seed,
                                            int64_t size, int64_t limit);
+// A validation set as training and `bupo eval` load it (a built-in set: 256 problems of its own
+// seed, data.seed + 7919, so that it never repeats the training draws).
+std::unique_ptr<PromptSet> load_validation_set(const Run& r, const std::string& spec);
 void warm_start(Run& r);  // warm_start.cpp
 // AdamW over the policy's parameters, its moments sharded over the DP group under parallel.zero.
 std::unique_ptr<AdamW> make_optimizer(const Run& r, const AdamWConfig& oc);

@@ -14,6 +14,7 @@
 #include "parallel/mpi_comm.hpp"
 #include "parallel/topology.hpp"
 #include "rl/run.hpp"
+#include "rl/validation.hpp"
 
 namespace fs = std::filesystem;
 
@@ -167,10 +168,13 @@ void reserve_memory(Run& r) {
   const int64_t micro = cfg.trainer.micro_batch_seqs * seq;
   const int64_t sft = cfg.warmup.sft_steps > 0 ? cfg.warmup.sft_batch / dp * seq : 0;
   const int64_t rollout_slots = (cfg.trainer.prompts_per_step + dp - 1) / dp * cfg.rollout.n;
-  const int64_t val_slots =
-      cfg.validation.every > 0
-          ? (std::max<int64_t>(cfg.validation.max_prompts, 1) + dp - 1) / dp * cfg.validation.n
-          : 0;
+  int64_t val_slots = 0;  // a replica's share of a set's prompts, batch_prompts at a time
+  for (size_t i = 0; cfg.validation.every > 0 && i < r.val.size(); ++i) {
+    const ValidationSetting vs = validation_setting(cfg, i, r.val[i]->size());
+    int64_t share = (vs.prompts + dp - 1) / dp;
+    if (vs.batch_prompts > 0) share = std::min(share, vs.batch_prompts);
+    val_slots = std::max(val_slots, share * vs.n);
+  }
   const int64_t slots = std::max(rollout_slots, val_slots);
   const int64_t prefill = std::min<int64_t>(4096, slots * prompt);  // GenerateOptions default
   const int64_t diag =
@@ -237,6 +241,10 @@ std::unique_ptr<PromptSet> load_prompt_set(const Run& r, const std::string& spec
                                                            cfg.data.max_prompt_tokens, limit));
 }
 
+std::unique_ptr<PromptSet> load_validation_set(const Run& r, const std::string& spec) {
+  return load_prompt_set(r, spec, static_cast<uint64_t>(r.cfg.data.seed) + 7919, 256, 0);
+}
+
 std::unique_ptr<AdamW> make_optimizer(const Run& r, const AdamWConfig& oc) {
   ParamStore& ps = r.model->params();
   if (r.cfg.parallel.zero == 0 || r.pc.dp_size() == 1) return std::make_unique<AdamW>(ps, oc);
@@ -282,8 +290,7 @@ void load_run(Run& r) {
   // data
   r.train = load_prompt_set(r, cfg.data.train, static_cast<uint64_t>(cfg.data.seed),
                             cfg.data.arithmetic.size, cfg.data.limit);
-  for (const auto& v : cfg.validation.sets)
-    r.val.push_back(load_prompt_set(r, v, static_cast<uint64_t>(cfg.data.seed) + 7919, 256, 0));
+  for (const auto& v : cfg.validation.sets) r.val.push_back(load_validation_set(r, v));
   r.sampler = std::make_unique<Sampler>(r.train->size(), static_cast<uint64_t>(cfg.data.seed),
                                         cfg.data.shuffle);
 

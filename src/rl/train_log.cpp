@@ -12,6 +12,7 @@
 #include "core/error.hpp"
 #include "io/atomic_file.hpp"
 #include "rl/journal.hpp"
+#include "rl/validation.hpp"
 
 namespace fs = std::filesystem;
 
@@ -75,15 +76,6 @@ std::vector<std::string> validation_sets(const std::vector<std::string>& dataset
   for (const auto& ds : datasets)
     if (ds.rfind("/validation/", 0) == 0) sets.insert(fs::path(ds).parent_path().string());
   return {sets.begin(), sets.end()};
-}
-
-std::string k_list(const std::vector<int64_t>& k) {
-  std::string ks;
-  for (int64_t v : k) {
-    if (!ks.empty()) ks += ',';
-    ks += std::to_string(v);
-  }
-  return ks;
 }
 
 }  // namespace
@@ -380,7 +372,7 @@ void TrainLog::write_validation(int64_t step, const std::string& set, double avg
       h5::create_rows(f.id(), g + "/step", h5::Kind::I64, 0, 1024, "");
       h5::create_rows(f.id(), g + "/avg", h5::Kind::F32, 0, 1024, "");
       h5::create_rows(f.id(), g + "/pass_at_k", h5::Kind::F32, K, 1024, "");
-      f.set_attr(g + "/pass_at_k", "k", k_list(k));
+      f.set_attr(g + "/pass_at_k", "k", k_attribute(k));
     });
   file_.append(g + "/step", h5::Kind::I64, 0, &step, 1);
   const float a = static_cast<float>(avg);

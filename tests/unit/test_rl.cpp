@@ -157,6 +157,24 @@ TEST(Advantage, PassAtK) {
   EXPECT_THROW(pass_at_k(4, 1, 5), bupo::Error);
 }
 
+// The papers' largest: pass@k up to k = 256 of n = 300 samples (papers.md §1.9), against
+// 1 - C(n-c, k)/C(n, k) through log-gamma in long double.
+TEST(Advantage, PassAtKUpTo256Of300MatchesTheBinomialRatio) {
+  const int64_t n = 300;
+  for (int64_t k : {1, 16, 64, 128, 256})
+    for (int64_t c : {0, 1, 3, 10, 44, 100, 200, 284, 299, 300}) {
+      long double want = 1.0L;
+      if (n - c >= k)
+        want = 1.0L - std::exp(std::lgamma(static_cast<long double>(n - c + 1)) -
+                               std::lgamma(static_cast<long double>(n - c - k + 1)) -
+                               std::lgamma(static_cast<long double>(n + 1)) +
+                               std::lgamma(static_cast<long double>(n - k + 1)));
+      EXPECT_NEAR(pass_at_k(n, c, k), static_cast<double>(want), 1e-12) << "c=" << c << " k=" << k;
+    }
+  EXPECT_DOUBLE_EQ(pass_at_k(300, 0, 256), 0.0);
+  EXPECT_DOUBLE_EQ(pass_at_k(300, 45, 256), 1.0);  // fewer than k wrong samples
+}
+
 // ---------------------------------------------------------------- HAPO h~ (§2.1, invariant 12)
 namespace {
 const float kH[10] = {0.001f, 0.01f, 0.05f, 0.1f, 0.3f, 0.5f, 1.0f, 1.5f, 2.0f, 3.0f};
@@ -357,6 +375,47 @@ TEST(Config, DefaultsAndOverrides) {
   EXPECT_EQ(again.to_toml(), c.to_toml());
 }
 
+// The papers' per-benchmark validation (AIME Avg@32, MATH Avg@16 at their own temperatures): the
+// per-set arrays parse, print and parse back, and every way of getting them wrong is named.
+TEST(Config, PerSetValidationSettings) {
+  const std::vector<std::string> ov = {
+      "validation.sets=[\"aime24.jsonl\", \"math500.jsonl\"]", "validation.n_per_set=[32, 16]",
+      "validation.temperature_per_set=[0.6, 1]", "validation.k=[1, 16, 32]"};
+  const auto c = parse_train_config(kMin, "run.toml", ov);
+  EXPECT_EQ(c.validation.n_per_set, (std::vector<int64_t>{32, 16}));
+  EXPECT_EQ(c.validation.temperature_per_set, (std::vector<double>{0.6, 1.0}));
+  const auto again = parse_train_config(c.to_toml(), "effective.toml");
+  EXPECT_EQ(again.validation.temperature_per_set, c.validation.temperature_per_set);
+  EXPECT_EQ(again.to_toml(), c.to_toml());
+  auto with = [&](std::vector<std::string> more) {
+    std::vector<std::string> o = ov;
+    o.insert(o.end(), more.begin(), more.end());
+    return error_of(kMin, o);
+  };
+  EXPECT_NE(with({"validation.n_per_set=[32]"})
+                .find("'validation.n_per_set' has 1 value(s) but validation.sets names 2"),
+            std::string::npos);
+  EXPECT_NE(with({"validation.temperature_per_set=[0.6, 1, 1]"})
+                .find("'validation.temperature_per_set' has 3 value(s)"),
+            std::string::npos);
+  EXPECT_NE(with({"validation.temperature_per_set=[0.6, \"hot\"]"})
+                .find("key 'validation.temperature_per_set': expected an array of numbers"),
+            std::string::npos);
+  EXPECT_NE(with({"validation.temperature_per_set=[0.6, 101]"}).find("out of range"),
+            std::string::npos);
+  EXPECT_NE(with({"validation.k=[64]"})
+                .find("validation.k value 64 exceeds every value of validation.n_per_set "
+                      "(largest 32)"),
+            std::string::npos);
+  EXPECT_NE(with({"validation.k=[20]", "validation.n_per_set=[32, 16]"})
+                .find("16 (for 'math500.jsonl') is below every validation.k"),
+            std::string::npos);
+  EXPECT_NE(with({"validation.k=[]"}).find("'validation.k' is empty"), std::string::npos);
+  EXPECT_NE(with({"validation.sets=[\"a/math.jsonl\", \"b/math.jsonl\"]"})
+                .find("two sets have the group name 'math'"),
+            std::string::npos);
+}
+
 TEST(Config, ErrorsNameTheFileAndKey) {
   EXPECT_NE(
       error_of(std::string(kMin) + "[optim]\nlrr = 1\n").find("run.toml: unknown key 'optim.lrr'"),
@@ -486,4 +545,17 @@ TEST(Config, ShippedConfigsParse) {
     }
   }
   EXPECT_EQ(n, 5);
+  // Table 1's per-benchmark Avg@K (MATH500, AMC23 at 16; AIME24/25 at 32), in training and in the
+  // evaluation configs; Fig. 6's Pass@K from n = 300
+  EXPECT_EQ(b.validation.n_per_set, (std::vector<int64_t>{16, 16, 32, 32}));
+  // (bupo eval sets model.path from --model)
+  const std::vector<std::string> model = {"model.path=\"models/Qwen3-4B\""};
+  const auto t1 = load_train_config(std::string(BUPO_CONFIGS_DIR) + "/eval/bupo-table1.toml", model,
+                                    ConfigUse::Evaluate);
+  EXPECT_EQ(t1.validation.n_per_set, (std::vector<int64_t>{16, 16, 32, 32}));
+  EXPECT_EQ(t1.reward.mode, "verl");
+  const auto pk = load_train_config(std::string(BUPO_CONFIGS_DIR) + "/eval/bupo-passk.toml", model,
+                                    ConfigUse::Evaluate);
+  EXPECT_EQ(pk.validation.n, 300);
+  EXPECT_EQ(pk.validation.k, (std::vector<int64_t>{1, 4, 16, 64, 256}));
 }
