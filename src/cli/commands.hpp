@@ -18,4 +18,5 @@ Runner add_train(CLI::App& app);
 Runner add_pick_layer(CLI::App& app);
 Runner add_verify(CLI::App& app);
 Runner add_plan(CLI::App& app);
+Runner add_eval(CLI::App& app);
 }  // namespace bupo::cli

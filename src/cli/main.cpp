@@ -43,6 +43,7 @@ int main(int argc, char** argv) {
   runners.emplace("pick-layer", bupo::cli::add_pick_layer(app));
   runners.emplace("verify", bupo::cli::add_verify(app));
   runners.emplace("plan", bupo::cli::add_plan(app));
+  runners.emplace("eval", bupo::cli::add_eval(app));
 
   try {
     app.parse(argc, argv);

@@ -13,6 +13,7 @@
 
 #include "bupo/version.hpp"
 #include "core/error.hpp"
+#include "core/utc.hpp"
 #include "io/h5_append.hpp"
 #include "parallel/tensor_parallel.hpp"
 
@@ -20,12 +21,6 @@ namespace bupo {
 namespace {
 constexpr const char* kModules[6] = {"layer", "attn_in", "attn_out", "ffn_in", "ffn_out", "output"};
 
-std::string utc_now() {
-  const std::time_t t = std::chrono::system_clock::to_time_t(std::chrono::system_clock::now());
-  char buf[32];
-  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", std::gmtime(&t));
-  return buf;
-}
 }  // namespace
 
 namespace {

@@ -9,7 +9,7 @@
 #   die       a rank that dies ends the job, the rank and host named
 #   hang      a rank that hangs: the watchdog ends the job within parallel.timeout_s, naming them
 #   entropy   entropy.sbatch as an array job over two checkpoints, and srun --mpi=pmix
-#             bupo entropy --tp 2 equal to one rank
+#             bupo entropy --tp 2 equal to one rank; eval_sweep.sbatch over the same two
 #   scaling   jobs/scaling/sweep.py --mode slurm submits one job per point (pp = 1, 2); once they
 #             ran, a re-run finds them finished and analysis/scaling.py reads the study
 set -uo pipefail
@@ -230,6 +230,26 @@ for ds in ("entropy/layer", "entropy/ffn_out", "logprob/output", "tokens/token_i
     assert np.array_equal(one[ds][:n], sweep[ds][:n]), ds  # the same command on one rank
 PY
   echo "entropy: the array job wrote both files; srun --mpi=pmix --tp 2 equals one rank (1e-5)"
+  # eval_sweep.sbatch over the same checkpoints, 2 tasks each (dp 2); resubmitted, it keeps them
+  for round in 1 2; do
+    (cd "$work" && as_user sbatch --wait --parsable -J evals --array=0-1 --ntasks-per-node=2 -c 1 \
+       --output="$work/%x-%A_%a.out" \
+       --export=ALL,CKPTS="$work/ckpts.txt",EVAL_DIR="$work/eval",BUPO="$bupo",EVAL_ARGS="--sets builtin:arithmetic --n 2 --k 1 2 --max-prompts 4" \
+       "$scripts/eval_sweep.sbatch" >"$work/evals$round.id" 2>&1) ||
+      fail "the eval array job failed: $(cat "$work"/evals*.out "$work/evals$round.id" 2>/dev/null | tail -20)"
+  done
+  grep -q "already complete" "$work"/evals-*_0.out || fail "the resubmitted array did not keep the files"
+  "$root/.venv/bin/python" - "$work/eval" <<'PY' || fail "the eval files are not what the array job should write"
+import sys, h5py
+for step in (1, 2):
+    f = h5py.File(f"{sys.argv[1]}/step_{step:08d}.h5", "r")
+    schema = f.attrs["schema"]
+    schema = schema.decode() if isinstance(schema, bytes) else schema
+    assert schema == "bupo-eval" and int(f.attrs["complete"]) == 1, (schema, f.attrs["complete"])
+    assert int(f.attrs["step"]) == step and list(f["validation/arithmetic/step"][:]) == [step]
+    assert f["validation/arithmetic/correct"].shape == (1, 4)
+PY
+  echo "eval: the array job (2 tasks each) scored both checkpoints; resubmitted, it kept them"
   ;;
 scaling)
   # the sweep as the job user submits it: from copies (its ROOT is the copy's folder)
