@@ -5,6 +5,7 @@
 #include <cmath>
 #include <numeric>
 #include <set>
+#include <tuple>
 
 #include "core/error.hpp"
 #include "model_fixture.hpp"
@@ -521,10 +522,21 @@ TEST(Data, ArithmeticTaskIsDeterministicAndCorrect) {
 TEST(Config, ShippedConfigsParse) {
   int n = 0;
   for (const char* name :
-       {"default", "qwen3-4b-bupo", "qwen3-4b-grpo", "qwen3-4b-dapo", "qwen3-8b-base-hapo"}) {
+       {"default", "qwen3-4b-bupo", "qwen3-4b-grpo", "qwen3-4b-dapo", "qwen3-8b-base-hapo",
+        "qwen3-8b-bupo", "octothinker-3b-bupo", "octothinker-8b-bupo", "experiments/base"}) {
     const auto c = load_train_config(std::string(BUPO_CONFIGS_DIR) + "/" + name + ".toml", {});
     EXPECT_FALSE(c.data.train.empty()) << name;
     ++n;
+  }
+  // the papers' layers and phase-1 lengths (papers.md §1.6): pi^6 / 20 steps on Qwen3-8B, pi^27 and
+  // pi^31 / 20 steps on OctoThinker-3B and -8B
+  for (const auto& [name, layer, steps] :
+       std::vector<std::tuple<std::string, int64_t, int64_t>>{{"qwen3-8b-bupo", 6, 20},
+                                                              {"octothinker-3b-bupo", 27, 20},
+                                                              {"octothinker-8b-bupo", 31, 20}}) {
+    const auto c = load_train_config(std::string(BUPO_CONFIGS_DIR) + "/" + name + ".toml", {});
+    EXPECT_EQ(c.bupo.internal_layer, layer) << name;
+    EXPECT_EQ(c.bupo.internal_steps, steps) << name;
   }
   const auto b = load_train_config(std::string(BUPO_CONFIGS_DIR) + "/qwen3-4b-bupo.toml", {});
   EXPECT_EQ(b.bupo.internal_layer, 6);
@@ -544,7 +556,7 @@ TEST(Config, ShippedConfigsParse) {
       EXPECT_EQ(c.algorithm.grader, "math") << name;
     }
   }
-  EXPECT_EQ(n, 5);
+  EXPECT_EQ(n, 9);
   // Table 1's per-benchmark Avg@K (MATH500, AMC23 at 16; AIME24/25 at 32), in training and in the
   // evaluation configs; Fig. 6's Pass@K from n = 300
   EXPECT_EQ(b.validation.n_per_set, (std::vector<int64_t>{16, 16, 32, 32}));
