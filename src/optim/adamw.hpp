@@ -47,6 +47,7 @@ class AdamW {
   // Per-parameter LR multipliers for the next steps (torch param groups with their own lr: the
   // step and the decoupled decay both scale); empty: 1 for all.
   void set_lr_scales(std::vector<double> scales);
+  const std::vector<double>& lr_scales() const { return lr_scales_; }
   // The moments as host arrays in the weight arena's layout (checkpoints), and back.
   std::vector<float> exp_avg_to_host() const;
   std::vector<float> exp_avg_sq_to_host() const;

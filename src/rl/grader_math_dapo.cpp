@@ -105,13 +105,6 @@ std::string brace_shorthand(std::string_view s, std::string_view word, int args)
   return out;
 }
 
-// One step back over a code point from e (> b).
-size_t cp_back(std::string_view s, size_t b, size_t e) {
-  size_t p = e - 1;
-  while (p > b && (static_cast<unsigned char>(s[p]) & 0xC0) == 0x80) --p;
-  return p;
-}
-
 size_t skip_space(std::string_view s, size_t i) {
   while (i < s.size() && py::isspace(py::cp_at(s, i))) i += py::cp_size(s, i);
   return i;
@@ -152,7 +145,7 @@ std::optional<std::string> minerva_last_answer(std::string_view s) {
           start = w1;
         } else {
           for (size_t p = w1; p > w0;) {
-            p = cp_back(s, w0, p);
+            p = py::cp_back(s, w0, p);
             if (s[p] != '\n') {
               start = p;
               break;

@@ -100,13 +100,18 @@ void replace(std::string& s, std::string_view from, std::string_view to) {
   s = std::move(out);
 }
 
+size_t cp_back(std::string_view s, size_t b, size_t e) {
+  size_t p = e - 1;  // skip continuation bytes
+  while (p > b && (static_cast<unsigned char>(s[p]) & 0xC0) == 0x80) --p;
+  return p;
+}
+
 std::string_view strip(std::string_view s) {
   size_t b = 0;
   while (b < s.size() && isspace(cp_at(s, b))) b += cp_size(s, b);
   size_t e = s.size();
-  while (e > b) {  // step back over one code point: skip continuation bytes
-    size_t p = e - 1;
-    while (p > b && (static_cast<unsigned char>(s[p]) & 0xC0) == 0x80) --p;
+  while (e > b) {
+    const size_t p = cp_back(s, b, e);
     if (!isspace(cp_at(s, p))) break;
     e = p;
   }

@@ -17,6 +17,8 @@ size_t cp_size(std::string_view s, size_t i);
 uint32_t cp_at(std::string_view s, size_t i);             // the code point starting at s[i]
 size_t cp_count(std::string_view s);                      // len(s)
 std::string_view last_cps(std::string_view s, size_t n);  // s[-n:]
+// The start of the code point that ends at s[e - 1] (e > b), never before b.
+size_t cp_back(std::string_view s, size_t b, size_t e);
 
 bool isspace(uint32_t c);  // str.isspace / re's \s for str patterns
 bool isdigit(uint32_t c);  // str.isdigit: Nd digits of the common scripts, super/subscripts

@@ -266,11 +266,17 @@ void update_minibatch(Run& r, const MiniBatch& all_micros, PolicyPath path, Upda
   if (variant_phase1 && cfg.bupo.variant == "frozen_layers")
     for (Param& p : r.model->params().all())
       if (const int k = decoder_layer_of(p.name, L); k >= 1 && k <= l) p.has_grad = false;
-  std::vector<double> lr_scales;
-  if (variant_phase1 && cfg.bupo.variant == "layerwise_lr")
+  // the scales change only where phase 1 begins and ends (l and the parameters are fixed for the
+  // run): set then, not at every mini-batch
+  const bool scaled = variant_phase1 && cfg.bupo.variant == "layerwise_lr";
+  if (scaled && r.optim->lr_scales().empty()) {
+    std::vector<double> lr_scales;
     for (const Param& p : r.model->params().all())
       lr_scales.push_back(decoder_layer_of(p.name, L) > l ? cfg.bupo.layerwise_lr_scale : 1.0);
-  r.optim->set_lr_scales(std::move(lr_scales));
+    r.optim->set_lr_scales(std::move(lr_scales));
+  } else if (!scaled && !r.optim->lr_scales().empty()) {
+    r.optim->set_lr_scales({});
+  }
   if (full_entropy) {  // from the last stage to the stage of π^l, which reduce_loss_stats reads
     if (r.pc.pp_size() > 1) r.pc.pp->allreduce_sum(ent_full, 2);
     v[kEnt] = ent_full[0];
