@@ -121,10 +121,15 @@ Runner add_eval(CLI::App& app) {
       if (o->n.size() <= 1) ov.push_back("validation.n_per_set=[]");
       if (o->temperature.size() <= 1) ov.push_back("validation.temperature_per_set=[]");
     }
-    if (o->n.size() == 1) ov.push_back("validation.n=" + std::to_string(o->n[0]));
+    if (o->n.size() == 1) {  // one value for every set: the config's per-set values give way
+      ov.push_back("validation.n=" + std::to_string(o->n[0]));
+      ov.push_back("validation.n_per_set=[]");
+    }
     if (o->n.size() > 1) ov.push_back("validation.n_per_set=" + toml_array(o->n));
-    if (o->temperature.size() == 1)
+    if (o->temperature.size() == 1) {
       ov.push_back("validation.temperature=" + json(o->temperature[0]).dump());
+      ov.push_back("validation.temperature_per_set=[]");
+    }
     if (o->temperature.size() > 1)
       ov.push_back("validation.temperature_per_set=" + toml_array(o->temperature));
     if (!o->k.empty()) ov.push_back("validation.k=" + toml_array(o->k));

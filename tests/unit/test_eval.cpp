@@ -248,6 +248,14 @@ TEST(Evaluation, TheCommandLineWritesTheFileAndSkipsAFinishedOne) {
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("already complete"), std::string::npos) << r.output;
   EXPECT_EQ(fs::last_write_time(out), before);
+  // one --n for every set replaces a config's per-set values (here Table 1's 16/16/32/32)
+  r = test::run_bupo("eval --model " + ck + " --out " + dir + "/one_n.h5 --config " +
+                     BUPO_CONFIGS_DIR + "/eval/bupo-table1.toml --sets builtin:arithmetic " +
+                     "--template plain --n 2 --k 1 --max-prompts 2 --max-tokens 12 -q");
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto g = h5::File::open_read(dir + "/one_n.h5");
+  EXPECT_EQ(h5::read_attr_int(g.id(), "/validation/arithmetic/avg", "n"), 2);
+  g.close();
   // one clear error, exit 1, for values the command line can check itself
   r = test::run_bupo("eval --model " + ck + " --out " + dir + "/x.h5 --n 0");
   EXPECT_EQ(r.code, 1) << r.output;
