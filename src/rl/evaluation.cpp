@@ -123,6 +123,11 @@ EvalReport evaluate(const EvalOptions& o) {
       std::fprintf(stderr, "bupo eval: %s is already complete: nothing to do\n", o.out.c_str());
     return rep;
   }
+  // an existing file is refused before the model is read (minutes for a large one)
+  BUPO_CHECK(
+      !root || o.overwrite || before == Existing::Incomplete || !fs::exists(o.out, ec), o.out,
+      ": output file exists; refusing to overwrite it (pass --overwrite",
+      o.skip_complete ? "; --skip-complete replaces only an incomplete bupo-eval file)" : ")");
   if (rep.checkpoint && root) {  // once, on one rank (a large model's files are read whole)
     const std::string why = verify_checkpoint(o.model);
     BUPO_CHECK(why.empty(), "bupo eval: ", why);

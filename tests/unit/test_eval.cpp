@@ -256,6 +256,16 @@ TEST(Evaluation, TheCommandLineWritesTheFileAndSkipsAFinishedOne) {
   auto g = h5::File::open_read(dir + "/one_n.h5");
   EXPECT_EQ(h5::read_attr_int(g.id(), "/validation/arithmetic/avg", "n"), 2);
   g.close();
+  // --skip-complete never replaces a file that is not an incomplete bupo-eval file
+  { std::ofstream(dir + "/foreign.h5") << "not ours"; }
+  r = test::run_bupo("eval --model " + ck + " --out " + dir +
+                     "/foreign.h5 --sets builtin:arithmetic --n 2 --skip-complete -q");
+  EXPECT_EQ(r.code, 1) << r.output;
+  EXPECT_NE(r.output.find("replaces only an incomplete bupo-eval file"), std::string::npos)
+      << r.output;
+  std::ifstream fin(dir + "/foreign.h5");
+  EXPECT_EQ(std::string((std::istreambuf_iterator<char>(fin)), std::istreambuf_iterator<char>()),
+            "not ours");
   // one clear error, exit 1, for values the command line can check itself
   r = test::run_bupo("eval --model " + ck + " --out " + dir + "/x.h5 --n 0");
   EXPECT_EQ(r.code, 1) << r.output;
