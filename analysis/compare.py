@@ -23,6 +23,7 @@ import json
 import math
 import os
 import sys
+import tomllib
 
 import h5py
 import numpy as np
@@ -124,13 +125,10 @@ def load_run(path):
             for k in ("layer", "output", "bupo_layer", "cos_to_top", "kl_to_output"):
                 if f"entropy/{k}" in f:
                     r["ent_" + k] = f[f"entropy/{k}"][:].astype(np.float64)
-        cfg = attr(f, "config", "")
-        r["steps_planned"] = next((int(l.split("=")[1]) for l in cfg.splitlines()
-                                   if l.startswith("trainer.steps =")), None)
-        r["internal_steps"] = next((int(l.split("=")[1]) for l in cfg.splitlines()
-                                    if l.startswith("bupo.internal_steps =")), 0)
-        r["internal_layer"] = next((int(l.split("=")[1]) for l in cfg.splitlines()
-                                    if l.startswith("bupo.internal_layer =")), 0)
+        cfg = tomllib.loads(attr(f, "config", ""))  # the run's effective TOML
+        r["steps_planned"] = cfg.get("trainer", {}).get("steps")
+        r["internal_steps"] = cfg.get("bupo", {}).get("internal_steps", 0)
+        r["internal_layer"] = cfg.get("bupo", {}).get("internal_layer", 0)
     return r
 
 

@@ -38,12 +38,11 @@ TrainConfig eval_config(const EvalOptions& o, bool checkpoint) {
   std::vector<std::string> ov = {"validation.every=0", "model.init.layers=0",
                                  "model.path=" + json(o.model).dump()};
   ov.insert(ov.end(), o.overrides.begin(), o.overrides.end());
-  TrainConfig cfg = src.empty() ? parse_train_config("", "", ov, ConfigUse::Evaluate)
-                                : load_train_config(src, ov, ConfigUse::Evaluate);
-  cfg.model.path = o.model;
-  cfg.model.tokenizer = o.tokenizer;
-  if (!o.device.empty()) cfg.model.device = o.device;
-  return cfg;
+  // the tokenizer is --tokenizer's or the model's own (a checkpoint holds its tokenizer.json)
+  ov.push_back("model.tokenizer=" + json(o.tokenizer).dump());
+  if (!o.device.empty()) ov.push_back("model.device=" + json(o.device).dump());
+  return src.empty() ? parse_train_config("", "", ov, ConfigUse::Evaluate)
+                     : load_train_config(src, ov, ConfigUse::Evaluate);
 }
 
 int64_t checkpoint_step(const std::string& dir) {
