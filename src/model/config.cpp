@@ -18,13 +18,29 @@ const char* arch_name(Arch a) {
   return "?";
 }
 
+std::string ModelConfig::architecture() const {
+  std::string a = arch_name(arch);
+  if (value_head)
+    a = a.substr(0, a.size() - std::string("ForCausalLM").size()) + "ForTokenClassification";
+  return a;
+}
+
 ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
   BUPO_CHECK(j.is_object(), src, ": expected a JSON object");
   ModelConfig c;
   auto archs = j.find("architectures");
   BUPO_CHECK(archs != j.end() && archs->is_array() && !archs->empty() && (*archs)[0].is_string(),
              src, ": field 'architectures': expected a list like [\"Qwen3ForCausalLM\"]");
-  const std::string a = (*archs)[0].get<std::string>();
+  std::string a = (*archs)[0].get<std::string>();
+  if (a.ends_with("ForTokenClassification")) {  // a value model (critic): one scalar per token
+    c.value_head = true;
+    const int64_t labels = j.contains("id2label") && j["id2label"].is_object()
+                               ? static_cast<int64_t>(j["id2label"].size())
+                               : json_int_or(j, "num_labels", src, 1, 1);
+    BUPO_CHECK(labels == 1, src, ": field 'id2label'/'num_labels': a value model has 1 label, got ",
+               labels);
+    a = a.substr(0, a.size() - std::string("ForTokenClassification").size()) + "ForCausalLM";
+  }
   if (a == "LlamaForCausalLM")
     c.arch = Arch::Llama;
   else if (a == "Qwen2ForCausalLM")
@@ -33,7 +49,8 @@ ModelConfig ModelConfig::from_json(const json& j, const std::string& src) {
     c.arch = Arch::Qwen3;
   else
     fail(src, ": field 'architectures': unsupported architecture '", a,
-         "' (expected LlamaForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM)");
+         "' (expected LlamaForCausalLM, Qwen2ForCausalLM or Qwen3ForCausalLM, or their "
+         "*ForTokenClassification value models)");
 
   c.vocab_size = json_int(j, "vocab_size", src, 1);
   c.hidden_size = json_int(j, "hidden_size", src, 1);
@@ -171,7 +188,12 @@ ModelConfig ModelConfig::load(const std::string& path) {
 
 json ModelConfig::to_json() const {
   json j;
-  j["architectures"] = {arch_name(arch)};
+  j["architectures"] = {architecture()};
+  if (value_head) {  // transformers' token classification with one label, verl's critic
+    j["num_labels"] = 1;
+    j["id2label"] = {{"0", "LABEL_0"}};
+    j["label2id"] = {{"LABEL_0", 0}};
+  }
   j["model_type"] = arch == Arch::Llama ? "llama" : arch == Arch::Qwen2 ? "qwen2" : "qwen3";
   j["vocab_size"] = vocab_size;
   j["hidden_size"] = hidden_size;

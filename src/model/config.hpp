@@ -2,6 +2,8 @@
 //   LlamaForCausalLM   (optional attention_bias, Llama-3 rope_scaling)
 //   Qwen2ForCausalLM   (q/k/v bias)
 //   Qwen3ForCausalLM   (q_norm/k_norm RMSNorm over each head before RoPE)
+// and their *ForTokenClassification forms with num_labels = 1: the value model (critic) of PPO,
+// a scalar head score (1, d) + bias on LN_final(H^L) instead of lm_head (verl's critic).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -12,7 +14,7 @@
 namespace bupo {
 
 enum class Arch { Llama, Qwen2, Qwen3 };
-const char* arch_name(Arch a);  // the HF architecture string
+const char* arch_name(Arch a);  // the HF architecture string (the causal LM)
 
 // The names a config source gives the hyper-parameters, so that a bad value is reported under
 // the name the user wrote (config.json field, GGUF metadata key, TOML key or CLI flag).
@@ -48,7 +50,11 @@ struct ModelConfig {
   bool qkv_bias = false;     // Qwen2 always; Llama when attention_bias
   bool qk_norm = false;      // Qwen3
   bool tie_word_embeddings = false;
+  // a value model: score.weight (1, d) and score.bias (1) replace lm_head (the embedding stays)
+  bool value_head = false;
   std::string torch_dtype = "float32";
+
+  std::string architecture() const;  // "Qwen3ForCausalLM", "Qwen3ForTokenClassification", ...
 
   static ModelConfig from_json(const json& j, const std::string& src);
   static ModelConfig load(const std::string& path);  // path of config.json

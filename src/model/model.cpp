@@ -118,13 +118,20 @@ Model::Model(const ModelConfig& cfg, ParallelContext pc, Backend& be)
     x.dn = row(p + "mlp.down_proj.weight", d, ffl);
   }
   const size_t fn = rep("model.norm.weight", d);
-  const size_t head = cfg_.tie_word_embeddings ? emb : col("lm_head.weight", Vl, d);
+  // a value model's scalar head replaces lm_head (replicated: one output, nothing to split)
+  const size_t head = cfg_.value_head            ? SIZE_MAX
+                      : cfg_.tie_word_embeddings ? emb
+                                                 : col("lm_head.weight", Vl, d);
+  const size_t sw = cfg_.value_head ? params_.add("score.weight", {1, d}, {1, d}) : SIZE_MAX;
+  const size_t sb = cfg_.value_head ? params_.add("score.bias", {1}, {1}) : SIZE_MAX;
   params_.finalize();
 
   auto P = [&](size_t i) { return i == SIZE_MAX ? nullptr : &params_.at(i); };
   embed_.weight = P(emb);
   lm_head_ = P(head);
   final_norm_ = P(fn);
+  score_w_ = P(sw);
+  score_b_ = P(sb);
   layers_.resize(static_cast<size_t>(L));
   for (int l = lo_; l <= hi_; ++l) {
     const Idx& x = idx[static_cast<size_t>(l - 1)];
@@ -146,7 +153,7 @@ Model::Model(const ModelConfig& cfg, ParallelContext pc, Backend& be)
   for (auto& p : params_.all()) {
     const bool kv = kv_rep > 1 && (p.name.find(".k_proj.") != std::string::npos ||
                                    p.name.find(".v_proj.") != std::string::npos);
-    const bool shared = &p == embed_.weight || &p == lm_head_ || &p == final_norm_;
+    const bool shared = is_pp_shared(p);
     if (p.shard_dim < 0 && r != 0) p.counted = false;
     if (kv && r % kv_rep != 0) p.counted = false;
     if (shared && !pc_.first_stage()) p.counted = false;
@@ -171,7 +178,25 @@ const LayerParams& Model::layer(int l) const {
 }
 
 bool Model::is_pp_shared(const Param& p) const {
-  return &p == embed_.weight || &p == lm_head_ || &p == final_norm_;
+  return &p == embed_.weight || &p == lm_head_ || &p == final_norm_ || &p == score_w_ ||
+         &p == score_b_;
+}
+
+Param& Model::unembedding() {
+  BUPO_CHECK(lm_head_ != nullptr, "a value model (", cfg_.architecture(), ") has no unembedding");
+  return *lm_head_;
+}
+const Param& Model::unembedding() const {
+  BUPO_CHECK(lm_head_ != nullptr, "a value model (", cfg_.architecture(), ") has no unembedding");
+  return *lm_head_;
+}
+Param& Model::value_weight() const {
+  BUPO_CHECK(score_w_ != nullptr, "a causal LM (", cfg_.architecture(), ") has no value head");
+  return *score_w_;
+}
+Param& Model::value_bias() const {
+  BUPO_CHECK(score_b_ != nullptr, "a causal LM (", cfg_.architecture(), ") has no value head");
+  return *score_b_;
 }
 
 void Model::reduce_partial_grads() {
@@ -190,8 +215,9 @@ void Model::reduce_partial_grads() {
   Comm& ppc = *pc_.pp;
   if (ppc.size() > 1) {
     std::vector<Param*> sh = {embed_.weight};
-    if (lm_head_ != embed_.weight) sh.push_back(lm_head_);
+    if (lm_head_ && lm_head_ != embed_.weight) sh.push_back(lm_head_);
     sh.push_back(final_norm_);
+    if (score_w_) sh.insert(sh.end(), {score_w_, score_b_});
     std::vector<float> flags;
     for (Param* p : sh) flags.push_back(p->has_grad ? 1.0f : 0.0f);
     ppc.allreduce_max(flags.data(), flags.size());
@@ -307,7 +333,7 @@ void Model::reserve(const MemoryPlan& p) {
   need.max_seq_len = p.max_seq_len;
   need.max_keys = p.max_seq_len;
   need.lens_rows = p.lens_rows;
-  need.lens_vocab = unembedding().shape[0];
+  need.lens_vocab = lm_head_ ? lm_head_->shape[0] : 0;
   need.hidden = cfg_.hidden_size;
   need.sample_rows = p.max_sequences;
   const size_t scratch = (p.train ? plan_backward_scratch(p.max_tokens) : 0) +

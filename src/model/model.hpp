@@ -138,8 +138,13 @@ class Model {
   int64_t hidden() const { return cfg_.hidden_size; }
 
   Param& embedding() { return *embed_.weight; }
-  Param& unembedding() { return *lm_head_; }  // E_u: lm_head, or the embedding when tied
-  const Param& unembedding() const { return *lm_head_; }
+  Param& unembedding();  // E_u: lm_head, or the embedding when tied (not in a value model)
+  const Param& unembedding() const;
+  // A value model's head (config().value_head): v = LN_final(H^L)·scoreᵀ + bias, per token; it
+  // exists on every pipeline stage like the final norm.
+  bool has_value_head() const { return score_w_ != nullptr; }
+  Param& value_weight() const;  // (1, d)
+  Param& value_bias() const;    // (1)
   Param& final_norm() { return *final_norm_; }
   const Param& final_norm() const { return *final_norm_; }
   const LayerParams& layer(int l) const;  // l must be one of this stage's layers
@@ -147,7 +152,7 @@ class Model {
   int first_layer() const { return lo_; }
   int last_layer() const { return hi_; }
   bool owns_layer(int l) const { return l >= lo_ && l <= hi_; }
-  // The embedding, E_u and the final norm exist on every stage.
+  // The embedding, E_u, the final norm and a value head exist on every stage.
   bool is_pp_shared(const Param& p) const;
   // After the backward of an optimizer step: sums the gradients that are partial on this rank
   // (q/k-norm gains and replicated KV heads over TP, the PP-shared parameters over PP).
@@ -196,6 +201,7 @@ class Model {
   VocabParallelEmbedding embed_;
   Param* lm_head_ = nullptr;
   Param* final_norm_ = nullptr;
+  Param *score_w_ = nullptr, *score_b_ = nullptr;  // a value model's head
   std::vector<LayerParams> layers_;
   Block inv_freq_block_;
   Tensor inv_freq_;                      // (D/2) on the device

@@ -29,6 +29,10 @@ void Model::init_random(uint64_t seed, float stddev) {
   std::vector<float> host;
   for (auto& p : params_.all()) {
     if (p.name.ends_with("norm.weight") || p.name.ends_with("layernorm.weight")) continue;
+    if (p.name == "score.bias") {  // nn.Linear's bias of a fresh value head starts at zero
+      be_->zero(p.weight());
+      continue;
+    }
     uint64_t h = seed;
     for (char c : p.name) h = mix(h ^ static_cast<unsigned char>(c));
     const int64_t cols = p.shape.size() == 2 ? p.shape[1] : 1;
@@ -92,7 +96,7 @@ void require_no_unused_tensors(const ModelConfig& cfg, const ParamStore& params,
       }
     }
     fail(ck.file_of(name).path(), ": tensor '", name, "' is not used by config.json (",
-         arch_name(cfg.arch), cfg.tie_word_embeddings ? ", tied embeddings" : "",
+         cfg.architecture(), cfg.tie_word_embeddings ? ", tied embeddings" : "",
          cfg.qkv_bias ? ", q/k/v bias" : ", no q/k/v bias",
          "): config.json and the weights disagree");
   }
@@ -105,7 +109,7 @@ void Model::load_weights(const std::string& path) {
   std::vector<float> full, shard;
   for (auto& p : params_.all()) {
     BUPO_CHECK(ck.contains(p.name), path, ": missing tensor '", p.name,
-               "' (required by config.json: ", arch_name(cfg_.arch), ", ", cfg_.num_layers,
+               "' (required by config.json: ", cfg_.architecture(), ", ", cfg_.num_layers,
                " layers", cfg_.tie_word_embeddings ? ", tied embeddings" : ", untied embeddings",
                ")");
     const TensorInfo& t = ck.info(p.name);

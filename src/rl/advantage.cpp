@@ -43,10 +43,27 @@ std::vector<double> rloo_advantages(const std::vector<double>& rewards, int64_t 
   return adv;
 }
 
+void whiten_tokens(std::vector<std::vector<double>>& x) {
+  double sum = 0, n = 0;
+  for (const auto& v : x)
+    for (size_t t = v.size(); t-- > 0;) {  // (the order REINFORCE++'s returns are made in)
+      sum += v[t];
+      n += 1;
+    }
+  if (n == 0) return;
+  const double mean = sum / n;
+  double ss = 0;
+  for (const auto& v : x)
+    for (double g : v) ss += (g - mean) * (g - mean);
+  const double var = n > 1 ? ss / (n - 1) : 0.0;  // torch masked_var, unbiased
+  const double inv = 1.0 / std::sqrt(var + 1e-8);
+  for (auto& v : x)
+    for (double& g : v) g = (g - mean) * inv;
+}
+
 std::vector<std::vector<double>> reinforce_pp_advantages(
     const std::vector<std::vector<double>>& token_rewards, double gamma) {
   std::vector<std::vector<double>> ret(token_rewards.size());
-  double sum = 0, n = 0;
   for (size_t i = 0; i < token_rewards.size(); ++i) {
     const auto& r = token_rewards[i];
     ret[i].resize(r.size());
@@ -54,20 +71,36 @@ std::vector<std::vector<double>> reinforce_pp_advantages(
     for (size_t t = r.size(); t-- > 0;) {
       g = r[t] + gamma * g;
       ret[i][t] = g;
-      sum += g;
-      n += 1;
     }
   }
-  if (n == 0) return ret;
-  const double mean = sum / n;
-  double ss = 0;
-  for (const auto& v : ret)
-    for (double g : v) ss += (g - mean) * (g - mean);
-  const double var = n > 1 ? ss / (n - 1) : 0.0;  // torch masked_var, unbiased
-  const double inv = 1.0 / std::sqrt(var + 1e-8);
-  for (auto& v : ret)
-    for (double& g : v) g = (g - mean) * inv;
+  whiten_tokens(ret);
   return ret;
+}
+
+GaeResult gae_advantages(const std::vector<std::vector<double>>& token_rewards,
+                         const std::vector<std::vector<double>>& values, double gamma, double lam) {
+  BUPO_CHECK(values.size() == token_rewards.size(), "gae_advantages: ", token_rewards.size(),
+             " responses of rewards but ", values.size(), " of values");
+  GaeResult g;
+  g.advantages.resize(token_rewards.size());
+  g.returns.resize(token_rewards.size());
+  for (size_t i = 0; i < token_rewards.size(); ++i) {
+    const auto &r = token_rewards[i], &v = values[i];
+    BUPO_CHECK(v.size() == r.size(), "gae_advantages: response ", i, " has ", r.size(),
+               " token rewards but ", v.size(), " values");
+    auto &a = g.advantages[i], &ret = g.returns[i];
+    a.resize(r.size());
+    ret.resize(r.size());
+    double last = 0;  // A_{t+1}; 0 past the end, where V is 0 too
+    for (size_t t = r.size(); t-- > 0;) {
+      const double next = t + 1 < r.size() ? v[t + 1] : 0.0;
+      last = r[t] + gamma * next - v[t] + gamma * lam * last;
+      a[t] = last;
+      ret[t] = last + v[t];
+    }
+  }
+  whiten_tokens(g.advantages);
+  return g;
 }
 
 TokenGroupResult token_group_advantages(const std::vector<double>& rewards,

@@ -11,9 +11,13 @@
 //               sequence reward on its last token, minus β·KL_s when the KL is in the reward),
 //               whitened over every valid token of the batch: (G_t − mean)/sqrt(var + 1e-8), var
 //               unbiased (verl's reinforce_plus_plus with masked_whiten).
+//   GAE         PPO with a learned critic (verl's compute_gae_advantage_return): per response, the
+//               values V_t of its tokens and V = 0 past its end, δ_t = r_t + γ·V_{t+1} − V_t,
+//               A_t = δ_t + γλ·A_{t+1}; the critic's targets are the returns A_t + V_t, and the
+//               advantages are whitened over every valid token of the batch as REINFORCE++'s.
 //   DAPO overlong shaping (§3) and dynamic-sampling group filtering.
-// Advantages are constant over a response's tokens in all of these but REINFORCE++, so they are
-// per sequence there.
+// Advantages are constant over a response's tokens in all of these but REINFORCE++ and GAE, so
+// they are per sequence there.
 #pragma once
 #include <cstdint>
 #include <vector>
@@ -31,6 +35,18 @@ std::vector<double> rloo_advantages(const std::vector<double>& rewards, int64_t 
 // per-token advantages (the same shapes).
 std::vector<std::vector<double>> reinforce_pp_advantages(
     const std::vector<std::vector<double>>& token_rewards, double gamma = 1.0);
+
+// (x − mean)/sqrt(var + 1e-8) over every token of every response, var unbiased (verl's
+// masked_whiten with shift_mean).
+void whiten_tokens(std::vector<std::vector<double>>& x);
+
+// GAE: token_rewards[i] and values[i] of response i (same lengths). Returns the whitened
+// advantages and the (unwhitened) returns, per token.
+struct GaeResult {
+  std::vector<std::vector<double>> advantages, returns;
+};
+GaeResult gae_advantages(const std::vector<std::vector<double>>& token_rewards,
+                         const std::vector<std::vector<double>>& values, double gamma, double lam);
 
 struct TokenGroupResult {
   std::vector<double> advantages;  // per sequence

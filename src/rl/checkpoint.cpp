@@ -111,30 +111,46 @@ std::string verify_checkpoint(const std::string& dir) {
 }
 
 namespace {
+// optimizer.bin: magic, n_params, total, steps[n], m[total], v[total]
+void write_optimizer_file(const fs::path& path, const Model& model, const AdamW& opt) {
+  const auto& params = model.params().all();
+  const uint64_t n = params.size(), total = model.params().total_elements();
+  std::string buf(kMagic, 8);
+  auto put = [&](const void* p, size_t bytes) { buf.append(static_cast<const char*>(p), bytes); };
+  put(&n, 8);
+  put(&total, 8);
+  for (size_t i = 0; i < n; ++i) {
+    const int64_t s = opt.step_count(i);
+    put(&s, 8);
+  }
+  const std::vector<float> m = opt.exp_avg_to_host(), v = opt.exp_avg_sq_to_host();
+  BUPO_CHECK(m.size() == total && v.size() == total,
+             "checkpoint: optimizer state does not match the model");
+  put(m.data(), total * sizeof(float));
+  put(v.data(), total * sizeof(float));
+  write_file(path, buf);
+}
+
+// Every regular file under `dir`, as paths relative to it (the critic's folder included).
+std::vector<fs::path> files_under(const fs::path& dir) {
+  std::vector<fs::path> out;
+  for (const auto& e : fs::recursive_directory_iterator(dir))
+    if (e.is_regular_file()) out.push_back(fs::relative(e.path(), dir));
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
 // Every file of checkpoint `name` into `tmp`, fsync'ed, then its COMPLETE marker.
 void write_checkpoint_files(const fs::path& tmp, const std::string& name, const Model& model,
                             const AdamW& opt, const TrainState& st, const std::string& config_toml,
-                            const std::string& tokenizer_json) {
+                            const std::string& tokenizer_json, const CheckpointCritic* critic) {
   model.save(tmp.string(), DType::F32);
   write_file(tmp / "tokenizer.json", tokenizer_json);
   write_file(tmp / "train_config.toml", config_toml);
-  {  // optimizer: magic, n_params, total, steps[n], m[total], v[total]
-    const auto& params = model.params().all();
-    const uint64_t n = params.size(), total = model.params().total_elements();
-    std::string buf(kMagic, 8);
-    auto put = [&](const void* p, size_t bytes) { buf.append(static_cast<const char*>(p), bytes); };
-    put(&n, 8);
-    put(&total, 8);
-    for (size_t i = 0; i < n; ++i) {
-      const int64_t s = opt.step_count(i);
-      put(&s, 8);
-    }
-    const std::vector<float> m = opt.exp_avg_to_host(), v = opt.exp_avg_sq_to_host();
-    BUPO_CHECK(m.size() == total && v.size() == total,
-               "checkpoint: optimizer state does not match the model");
-    put(m.data(), total * sizeof(float));
-    put(v.data(), total * sizeof(float));
-    write_file(tmp / "optimizer.bin", buf);
+  write_optimizer_file(tmp / "optimizer.bin", model, opt);
+  if (critic) {  // PPO's value model: a Hugging Face *ForTokenClassification folder + its AdamW
+    critic->model->save((tmp / kCriticDir).string(), DType::F32);
+    write_optimizer_file(tmp / kCriticDir / "optimizer.bin", *critic->model, *critic->opt);
   }
   json js = {{"step", st.step},
              {"sampler",
@@ -152,21 +168,23 @@ void write_checkpoint_files(const fs::path& tmp, const std::string& name, const 
   write_file(tmp / "state.json", js.dump(2));
   {  // the manifest: every file's hash, verified on resume
     json sums = json::object();
-    for (const auto& e : fs::directory_iterator(tmp)) {
-      const std::string bytes = read_all(e.path());
-      sums[e.path().filename().string()] = hex64(content_hash(bytes.data(), bytes.size()));
+    for (const fs::path& f : files_under(tmp)) {
+      const std::string bytes = read_all(tmp / f);
+      sums[f.generic_string()] = hex64(content_hash(bytes.data(), bytes.size()));
     }
     write_file(tmp / kManifest, sums.dump(1));
   }
   write_file(tmp / "COMPLETE", name + "\n");
-  for (const auto& e : fs::directory_iterator(tmp)) fsync_path(e.path());
+  for (const fs::path& f : files_under(tmp)) fsync_path(tmp / f);
+  if (critic) fsync_path(tmp / kCriticDir);
   fsync_path(tmp);
 }
 }  // namespace
 
 std::string save_checkpoint(const std::string& out_dir, const Model& model, const AdamW& opt,
                             const TrainState& st, const std::string& config_toml,
-                            const std::string& tokenizer_json, int64_t keep) {
+                            const std::string& tokenizer_json, int64_t keep,
+                            const CheckpointCritic* critic) {
   const fs::path root = fs::path(out_dir) / "checkpoints";
   fs::create_directories(root);
   const std::string name = step_name(st.step);
@@ -174,7 +192,7 @@ std::string save_checkpoint(const std::string& out_dir, const Model& model, cons
   fs::remove_all(tmp);
   fs::create_directories(tmp);
   try {
-    write_checkpoint_files(tmp, name, model, opt, st, config_toml, tokenizer_json);
+    write_checkpoint_files(tmp, name, model, opt, st, config_toml, tokenizer_json, critic);
   } catch (...) {  // a failed write (full disk, quota) leaves no half checkpoint behind
     std::error_code ec;
     fs::remove_all(tmp, ec);
@@ -238,12 +256,11 @@ void discard_checkpoints_after(const std::string& out_dir, int64_t step) {
   }
 }
 
-void load_checkpoint(const std::string& dir, Model& model, AdamW& opt, TrainState& st) {
-  const fs::path d(dir);
-  BUPO_CHECK(fs::exists(d / "COMPLETE"), dir, ": not a complete checkpoint (no COMPLETE marker)");
-  model.load_weights(dir);
+namespace {
+// optimizer.bin into `opt`, the consolidated layout sliced for this rank's shard of `model`.
+void read_optimizer_file(const fs::path& file, Model& model, AdamW& opt) {
   {
-    const std::string path = (d / "optimizer.bin").string();
+    const std::string path = file.string();
     std::ifstream in(path, std::ios::binary);
     BUPO_CHECK(in.good(), path, ": cannot open");
     std::string buf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
@@ -285,6 +302,31 @@ void load_checkpoint(const std::string& dir, Model& model, AdamW& opt, TrainStat
       opt.moments_from_host(m, v);
       opt.set_step_counts(mine);
     }
+  }
+}
+}  // namespace
+
+void load_checkpoint(const std::string& dir, Model& model, AdamW& opt, TrainState& st,
+                     Model* critic, AdamW* critic_opt) {
+  const fs::path d(dir);
+  BUPO_CHECK(fs::exists(d / "COMPLETE"), dir, ": not a complete checkpoint (no COMPLETE marker)");
+  model.load_weights(dir);
+  read_optimizer_file(d / "optimizer.bin", model, opt);
+  if (critic) {
+    const fs::path cd = d / kCriticDir;
+    BUPO_CHECK(fs::exists(cd / "config.json"), cd.string(),
+               ": no critic in this checkpoint (its run had no value model: "
+               "algorithm.adv_estimator was not \"gae\")");
+    const ModelConfig saved = ModelConfig::load((cd / "config.json").string());
+    const ModelConfig& want = critic->config();
+    BUPO_CHECK(saved.value_head && saved.num_layers == want.num_layers &&
+                   saved.hidden_size == want.hidden_size && saved.vocab_size == want.vocab_size,
+               (cd / "config.json").string(), ": the saved critic (", saved.architecture(), ", ",
+               saved.num_layers, " layers, d = ", saved.hidden_size,
+               ") is not the value model this config builds (", want.architecture(), ", ",
+               want.num_layers, " layers, d = ", want.hidden_size, ")");
+    critic->load_weights(cd.string());
+    read_optimizer_file(cd / "optimizer.bin", *critic, *critic_opt);
   }
   const std::string sp = (d / "state.json").string();
   const json j = read_json_file(sp);

@@ -188,6 +188,9 @@ void validate(const TrainConfig& c, const std::string& where, ConfigUse use) {
        "hapo.token_advantage = true is HAPO's token-level group advantage; it replaces "
        "algorithm.adv_estimator = '",
        c.algorithm.adv_estimator, "' (set adv_estimator = \"grpo\" or token_advantage = false)");
+  need(c.critic.model.empty() || c.has_critic(), "key 'critic.model' is set but ",
+       "algorithm.adv_estimator = '", c.algorithm.adv_estimator,
+       "' has no critic (set adv_estimator = \"gae\" for PPO with a learned critic)");
   need(!c.algorithm.kl_in_reward || c.algorithm.kl_coef > 0,
        "algorithm.kl_in_reward = true needs algorithm.kl_coef > 0 (the penalty's weight and the "
        "reference model)");

@@ -66,12 +66,14 @@ struct TrainConfig {
     // (DAPO's Minerva "Answer:" grader) or "by_data_source" (math_dapo rows to math_dapo, the
     // rest to math, as HAPO's verl fork routes them)
     std::string grader = "math";
-    // grpo | rloo | reinforce_plus_plus (papers.md §1.5 baselines; advantage.hpp)
+    // grpo | rloo | reinforce_plus_plus | gae (papers.md §1.5 baselines; advantage.hpp): gae is
+    // PPO with a learned critic (critic.*, rl/critic.hpp)
     std::string adv_estimator = "grpo";
     // the KL to the reference as a per-token reward penalty −kl_coef·KL(old ‖ ref) (verl's
     // use_kl_in_reward, REINFORCE++'s form) instead of a loss term
     bool kl_in_reward = false;
-    double gamma = 1.0;  // REINFORCE++ return discount
+    double gamma = 1.0;  // REINFORCE++ and GAE return discount
+    double lam = 1.0;    // GAE's λ (verl's default 1: returns are Monte-Carlo)
     bool std_normalize = true, verl_microbatch_mean = false, dynamic_sampling = false;
     // old and new log-probs (and the trained policy's entropy) of softmax(z / rollout.temperature),
     // as verl; false: of softmax(z) whatever the rollout temperature
@@ -80,6 +82,19 @@ struct TrainConfig {
            entropy_coef = 0.0, overlong_factor = 1.0;
     int64_t max_gen_batches = 16, overlong_buffer = 0;
   } algorithm;
+  // PPO's value model (algorithm.adv_estimator = "gae"), verl's critic: the policy's architecture
+  // with a scalar head on LN_final(H^L), or another model of the same vocabulary
+  struct Critic {
+    // HF folder of the critic's initial weights (a causal LM: its layers, a fresh head; or a
+    // saved *ForTokenClassification critic); empty: a copy of the policy after the warm start
+    std::string model;
+    double lr = 1e-5, weight_decay = 0.01, grad_clip = 1.0, cliprange_value = 0.5;
+    int64_t lr_warmup_steps = 0;  // linear LR warm-up from 0 over this many training steps
+    // training steps at the start in which only the critic learns (verl's trainer.critic_warmup)
+    int64_t warmup_steps = 0;
+    int64_t init_seed = 7;  // the fresh value head's initialisation
+  } critic;
+  bool has_critic() const { return algorithm.adv_estimator == "gae"; }
   struct Reward {
     // the math grader's equivalence: "verl" (verl's math.compute_score exactly, the papers'
     // reward) or "extended" (also exact numbers and tuples: 0.50 = \frac12, 1,000 = 1000)

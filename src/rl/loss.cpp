@@ -50,6 +50,22 @@ TokenLoss ppo_token_loss(double logp, double old_logp, double adv, double eps_l,
   return t;
 }
 
+ValueTokenLoss value_token_loss(double v, double v_old, double ret, double clip) {
+  ValueTokenLoss o;
+  const double l1 = (v - ret) * (v - ret);
+  if (clip <= 0) {
+    o.loss = 0.5 * l1;
+    o.dv = v - ret;
+    return o;
+  }
+  const double vc = std::clamp(v, v_old - clip, v_old + clip);
+  const double l2 = (vc - ret) * (vc - ret);
+  o.clipped = l2 > l1;
+  o.loss = 0.5 * std::max(l1, l2);
+  o.dv = o.clipped ? 0.0 : v - ret;
+  return o;
+}
+
 double kl_value(KlKind k, double logp, double ref_logp, double* dlogp) {
   const double x = logp - ref_logp;
   switch (k) {

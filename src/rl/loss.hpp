@@ -26,6 +26,17 @@ struct TokenLoss {
 TokenLoss ppo_token_loss(double logp, double old_logp, double adv, double eps_l, double eps_r,
                          double dual_clip_c, double log_ratio_clamp = 20.0);
 
+// PPO's clipped value loss of a critic's prediction v for one token (verl compute_value_loss):
+//   v̂ = clip(v, v_old − c, v_old + c);  ℓ = ½·max((v − R)², (v̂ − R)²)
+// with v_old the value at rollout time and R the return; c <= 0: no clipping, ℓ = ½(v − R)².
+// The clipped branch wins only when v is outside the band, where v̂ is constant: no gradient.
+struct ValueTokenLoss {
+  double loss = 0;       // ℓ
+  double dv = 0;         // dℓ/dv
+  bool clipped = false;  // (v̂ − R)² > (v − R)² (verl's vf_clipfrac counts these)
+};
+ValueTokenLoss value_token_loss(double v, double v_old, double ret, double clip);
+
 // KL estimator and its derivative with respect to logp.
 double kl_value(KlKind k, double logp, double ref_logp, double* dlogp);
 

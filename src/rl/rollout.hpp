@@ -30,6 +30,9 @@ struct Rollout {
   // log π_T(token) as the sampler saw it (the tempered distribution; T = 1 unless a temperature or
   // HAPO A changed it): against old_logp for the logprob_mismatch metric
   std::vector<float> rollout_logp;
+  // PPO's critic (algorithm.adv_estimator = "gae"): the values at rollout time and the GAE returns
+  // of the response tokens (on every rank)
+  std::vector<float> values, returns;
 };
 
 // Micro-batches view the step's rollouts; mini-batches (one optimizer step each) group them.

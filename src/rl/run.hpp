@@ -44,6 +44,8 @@ struct Run {
   Backend* backend = &cpu_backend();
   ParallelContext pc = ParallelContext::single();
   std::unique_ptr<Model> model, ref;
+  std::unique_ptr<Model> critic;  // PPO's value model (rl/critic.hpp), when the config has one
+  std::unique_ptr<AdamW> critic_optim;
   std::unique_ptr<PromptSet> train;
   std::vector<std::unique_ptr<PromptSet>> val;
   std::unique_ptr<Sampler> sampler;
@@ -104,6 +106,7 @@ std::unique_ptr<PromptSet> load_validation_set(const Run& r, const std::string& 
 void warm_start(Run& r);  // warm_start.cpp
 // AdamW over the policy's parameters, its moments sharded over the DP group under parallel.zero.
 std::unique_ptr<AdamW> make_optimizer(const Run& r, const AdamWConfig& oc);
+std::unique_ptr<AdamW> make_optimizer(const Run& r, ParamStore& ps, const AdamWConfig& oc);
 
 // ---- checkpoints and the final export (run_folder.cpp)
 void write_checkpoint(Run& r);

@@ -9,6 +9,7 @@
 #include "io/atomic_file.hpp"
 #include "model/gather.hpp"
 #include "model/gguf_import.hpp"
+#include "rl/critic.hpp"
 #include "rl/diagnostics.hpp"
 #include "rl/run.hpp"
 
@@ -152,7 +153,7 @@ void open_run_folder(Run& r) {
   if (r.root() && fs::exists(marker)) fs::remove(marker);
   if (r.stop_requested_everywhere()) return r.stop_before_start("loading");
   if (resuming) {
-    load_checkpoint(ck, *r.model, *r.optim, r.st);
+    load_checkpoint(ck, *r.model, *r.optim, r.st, r.critic.get(), r.critic_optim.get());
     r.sampler->set_state(r.st.sampler);
     pc.world->barrier();  // every rank has read it before rank 0 prunes
     if (r.root()) discard_checkpoints_after(r.out_dir, r.st.step);  // an abandoned continuation
@@ -174,6 +175,7 @@ void open_run_folder(Run& r) {
     if (r.stopped_before_start) return;
     if (cfg.bupo.auto_layer) pick_bupo_layer(r);
     if (r.stop_requested_everywhere()) return r.stop_before_start("the BuPO layer pick");
+    init_critic(r);  // PPO's value model starts from the warm-started policy (or critic.model)
   }
   if (cfg.algorithm.kl_coef > 0) {  // the reference policy: the initial (post warm-start) model
     r.ref = std::make_unique<Model>(r.model->config(), pc, *r.backend);
@@ -197,19 +199,34 @@ void write_checkpoint(Run& r) {
   std::string dir;
   const TrainConfig& cfg = r.cfg;
   if (r.pc.world->size() == 1) {
+    const CheckpointCritic critic{r.critic.get(), r.critic_optim.get()};
     dir = save_checkpoint(r.out_dir, *r.model, *r.optim, r.st, cfg.to_toml(), r.tok_json,
-                          cfg.trainer.keep_checkpoints);
+                          cfg.trainer.keep_checkpoints, r.critic ? &critic : nullptr);
   } else {
-    std::vector<int64_t> full_steps;
-    std::vector<std::vector<float>> moments;
-    const std::vector<float> m1 = r.optim->exp_avg_to_host(), m2 = r.optim->exp_avg_sq_to_host();
-    auto full = gather_model(*r.model, {&m1, &m2}, &moments, &r.optim->step_counts(), &full_steps);
-    if (full) {
-      AdamW fo(full->params(), r.optim->config());
-      fo.moments_from_host(moments[0], moments[1]);
-      fo.set_step_counts(full_steps);
-      dir = save_checkpoint(r.out_dir, *full, fo, r.st, cfg.to_toml(), r.tok_json,
-                            cfg.trainer.keep_checkpoints);
+    // the whole model and its optimizer state on world rank 0 (nullptr elsewhere)
+    struct Full {
+      std::unique_ptr<Model> model;
+      std::unique_ptr<AdamW> opt;
+    };
+    auto gather = [](Model& m, const AdamW& o) {
+      std::vector<int64_t> full_steps;
+      std::vector<std::vector<float>> moments;
+      const std::vector<float> m1 = o.exp_avg_to_host(), m2 = o.exp_avg_sq_to_host();
+      Full f;
+      f.model = gather_model(m, {&m1, &m2}, &moments, &o.step_counts(), &full_steps);
+      if (f.model) {
+        f.opt = std::make_unique<AdamW>(f.model->params(), o.config());
+        f.opt->moments_from_host(moments[0], moments[1]);
+        f.opt->set_step_counts(full_steps);
+      }
+      return f;
+    };
+    const Full policy = gather(*r.model, *r.optim);
+    const Full critic = r.critic ? gather(*r.critic, *r.critic_optim) : Full{};
+    if (policy.model) {
+      const CheckpointCritic cc{critic.model.get(), critic.opt.get()};
+      dir = save_checkpoint(r.out_dir, *policy.model, *policy.opt, r.st, cfg.to_toml(), r.tok_json,
+                            cfg.trainer.keep_checkpoints, r.critic ? &cc : nullptr);
     }
     r.pc.world->barrier();  // the checkpoint is complete before any rank goes on or exits
   }

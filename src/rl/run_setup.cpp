@@ -13,6 +13,7 @@
 #include "model/gguf_import.hpp"
 #include "parallel/mpi_comm.hpp"
 #include "parallel/topology.hpp"
+#include "rl/critic.hpp"
 #include "rl/run.hpp"
 #include "rl/validation.hpp"
 
@@ -207,6 +208,17 @@ void reserve_memory(Run& r) {
                     slots * (d + V + 16) * 8 + reduce;
   m.reserve(p);
   m.reserve_kv_cache(slots, std::min(prompt + answer, m.config().max_position_embeddings));
+  if (r.critic) {  // its training micro-batches and values (no generation, no lens)
+    MemoryPlan c;
+    c.max_tokens = micro;
+    c.max_seq_len = seq;
+    c.max_sequences = cfg.trainer.micro_batch_seqs;
+    c.in_flight = p.in_flight;
+    c.train = true;
+    // the response rows and their gradient (R, d), the head's outputs and gradients (R)
+    c.extra_scratch = 2 * micro * r.critic->hidden() * 4 + 4 * micro * 8;
+    r.critic->reserve(c);
+  }
 }
 
 // What this rank holds for the policy's training, measured as the backend's live blocks per role
@@ -246,7 +258,9 @@ std::unique_ptr<PromptSet> load_validation_set(const Run& r, const std::string& 
 }
 
 std::unique_ptr<AdamW> make_optimizer(const Run& r, const AdamWConfig& oc) {
-  ParamStore& ps = r.model->params();
+  return make_optimizer(r, r.model->params(), oc);
+}
+std::unique_ptr<AdamW> make_optimizer(const Run& r, ParamStore& ps, const AdamWConfig& oc) {
   if (r.cfg.parallel.zero == 0 || r.pc.dp_size() == 1) return std::make_unique<AdamW>(ps, oc);
   const auto bucket = static_cast<int64_t>(r.cfg.parallel.grad_bucket_mb * 1048576.0 / 4);
   ZeroShard zs{ZeroLayout(static_cast<int64_t>(ps.total_elements()), r.pc.dp_size(), r.pc.dp_rank(),
@@ -301,6 +315,7 @@ void load_run(Run& r) {
   oc.eps = cfg.optim.eps;
   oc.weight_decay = cfg.optim.weight_decay;
   r.optim = make_optimizer(r, oc);
+  make_critic(r);  // PPO's value model (algorithm.adv_estimator = "gae")
   reserve_memory(r);
   say_memory(r);
 }

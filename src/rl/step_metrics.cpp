@@ -34,8 +34,8 @@ double mean(const std::vector<double>& v) {
 }  // namespace
 
 Metrics step_metrics(Run& r, bool phase1, const RolloutBatch& rb, const UpdateStats& us,
-                     double fallback_frac, const StepTimes& t, const DiagnosticsWork& dw,
-                     const CommSnapshot& comm0, double step_seconds) {
+                     const CriticStats* critic, double fallback_frac, const StepTimes& t,
+                     const DiagnosticsWork& dw, const CommSnapshot& comm0, double step_seconds) {
   Metrics m;
   auto add = [&](const std::string& name, double v) { m.emplace_back(name, v); };
   const auto& rolls = rb.rolls;
@@ -110,10 +110,42 @@ Metrics step_metrics(Run& r, bool phase1, const RolloutBatch& rb, const UpdateSt
   add("optimizer_steps", static_cast<double>(us.updates));
   add("nonfinite_skipped", static_cast<double>(us.nonfinite_skips));
   add("n_groups", static_cast<double>(static_cast<int64_t>(rolls.size()) / r.cfg.rollout.n));
+  if (critic) {  // PPO's value model (verl's critic/* metrics)
+    const CriticStats& c = *critic;
+    add("critic_vf_loss", c.vf_loss);
+    add("critic_vf_clipfrac", c.tok ? c.clipped / c.tok : 0.0);
+    add("critic_vpred_mean", c.tok ? c.vpred_sum / c.tok : 0.0);
+    add("critic_grad_norm", c.grad_norm_last);
+    add("critic_lr", c.lr_last);
+    add("critic_optimizer_steps", static_cast<double>(c.updates));
+    add("critic_nonfinite_skipped", static_cast<double>(c.nonfinite_skips));
+    // the rollout-time values against the returns: 1 − Var(R − V)/Var(R) (verl's
+    // vf_explained_var), over every response token of the step (identical on every rank)
+    double n = 0, sr = 0, sv = 0, srr = 0, sdd = 0, sd = 0;
+    for (const auto& x : rolls)
+      for (size_t i = 0; i < x.returns.size() && i < x.values.size(); ++i) {
+        const double R = x.returns[i], d = R - x.values[i];
+        n += 1;
+        sr += R;
+        sv += x.values[i];
+        srr += R * R;
+        sd += d;
+        sdd += d * d;
+      }
+    const double var_r = n > 0 ? srr / n - (sr / n) * (sr / n) : 0.0,
+                 var_d = n > 0 ? sdd / n - (sd / n) * (sd / n) : 0.0;
+    add("critic_values_mean", n > 0 ? sv / n : 0.0);
+    add("critic_returns_mean", n > 0 ? sr / n : 0.0);
+    add("critic_explained_var", var_r > 0 ? 1.0 - var_d / var_r : NAN);
+  }
   add("time_rollout", t.rollout);
   add("time_reward", t.reward);
   add("time_old_logprob", t.old_logprob);
   add("time_update", t.update);
+  if (critic) {
+    add("time_values", t.values);
+    add("time_critic", t.critic);
+  }
   add("time_diagnostics", t.diagnostics);
   add("diag_tokens", static_cast<double>(dw.tokens));
   add("diag_forward_tokens", static_cast<double>(dw.forward_tokens));

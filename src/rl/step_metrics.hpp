@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "parallel/comm.hpp"
+#include "rl/critic.hpp"
 #include "rl/rollout.hpp"
 #include "rl/update.hpp"
 
@@ -22,7 +23,7 @@ CommSnapshot comm_snapshot(const Run& r);
 
 struct StepTimes {
   double rollout = 0, reward = 0, old_logprob = 0, update = 0, diagnostics = 0, validation = 0,
-         log_write_prev = 0;
+         log_write_prev = 0, values = 0, critic = 0;
 };
 // What the diagnostics ran: the workload of that stage, which bupo plan models.
 struct DiagnosticsWork {
@@ -30,9 +31,10 @@ struct DiagnosticsWork {
 };
 
 // Collective over the world (the communication totals are summed over all ranks).
+// critic: PPO's value model's step (null without one: its metrics are then absent).
 Metrics step_metrics(Run& r, bool phase1, const RolloutBatch& rb, const UpdateStats& us,
-                     double hapo_fallback_frac, const StepTimes& t, const DiagnosticsWork& dw,
-                     const CommSnapshot& comm0, double step_seconds);
+                     const CriticStats* critic, double hapo_fallback_frac, const StepTimes& t,
+                     const DiagnosticsWork& dw, const CommSnapshot& comm0, double step_seconds);
 // The one-line progress report of a step.
 std::string step_line(const Run& r, int64_t step, bool phase1, const RolloutBatch& rb,
                       const UpdateStats& us, double seconds);

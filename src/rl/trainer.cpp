@@ -16,6 +16,7 @@
 #include "model/gather.hpp"
 #include "parallel/mpi_comm.hpp"
 #include "rl/advantage.hpp"
+#include "rl/critic.hpp"
 #include "rl/diagnostics.hpp"
 #include "rl/hapo.hpp"
 #include "rl/loss.hpp"
@@ -157,6 +158,18 @@ double assign_advantages(Run& r, std::vector<Rollout>& rolls, PolicyPath path) {
       rolls[i].adv = 0;
     }
     return fallback;
+  } else if (cfg.algorithm.adv_estimator == "gae") {  // PPO: the critic's values (compute_values)
+    std::vector<std::vector<double>> values(rolls.size());
+    for (size_t i = 0; i < rolls.size(); ++i)
+      values[i].assign(rolls[i].values.begin(), rolls[i].values.end());
+    const GaeResult g =
+        gae_advantages(token_rewards, values, cfg.algorithm.gamma, cfg.algorithm.lam);
+    for (size_t i = 0; i < rolls.size(); ++i) {
+      rolls[i].adv_tok.assign(g.advantages[i].begin(), g.advantages[i].end());
+      rolls[i].returns.assign(g.returns[i].begin(), g.returns[i].end());
+      rolls[i].adv = 0;
+    }
+    return fallback;
   } else if (cfg.algorithm.adv_estimator == "rloo") {
     adv = rloo_advantages(rewards, G);
   } else {
@@ -233,13 +246,19 @@ struct Trainer::Impl {
     t.rollout = rb.seconds;
     const std::vector<MiniBatch> minis = split_minibatches(r, rb.rolls);
     r.status("step " + std::to_string(s) + ": old log-probs");
-    t.old_logprob = compute_old_logprobs(r, minis, path);  // old (and reference) log-probs
+    t.old_logprob = compute_old_logprobs(r, minis, path);         // old (and reference) log-probs
+    if (r.critic) t.values = compute_values(r, minis, rb.rolls);  // PPO: the critic's values
     auto t0 = Clock::now();
     const double fallback = assign_advantages(r, rb.rolls, path);  // advantage
     t.reward = seconds_since(t0);
     r.status("step " + std::to_string(s) + ": update");
+    CriticStats cs;
+    if (r.critic) cs = update_critic(r, minis);  // the critic first, as verl
+    t.critic = cs.seconds;
     t0 = Clock::now();
-    const UpdateStats us = update_policy(r, minis, path);  // update
+    // the actor waits critic.warmup_steps steps (verl's trainer.critic_warmup)
+    const bool actor_learns = !r.critic || s > r.cfg.critic.warmup_steps;
+    const UpdateStats us = actor_learns ? update_policy(r, minis, path) : UpdateStats{};  // update
     t.update = seconds_since(t0);
     update_hapo_statistics(r, rb.rolls);
 
@@ -255,7 +274,8 @@ struct Trainer::Impl {
     if (r.cfg.validation.every > 0 && s % r.cfg.validation.every == 0) validate(r, s);
     t.validation = seconds_since(t0);
 
-    metrics = step_metrics(r, phase1, rb, us, fallback, t, dw, comm0, seconds_since(t_step));
+    metrics = step_metrics(r, phase1, rb, us, r.critic ? &cs : nullptr, fallback, t, dw, comm0,
+                           seconds_since(t_step));
     t0 = Clock::now();
     if (r.log) {
       r.log->write_step(s, metrics);
@@ -333,6 +353,16 @@ std::unique_ptr<Model> Trainer::gathered_model() {
     return m;
   }
   return gather_model(*r.model, {}, nullptr, nullptr, nullptr);
+}
+std::unique_ptr<Model> Trainer::gathered_critic() {
+  Run& r = impl_->r;
+  if (!r.critic) return nullptr;
+  if (r.pc.world->size() == 1) {
+    auto m = std::make_unique<Model>(r.critic->config(), ParallelContext::single());
+    m->params().copy_weights_from(r.critic->params());
+    return m;
+  }
+  return gather_model(*r.critic, {}, nullptr, nullptr, nullptr);
 }
 const std::vector<Rollout>& Trainer::last_rollouts() const {
   return impl_->last_rolls;

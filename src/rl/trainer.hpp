@@ -2,7 +2,8 @@
 //   rollout (full policy, KV cache) → reward (math verifier) → advantage (GRPO / HAPO token-level,
 //   DAPO dynamic sampling and overlong shaping) → old log-probs (π^l in BuPO phase 1, else the
 //   full policy) → mini-batch updates (epochs, micro-batches with gradient accumulation, PPO
-//   dual-clip loss with HAPO C/D, KL, entropy bonus, clipping, AdamW) → metrics, per-layer
+//   dual-clip loss with HAPO C/D, KL, entropy bonus, clipping, AdamW; with GAE the critic's values
+//   before the advantage and its update before the actor's, critic.hpp) → metrics, per-layer
 //   entropies → HDF5 + JSONL → checkpoint.
 // BuPO (papers.md §1.5): for steps 1..s (bupo.internal_steps) both the old and the new log-probs
 // come from π^l = softmax(H^l·E_uᵀ) and the backward starts at layer l, so only layers ≤ l, E_u
@@ -51,6 +52,8 @@ class Trainer {
   Backend& backend();  // the backend it computes on (model.device)
   // Collective over the job: the whole model on world rank 0, nullptr elsewhere.
   std::unique_ptr<Model> gathered_model();
+  // The same for PPO's value model (nullptr without one, and on ranks other than 0).
+  std::unique_ptr<Model> gathered_critic();
   const std::vector<Rollout>& last_rollouts() const;  // the last step's (identical on all ranks)
   const std::vector<std::pair<std::string, double>>& last_metrics() const;
   // Backend memory blocks allocated during each step run so far (0 after the first: everything

@@ -127,16 +127,34 @@ double scheduled_lr(const TrainConfig& cfg, int64_t train_step, int64_t optimize
          std::min(1.0, static_cast<double>(std::max<int64_t>(k - 1, 0)) / static_cast<double>(w));
 }
 
-double finish_grads(Run& r, const AdamW& opt) {
-  r.model->reduce_partial_grads();
+double finish_grads(Run& r, Model& m, const AdamW& opt) {
+  m.reduce_partial_grads();
   if (const ZeroShard* zs = opt.shard()) {  // ZeRO-1: each replica's part of the norm
-    reduce_scatter_grads(r.model->params(), zs->layout, *r.pc.dp, *r.pc.dev.dp);
-    double s = owned_grad_sumsq(r.model->params(), zs->layout);
+    reduce_scatter_grads(m.params(), zs->layout, *r.pc.dp, *r.pc.dev.dp);
+    double s = owned_grad_sumsq(m.params(), zs->layout);
     r.pc.dp->allreduce_sum(&s, 1);
     return model_parallel_grad_norm(r.pc, s);
   }
-  allreduce_grads(r.model->params(), *r.pc.dp, *r.pc.dev.dp, r.cfg.parallel.grad_bucket_mb);
-  return model_parallel_grad_norm(r.pc, grad_sumsq(r.model->params()));
+  allreduce_grads(m.params(), *r.pc.dp, *r.pc.dev.dp, r.cfg.parallel.grad_bucket_mb);
+  return model_parallel_grad_norm(r.pc, grad_sumsq(m.params()));
+}
+double finish_grads(Run& r, const AdamW& opt) {
+  return finish_grads(r, *r.model, opt);
+}
+
+std::vector<double> minibatch_weights(const Run& r, const MiniBatch& all_micros,
+                                      std::vector<size_t>* w_off) {
+  std::vector<int64_t> lens, micro_of;
+  if (w_off) w_off->clear();
+  for (size_t u = 0; u < all_micros.size(); ++u) {
+    if (w_off) w_off->push_back(lens.size());
+    for (const Rollout* x : all_micros[u]) {
+      lens.push_back(x->resp_len());
+      micro_of.push_back(static_cast<int64_t>(u));
+    }
+  }
+  return r.cfg.algorithm.verl_microbatch_mean ? verl_microbatch_token_mean_weights(lens, micro_of)
+                                              : aggregation_weights(r.agg, lens);
 }
 
 namespace {
@@ -164,20 +182,9 @@ bool nan_injected_at(int64_t step) {
 void update_minibatch(Run& r, const MiniBatch& all_micros, PolicyPath path, UpdateStats& us,
                       bool first) {
   const TrainConfig& cfg = r.cfg;
-  // aggregation weights over the whole mini-batch (every rank knows every rollout), so that the
-  // data-parallel sum of the replicas' gradients is the single-rank gradient
-  std::vector<int64_t> lens, micro_of;
+  // aggregation weights over the whole mini-batch (every rank knows every rollout)
   std::vector<size_t> w_off;  // first weight of each micro-batch
-  for (size_t u = 0; u < all_micros.size(); ++u) {
-    w_off.push_back(lens.size());
-    for (const Rollout* x : all_micros[u]) {
-      lens.push_back(x->resp_len());
-      micro_of.push_back(static_cast<int64_t>(u));
-    }
-  }
-  const std::vector<double> w = cfg.algorithm.verl_microbatch_mean
-                                    ? verl_microbatch_token_mean_weights(lens, micro_of)
-                                    : aggregation_weights(r.agg, lens);
+  const std::vector<double> w = minibatch_weights(r, all_micros, &w_off);
   const auto M = static_cast<int64_t>(all_micros.size());
   const auto u0 = static_cast<size_t>(M * r.pc.dp_rank() / r.pc.dp_size());
   const MiniBatch micros = replica_share(r.pc, all_micros);

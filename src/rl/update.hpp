@@ -47,7 +47,14 @@ void reduce_loss_stats(Run& r, std::vector<double>& v, std::vector<float>& mx, P
 // After the backward of an optimizer step: partial sums inside the model-parallel group, the
 // data-parallel gradient sum (an all-reduce; with opt's ZeRO-1 shard, a reduce-scatter into each
 // replica's part); returns the global gradient norm (identical on every rank).
-double finish_grads(Run& r, const AdamW& opt);
+double finish_grads(Run& r, Model& m, const AdamW& opt);  // the critic's
+double finish_grads(Run& r, const AdamW& opt);            // the policy's
+
+// The aggregation weights w of a mini-batch's response tokens (every replica's, in micro-batch
+// order: loss = Σ w·ℓ), and the first weight of each micro-batch in w_off. Over the whole
+// mini-batch, so that the data-parallel sum of the replicas' gradients is the single-rank one.
+std::vector<double> minibatch_weights(const Run& r, const MiniBatch& all_micros,
+                                      std::vector<size_t>* w_off);
 
 // The learning rate of an optimizer step (counts 1-based): a linear warm-up from 0 over
 // optim.warmup_steps units, as verl's constant-with-warmup LambdaLR (lr * min(1, (k-1)/W), k the

@@ -6,7 +6,8 @@
 // tiny model has 4 query heads and 1 KV head, so TP=2 also exercises the replicated KV head.
 // With BUPO_TEST_ZERO=1 the layout runs with parallel.zero = 1 (ZeRO-1, AdamW's moments sharded
 // over DP) against the same single process. Either way the final checkpoint's optimizer state,
-// consolidated, matches the single process's.
+// consolidated, matches the single process's. With a critic (BUPO_TEST_SET holding
+// adv_estimator = "gae"), its weights and its checkpoint's optimizer state are compared too.
 // optim.eps = 1e-6: Adam's first steps move every weight by ±lr·g/(|g|+eps), which turns the
 // 1e-7-level differences of fp32 reduction orders into larger ones for gradients near 1e-8.
 #include <gtest/gtest.h>
@@ -182,7 +183,7 @@ TEST(ParallelEquivalence, BuPOPhase1AndPhase2StepsMatchOneRank) {
   o.overwrite = true;
 
   // the reference: one process (rank 0 alone; the others sleep)
-  std::unique_ptr<Model> ref_model;
+  std::unique_ptr<Model> ref_model, ref_critic;
   std::vector<Rollout> ref_rolls;
   if (rank == 0) {
     TrainOptions so = o;
@@ -190,6 +191,7 @@ TEST(ParallelEquivalence, BuPOPhase1AndPhase2StepsMatchOneRank) {
     Trainer t(parse_train_config(kCfg, "equivalence.toml", test_overrides(one)), so);
     EXPECT_EQ(t.run(), 0);
     ref_model = t.gathered_model();
+    ref_critic = t.gathered_critic();  // PPO's value model (BUPO_TEST_SET with gae), or null
     ref_rolls = t.last_rollouts();
   }
   idle_barrier();
@@ -206,6 +208,7 @@ TEST(ParallelEquivalence, BuPOPhase1AndPhase2StepsMatchOneRank) {
   Trainer t(parse_train_config(kCfg, "equivalence.toml", ov), o);
   EXPECT_EQ(t.run(), 0);
   auto got_model = t.gathered_model();
+  auto got_critic = t.gathered_critic();
   // rollouts are identical on every rank
   if (rank != 0) return;
   ASSERT_TRUE(got_model);
@@ -242,16 +245,21 @@ TEST(ParallelEquivalence, BuPOPhase1AndPhase2StepsMatchOneRank) {
     ASSERT_EQ(a.size(), b.size()) << ds;
     for (size_t i = 0; i < a.size(); ++i) expect_close(b[i], a[i], std::string(ds));
   }
-  // the same updated weights
-  for (const auto& p : ref_model->params().all()) {
-    const Param* q = got_model->params().find(p.name);
-    ASSERT_NE(q, nullptr) << p.name;
-    double num = 0, den = 0;
-    for (int64_t i = 0; i < p.numel(); ++i) {
-      num += (static_cast<double>(q->w[i]) - p.w[i]) * (static_cast<double>(q->w[i]) - p.w[i]);
-      den += static_cast<double>(p.w[i]) * p.w[i];
+  // the same updated weights (and the critic's, parallelised like the policy)
+  ASSERT_EQ(got_critic == nullptr, ref_critic == nullptr);
+  for (const auto& [want, got] : {std::pair{ref_model.get(), got_model.get()},
+                                  std::pair{ref_critic.get(), got_critic.get()}}) {
+    if (want == nullptr) continue;
+    for (const auto& p : want->params().all()) {
+      const Param* q = got->params().find(p.name);
+      ASSERT_NE(q, nullptr) << p.name;
+      double num = 0, den = 0;
+      for (int64_t i = 0; i < p.numel(); ++i) {
+        num += (static_cast<double>(q->w[i]) - p.w[i]) * (static_cast<double>(q->w[i]) - p.w[i]);
+        den += static_cast<double>(p.w[i]) * p.w[i];
+      }
+      EXPECT_LE(std::sqrt(num / std::max(den, 1e-30)), 1e-5) << p.name;
     }
-    EXPECT_LE(std::sqrt(num / std::max(den, 1e-30)), 1e-5) << p.name;
   }
   // the same consolidated optimizer state in the final checkpoint (sharded or not, any layout):
   // the moments hold gradients, whose fp32 reduction-order differences (1e-5) REINFORCE++'s
@@ -264,6 +272,15 @@ TEST(ParallelEquivalence, BuPOPhase1AndPhase2StepsMatchOneRank) {
   EXPECT_EQ(o2.steps, o1.steps);
   EXPECT_LE(rel_l2(o2.m, o1.m), 1e-3);
   EXPECT_LE(rel_l2(o2.v, o1.v), 1e-3);
+  if (ref_critic) {  // the critic's consolidated state in its checkpoint folder
+    const OptimizerFile c1 = read_optimizer(latest_checkpoint(one) + "/critic"),
+                        c2 = read_optimizer(latest_checkpoint(par) + "/critic");
+    ASSERT_FALSE(c1.m.empty());
+    ASSERT_EQ(c2.m.size(), c1.m.size());
+    EXPECT_EQ(c2.steps, c1.steps);
+    EXPECT_LE(rel_l2(c2.m, c1.m), 1e-3);
+    EXPECT_LE(rel_l2(c2.v, c1.v), 1e-3);
+  }
   fs::remove_all(one);
   fs::remove_all(par);
 }

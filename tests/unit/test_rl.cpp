@@ -74,6 +74,48 @@ TEST(Advantage, ReinforcePlusPlusWhitensReturnsOverTheBatch) {
   EXPECT_NEAR(b[1][0], (g[3] - mean) / s, 1e-12);
 }
 
+// GAE by hand (verl's compute_gae_advantage_return): rewards {0, 0, 1} and {0, 0.5}, values
+// {0.2, 0.4, 0.6} and {0.1, -0.3}, γ = 0.9, λ = 0.8; V = 0 past each end.
+TEST(Advantage, GaeMatchesTheRecursionByHandAndWhitensOverTheBatch) {
+  const double gm = 0.9, lm = 0.8;
+  const GaeResult g = gae_advantages({{0, 0, 1}, {0, 0.5}}, {{0.2, 0.4, 0.6}, {0.1, -0.3}}, gm, lm);
+  // response 0: δ2 = 1 - 0.6 = 0.4; δ1 = 0 + 0.9·0.6 - 0.4 = 0.14; δ0 = 0.9·0.4 - 0.2 = 0.16
+  //   A2 = 0.4; A1 = 0.14 + 0.72·0.4 = 0.428; A0 = 0.16 + 0.72·0.428 = 0.46816
+  // response 1: δ1 = 0.5 + 0.3 = 0.8; δ0 = 0 + 0.9·(-0.3) - 0.1 = -0.37
+  //   A1 = 0.8; A0 = -0.37 + 0.72·0.8 = 0.206
+  const double a[5] = {0.46816, 0.428, 0.4, 0.206, 0.8};
+  const double v[5] = {0.2, 0.4, 0.6, 0.1, -0.3};
+  ASSERT_EQ(g.returns.size(), 2u);
+  ASSERT_EQ(g.returns[0].size(), 3u);
+  ASSERT_EQ(g.returns[1].size(), 2u);
+  const double* ret[5] = {&g.returns[0][0], &g.returns[0][1], &g.returns[0][2], &g.returns[1][0],
+                          &g.returns[1][1]};
+  for (int i = 0; i < 5; ++i) EXPECT_NEAR(*ret[i], a[i] + v[i], 1e-12) << i;  // not whitened
+  double mean = 0, ss = 0;
+  for (double x : a) mean += x / 5;
+  for (double x : a) ss += (x - mean) * (x - mean);
+  const double sd = std::sqrt(ss / 4 + 1e-8);
+  const double* adv[5] = {&g.advantages[0][0], &g.advantages[0][1], &g.advantages[0][2],
+                          &g.advantages[1][0], &g.advantages[1][1]};
+  for (int i = 0; i < 5; ++i) EXPECT_NEAR(*adv[i], (a[i] - mean) / sd, 1e-12) << i;
+}
+
+// γ = λ = 1 (verl's defaults): the advantage before whitening is the Monte-Carlo return minus the
+// value, and the return is the sum of the rewards to go whatever the values.
+TEST(Advantage, GaeWithGammaAndLambdaOneIsMonteCarlo) {
+  const GaeResult g = gae_advantages({{0, 0, 0, 1}}, {{0.3, -0.2, 0.5, 0.9}}, 1.0, 1.0);
+  for (double r : g.returns[0]) EXPECT_NEAR(r, 1.0, 1e-12);
+  // raw advantages 0.7, 1.2, 0.5, 0.1: whitened
+  const double a[4] = {0.7, 1.2, 0.5, 0.1};
+  double mean = 0, ss = 0;
+  for (double x : a) mean += x / 4;
+  for (double x : a) ss += (x - mean) * (x - mean);
+  for (int i = 0; i < 4; ++i)
+    EXPECT_NEAR(g.advantages[0][static_cast<size_t>(i)], (a[i] - mean) / std::sqrt(ss / 3 + 1e-8),
+                1e-12);
+  EXPECT_THROW(gae_advantages({{0, 1}}, {{0.5}}, 1.0, 1.0), bupo::Error);  // a value per token
+}
+
 // ---------------------------------------------------------------- HAPO B (§2.3, invariant 11)
 TEST(Advantage, TokenGroupEqualLengthsIsGrpoTimesSqrtGOverGMinus1) {
   const std::vector<double> r = {1, 0, 0, 1, 0, 0};
@@ -287,6 +329,29 @@ TEST(Loss, PpoDualClip) {
   t = ppo_token_loss(50.0, 0.0, 1.0, 0.2, 100.0, 0.0, 20.0);  // log-ratio clamp at 20
   EXPECT_NEAR(t.ratio, std::exp(20.0), 1e-3);
   EXPECT_EQ(t.dlogp, 0.0);
+}
+
+// verl's compute_value_loss per token: ½·max((v − R)², (clip(v, v_old ± c) − R)²).
+TEST(Loss, ClippedValueLoss) {
+  // inside the band: both branches equal, the plain gradient
+  auto t = value_token_loss(0.6, 0.5, 1.0, 0.2);
+  EXPECT_NEAR(t.loss, 0.5 * 0.16, 1e-12);
+  EXPECT_NEAR(t.dv, -0.4, 1e-12);
+  EXPECT_FALSE(t.clipped);
+  // outside the band, moving away from the return's side: the clipped loss is larger, no gradient
+  t = value_token_loss(0.0, 0.5, 1.0, 0.2);  // v̂ = 0.3: (0.3 − 1)² = 0.49 < (0 − 1)² = 1
+  EXPECT_NEAR(t.loss, 0.5, 1e-12);           // the unclipped branch wins
+  EXPECT_NEAR(t.dv, -1.0, 1e-12);
+  EXPECT_FALSE(t.clipped);
+  t = value_token_loss(1.2, 0.5, 1.0, 0.2);  // v̂ = 0.7: (0.7 − 1)² = 0.09 > (1.2 − 1)² = 0.04
+  EXPECT_NEAR(t.loss, 0.045, 1e-12);
+  EXPECT_EQ(t.dv, 0.0);
+  EXPECT_TRUE(t.clipped);
+  // c = 0: no clipping
+  t = value_token_loss(1.2, 0.5, 1.0, 0.0);
+  EXPECT_NEAR(t.loss, 0.02, 1e-12);
+  EXPECT_NEAR(t.dv, 0.2, 1e-12);
+  EXPECT_FALSE(t.clipped);
 }
 
 TEST(Loss, KlEstimators) {

@@ -22,65 +22,13 @@
 #include "rl/train_log.hpp"
 #include "rl/trainer.hpp"
 #include "rl/update.hpp"
+#include "trainer_fixture.hpp"
 
 namespace fs = std::filesystem;
 using namespace bupo;
 using namespace bupo::rl;
 
 namespace {
-
-std::string tmpdir(const std::string& name) {
-  const fs::path p =
-      fs::temp_directory_path() / ("bupo_trainer_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(p);
-  return p.string();
-}
-
-const char* kTiny = R"(
-[model]
-template = "plain"
-init = { arch = "qwen3", layers = 3, hidden = 64, heads = 2, kv_heads = 1, head_dim = 32, ffn = 128, seed = 3 }
-[data]
-train = "builtin:arithmetic"
-arithmetic = { digits = 1, ops = "+", size = 500 }
-[rollout]
-n = 4
-max_tokens = 8
-[trainer]
-steps = 3
-prompts_per_step = 4
-mini_batch_prompts = 2
-micro_batch_seqs = 4
-checkpoint_every = 0
-[optim]
-lr = 1e-3
-[algorithm]
-entropy_coef = 0.01
-[diagnostics]
-every = 1
-tokens = 32
-)";
-
-TrainConfig tiny(const std::string& dir, std::vector<std::string> ov = {}) {
-  ov.push_back("trainer.out_dir=\"" + dir + "\"");
-  return parse_train_config(kTiny, "tiny.toml", ov);
-}
-
-TrainOptions quiet() {
-  TrainOptions o;
-  o.quiet = true;
-  o.overwrite = true;
-  return o;
-}
-
-std::vector<json> metrics(const std::string& dir) {
-  std::vector<json> out;
-  std::ifstream in(fs::path(dir) / "metrics.jsonl");
-  std::string line;
-  while (std::getline(in, line))
-    if (!line.empty()) out.push_back(json::parse(line));
-  return out;
-}
 
 json without_timings(json j) {
   for (auto it = j.begin(); it != j.end();)
