@@ -36,6 +36,9 @@ VARIANTS = {
                      NO_BUPO + ["algorithm.adv_estimator=\"reinforce_plus_plus\"",
                                 "algorithm.kl_in_reward=true", "algorithm.kl_coef=0.001",
                                 "algorithm.kl_estimator=\"k1\""]),
+    # the paper's critic lr is 10x its actor's (1e-5 vs 1e-6, papers.md §1.7): here 1e-3 vs 1e-4
+    "ppo": ("PPO (learned critic from the warm-started policy, GAE gamma = lambda = 1, critic lr 1e-3)",
+            NO_BUPO + ["algorithm.adv_estimator=\"gae\"", "critic.lr=1e-3"]),
     "dapo": ("DAPO (clip-higher 0.28, dynamic sampling)",
              NO_BUPO + ["algorithm.clip_high=0.28", "algorithm.dynamic_sampling=true"]),
     "hapo": ("HAPO (A-D: adaptive temperature, token advantage, redistribution, adaptive clip)",

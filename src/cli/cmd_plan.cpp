@@ -279,6 +279,11 @@ Runner add_plan(CLI::App& app) {
         o->config.empty() ? o->model.c_str() : o->config.c_str(), o->ranks, c.name.c_str(),
         c.ranks_per_node, static_cast<long long>(w.sequences), mean_prompt, resp,
         o->layer > 0 ? (", BuPO phase 1 at π^" + std::to_string(o->layer)).c_str() : "");
+    if (cfg.has_critic())
+      std::printf(
+          "note: the run trains a critic (algorithm.adv_estimator = \"gae\"): its memory is "
+          "counted, its time and communication are not (about one more forward pass and one more "
+          "update of its model per step)\n\n");
     print_ranking(ps, c, o->top, o->config);
     if (!o->json_out.empty()) {
       nlohmann::json j = nlohmann::json::array();

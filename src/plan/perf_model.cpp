@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <optional>
 #include <string>
 
 #include "core/error.hpp"
+#include "model/gguf_import.hpp"
 #include "parallel/topology.hpp"
 #include "parallel/zero.hpp"
 
@@ -57,7 +59,12 @@ std::vector<ArenaTensor> stage_arena(const ModelConfig& m, const Shard& s, int l
   for (int l = lo; l <= hi; ++l)
     for (int64_t x : lt) a.push_back({x, l <= trained_upto, false});
   a.push_back({s.d, norm_trained, true});
-  if (!m.tie_word_embeddings) a.push_back({s.Vl * s.d, true, true});  // the lens trains E_u
+  if (m.value_head) {  // a critic: score (1, d) and its bias instead of lm_head
+    a.push_back({s.d, true, true});
+    a.push_back({1, true, true});
+  } else if (!m.tie_word_embeddings) {
+    a.push_back({s.Vl * s.d, true, true});  // the lens trains E_u
+  }
   return a;
 }
 
@@ -137,6 +144,23 @@ Prediction predict(const ModelConfig& mc, const rl::TrainConfig& cfg, const Clus
     return p;
   }
   const std::vector<int> layers = stage_layer_counts(pl, L, "layout " + lay.name());
+  // PPO's critic (algorithm.adv_estimator = "gae"): the policy's shape with a value head, or
+  // critic.model's, split over the same layout (its memory is counted; see perf_model.hpp)
+  std::optional<ModelConfig> critic;
+  std::vector<int> critic_layers;
+  if (cfg.has_critic()) {
+    critic = cfg.critic.model.empty() ? mc : model_config_of(cfg.critic.model);
+    critic->value_head = true;
+    try {
+      validate_layout(pl, R, *critic, "layout " + lay.name() + " (the critic)");
+    } catch (const std::exception& e) {
+      p.fits = false;
+      p.why_not = e.what();
+      return p;
+    }
+    critic_layers = stage_layer_counts(pl, static_cast<int>(critic->num_layers),
+                                       "layout " + lay.name() + " (the critic)");
+  }
   std::vector<int> lo(static_cast<size_t>(pp)), hi(static_cast<size_t>(pp));
   for (int s = 0, acc = 0; s < pp; ++s) {
     lo[static_cast<size_t>(s)] = acc + 1;
@@ -291,6 +315,18 @@ Prediction predict(const ModelConfig& mc, const rl::TrainConfig& cfg, const Clus
                                                                 .shard_elements())
                                       : el);
     if (cfg.algorithm.kl_coef > 0) m.params *= 2;  // the reference policy
+    if (critic) {  // PPO's value model on this stage: its own weights, gradients and AdamW
+      const auto ce = static_cast<double>(
+          stage_param_elements(*critic, tp, critic_layers[static_cast<size_t>(s)], true));
+      m.params += ce * 4.0 + (c.weight_bytes == 2 ? ce * 2.0 : 0.0);
+      m.grads += ce * 4.0;
+      m.optimizer +=
+          2.0 * 4.0 *
+          (lay.zero && dp > 1 ? static_cast<double>(ZeroLayout(static_cast<int64_t>(ce), dp, 0,
+                                                               zero_bucket_elements(cfg))
+                                                        .shard_elements())
+                              : ce);
+    }
     // activations kept for the backward per token and layer (model.cpp's carve: the layer input,
     // both norms, q/k/v, attention output, o, gate, up, act, down, two rstd)
     const double per_tok_layer =
@@ -298,6 +334,14 @@ Prediction predict(const ModelConfig& mc, const rl::TrainConfig& cfg, const Clus
     const double in_flight = std::min(static_cast<double>(pp - s), m_rep);
     m.activations = c.weight_bytes * per_tok_layer * nl * static_cast<double>(micro) * seq_max *
                     std::max(1.0, in_flight);
+    if (critic) {  // one activation pool serves both models in turn: the larger of the two
+      const Shard cs(*critic, tp);
+      const double per_tok_layer_c =
+          static_cast<double>(6 * cs.d + 2 * cs.Hl * cs.D + 2 * cs.Hkvl * cs.D + 3 * cs.ffl + 2);
+      m.activations = std::max(
+          m.activations, c.weight_bytes * per_tok_layer_c * critic_layers[static_cast<size_t>(s)] *
+                             static_cast<double>(micro) * seq_max * std::max(1.0, in_flight));
+    }
     const double slots = std::ceil(prompts / dp) * static_cast<double>(cfg.rollout.n);
     m.kv_cache = slots * seq_max * nl * 2.0 * static_cast<double>(sh.Hkvl * sh.D) * c.weight_bytes;
     if (m.total() > p.memory.total()) p.memory = m;

@@ -11,7 +11,10 @@
 // Given the step's workload (sequences, prompt and response tokens, what the diagnostics ran) the
 // bytes are exact; checked against measured runs by tests/unit/test_plan.cpp. Not modelled: the
 // validation steps, dynamic sampling's extra generation batches, algorithm.kl_in_reward's
-// per-token KL exchange, the warm start and the checkpoint barriers.
+// per-token KL exchange, the warm start and the checkpoint barriers. PPO's critic
+// (algorithm.adv_estimator = "gae") is in the memory (its weights, gradients and AdamW per stage,
+// its activations sharing the policy's pool) but not in the time or the communication: its
+// values pass and its update add about one more forward and one more update of its model.
 //
 // Time: compute-bound stages (prefill, log-probs, update, diagnostics) at their FLOPs over the
 // calibrated fraction of the GEMM rate, plus a per-token cost TP does not split; the decode as the

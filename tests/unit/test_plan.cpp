@@ -155,6 +155,27 @@ TEST(Plan, MemoryOfARankMatchesHandCounts) {
                    4.0 * (6 * 128 + 2 * 128 + 2 * 64 + 3 * 384 + 2) * 2 * 32 * 25 * 2);
 }
 
+// PPO's critic (a copy of the tied default model with a value head): its weights, gradients and
+// moments add to the policy's; its activations share the policy's pool (the same shape here).
+TEST(Plan, MemoryWithACriticAddsTheValueModel) {
+  const ModelConfig m = default_model();
+  const rl::TrainConfig cfg = rl::load_train_config(std::string(BUPO_CONFIGS_DIR) + "/default.toml",
+                                                    {"algorithm.adv_estimator=\"gae\""});
+  const plan::Cluster c = plan::load_cluster(kClusters + "/cpu-2core.toml");
+  plan::Workload w;
+  w.sequences = 256;
+  w.prompt_tokens = 256 * 6;
+  w.response_tokens = 256 * 15;
+  w.longest_response = 16;
+  const plan::Prediction p = plan::predict(m, cfg, c, {1, 1, 1, 32, false}, w);
+  const double el = 828800, critic = 828800 + 128 + 16;  // + score (128) and its bias (padded)
+  EXPECT_DOUBLE_EQ(p.memory.params, (el + critic) * 4);
+  EXPECT_DOUBLE_EQ(p.memory.grads, (el + critic) * 4);
+  EXPECT_DOUBLE_EQ(p.memory.optimizer, (el + critic) * 8);
+  EXPECT_DOUBLE_EQ(p.memory.activations,
+                   4.0 * (6 * 128 + 2 * 128 + 2 * 64 + 3 * 384 + 2) * 4 * 32 * 25);
+}
+
 TEST(Plan, LayoutsAreEnumeratedAndBadOnesExplained) {
   const ModelConfig m = default_model();
   const rl::TrainConfig cfg =

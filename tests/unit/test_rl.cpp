@@ -586,9 +586,9 @@ TEST(Data, ArithmeticTaskIsDeterministicAndCorrect) {
 // Every shipped configuration parses and validates (the paper-mirroring ones need GPUs to run).
 TEST(Config, ShippedConfigsParse) {
   int n = 0;
-  for (const char* name :
-       {"default", "qwen3-4b-bupo", "qwen3-4b-grpo", "qwen3-4b-dapo", "qwen3-8b-base-hapo",
-        "qwen3-8b-bupo", "octothinker-3b-bupo", "octothinker-8b-bupo", "experiments/base"}) {
+  for (const char* name : {"default", "qwen3-4b-bupo", "qwen3-4b-grpo", "qwen3-4b-ppo",
+                           "qwen3-4b-dapo", "qwen3-8b-base-hapo", "qwen3-8b-bupo",
+                           "octothinker-3b-bupo", "octothinker-8b-bupo", "experiments/base"}) {
     const auto c = load_train_config(std::string(BUPO_CONFIGS_DIR) + "/" + name + ".toml", {});
     EXPECT_FALSE(c.data.train.empty()) << name;
     ++n;
@@ -603,6 +603,9 @@ TEST(Config, ShippedConfigsParse) {
     EXPECT_EQ(c.bupo.internal_layer, layer) << name;
     EXPECT_EQ(c.bupo.internal_steps, steps) << name;
   }
+  const auto ppo = load_train_config(std::string(BUPO_CONFIGS_DIR) + "/qwen3-4b-ppo.toml", {});
+  EXPECT_TRUE(ppo.has_critic());
+  EXPECT_EQ(ppo.critic.lr, 1e-5);  // papers.md §1.7
   const auto b = load_train_config(std::string(BUPO_CONFIGS_DIR) + "/qwen3-4b-bupo.toml", {});
   EXPECT_EQ(b.bupo.internal_layer, 6);
   EXPECT_EQ(b.bupo.internal_steps, 30);
@@ -614,14 +617,14 @@ TEST(Config, ShippedConfigsParse) {
   // baselines; HAPO's math_dapo rows through DAPO's Minerva grader
   EXPECT_EQ(h.algorithm.grader, "by_data_source");
   for (const char* name :
-       {"qwen3-4b-bupo", "qwen3-4b-grpo", "qwen3-4b-dapo", "qwen3-8b-base-hapo"}) {
+       {"qwen3-4b-bupo", "qwen3-4b-grpo", "qwen3-4b-ppo", "qwen3-4b-dapo", "qwen3-8b-base-hapo"}) {
     const auto c = load_train_config(std::string(BUPO_CONFIGS_DIR) + "/" + name + ".toml", {});
     EXPECT_EQ(c.reward.mode, "verl") << name;
     if (std::string(name) != "qwen3-8b-base-hapo") {
       EXPECT_EQ(c.algorithm.grader, "math") << name;
     }
   }
-  EXPECT_EQ(n, 9);
+  EXPECT_EQ(n, 10);  // every shipped training config (qwen3-4b-ppo the tenth)
   // Table 1's per-benchmark Avg@K (MATH500, AMC23 at 16; AIME24/25 at 32), in training and in the
   // evaluation configs; Fig. 6's Pass@K from n = 300
   EXPECT_EQ(b.validation.n_per_set, (std::vector<int64_t>{16, 16, 32, 32}));
