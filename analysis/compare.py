@@ -269,6 +269,8 @@ def main():
     out = a.out or a.study
     os.makedirs(out, exist_ok=True)
     figs = []
+    # one colour per variant in every figure (the default cycle repeats after 10)
+    colour = {v: plt.cm.tab20(i % 20) for i, v in enumerate(sorted(V))}
     for name in vset:  # the paired difference to the baseline: the seeds' spread cancels
         fig, ax = plt.subplots(figsize=(6, 3.6))
         others = [v for v in V if v != a.baseline]
@@ -281,7 +283,7 @@ def main():
             m = D.mean(axis=0)
             ci = np.array([mean_ci(D[:, j])[1] for j in range(D.shape[1])])
             ax.errorbar(steps + 0.25 * (i - len(others) / 2), m, yerr=ci, marker="o", ms=3, capsize=2,
-                        label=f"{v} ({len(common)})")
+                        color=colour[v], label=f"{v} ({len(common)})")
         ax.axhline(0, color="k", lw=0.8)
         ax.set_xlabel("training step")
         ax.set_ylabel(f"Δ validation avg@n vs {a.baseline}")
@@ -297,7 +299,7 @@ def main():
         Y = np.array([r["reward"][:n] for r in runs.values()])
         k = 3
         sm = np.array([np.convolve(y, np.ones(k) / k, mode="valid") for y in Y])
-        ax.plot(np.arange(k, n + 1), sm.mean(axis=0), label=v)
+        ax.plot(np.arange(k, n + 1), sm.mean(axis=0), color=colour[v], label=v)
     ax.set_xlabel("training step")
     ax.set_ylabel("rollout reward (3-step mean, seed mean)")
     ax.legend(fontsize=7, ncol=2)
@@ -321,7 +323,7 @@ def main():
                 if key not in runs[common[0]]:
                     continue
                 D = np.array([runs[s][key][:n, l] - base_runs[s][key][:n, l] for s in common])
-                ax.plot(x, D.mean(axis=0), label=f"{v} (π^{l}, s_inter {s_int})")
+                ax.plot(x, D.mean(axis=0), color=colour[v], label=f"{v} (π^{l}, s_inter {s_int})")
         axs[0].set_ylabel(f"Δ H(H^l) vs {a.baseline}, nats")
         axs[1].set_ylabel(f"Δ cos(H^l, H^L) vs {a.baseline}")
         for ax in axs:

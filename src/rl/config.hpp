@@ -90,7 +90,8 @@ struct TrainConfig {
     std::string model;
     double lr = 1e-5, weight_decay = 0.01, grad_clip = 1.0, cliprange_value = 0.5;
     int64_t lr_warmup_steps = 0;  // linear LR warm-up from 0 over this many training steps
-    // training steps at the start in which only the critic learns (verl's trainer.critic_warmup)
+    // training steps at the start in which only the critic learns (verl's trainer.critic_warmup
+    // = N updates the actor from global step N: N − 1 of them)
     int64_t warmup_steps = 0;
     int64_t init_seed = 7;  // the fresh value head's initialisation
   } critic;

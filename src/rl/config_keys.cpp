@@ -286,7 +286,8 @@ std::vector<Field> fields(TrainConfig& c) {
        0,
        inf,
        {},
-       "first training steps in which only the critic is updated (verl's trainer.critic_warmup)"},
+       "first training steps in which only the critic is updated (verl's trainer.critic_warmup = N "
+       "gives N - 1 of them)"},
       {"critic.init_seed", &c.critic.init_seed, 0, inf, {}, "seed of the fresh value head"},
       {"algorithm.std_normalize",
        &c.algorithm.std_normalize,
