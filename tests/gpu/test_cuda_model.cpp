@@ -309,6 +309,38 @@ TEST_P(OnDevice, TrainerRunsBothPhasesReproduciblyAndNearTheCpu) {
   }
 }
 
+// PPO with a learned critic on the device: its values pass (a value head on LN_final(H^L)), its
+// update and GAE; two runs bit-identical, fp32 near the CPU's losses.
+TEST_P(OnDevice, PpoWithACriticRunsReproduciblyAndNearTheCpu) {
+  const std::vector<std::string> ppo = {"algorithm.adv_estimator=\"gae\"", "critic.lr=1e-3"};
+  std::vector<std::string> on = ppo;
+  on.push_back("model.device=\"" + device_spec() + "\"");
+  on.push_back(std::string("model.precision=\"") + prec().name + "\"");
+  const auto a = run_trainer(std::string("ppo_a_") + prec().name, on);
+  const auto b = run_trainer(std::string("ppo_b_") + prec().name, on);
+  const auto c = run_trainer("ppo_cpu", ppo);
+  ASSERT_EQ(a.size(), 2u);
+  ASSERT_EQ(b.size(), 2u);
+  ASSERT_EQ(c.size(), 2u);
+  for (size_t s = 0; s < 2; ++s) {
+    for (auto it = a[s].begin(); it != a[s].end(); ++it) {
+      if (timing(it.key())) continue;
+      EXPECT_EQ(*it, b[s][it.key()]) << "step " << s + 1 << " " << it.key();
+    }
+    for (const char* k : {"critic_vf_loss", "critic_values_mean", "critic_grad_norm", "pg_loss"})
+      EXPECT_TRUE(a[s][k].is_number() && std::isfinite(a[s][k].get<double>())) << k;
+    std::printf("[%s] ppo step %zu: vf_loss %.5f (cpu %.5f) values %.5f (cpu %.5f)\n", prec().name,
+                s + 1, a[s]["critic_vf_loss"].get<double>(), c[s]["critic_vf_loss"].get<double>(),
+                a[s]["critic_values_mean"].get<double>(), c[s]["critic_values_mean"].get<double>());
+    if (std::string(prec().name) != "fp32") continue;
+    for (const char* k : {"critic_vf_loss", "critic_values_mean", "pg_loss"}) {
+      EXPECT_NEAR(a[s][k].get<double>(), c[s][k].get<double>(),
+                  1e-3 * std::max(1.0, std::fabs(c[s][k].get<double>())))
+          << "step " << s + 1 << " " << k;
+    }
+  }
+}
+
 INSTANTIATE_TEST_SUITE_P(CudaVersusCpu, OnDevice, ::testing::Values(size_t{0}, size_t{1}),
                          [](const ::testing::TestParamInfo<size_t>& i) {
                            return std::string(kPrecisions[i.param].name);

@@ -73,6 +73,25 @@ TEST(Allocations, TrainingStepsAfterTheFirstAllocateNothing) {
   fs::remove_all(dir);
 }
 
+// PPO: the critic's values pass, its 1F1B update and its checkpoints share the reservation too.
+TEST(Allocations, TrainingStepsWithACriticAllocateNothing) {
+  const fs::path dir = fs::temp_directory_path() / ("bupo_alloc_ppo_" + std::to_string(::getpid()));
+  fs::remove_all(dir);
+  rl::TrainOptions o;
+  o.quiet = true;
+  o.overwrite = true;
+  rl::Trainer t(rl::parse_train_config(kRun, "alloc.toml",
+                                       {"trainer.out_dir=\"" + dir.string() + "\"",
+                                        "algorithm.adv_estimator=\"gae\""}),
+                o);
+  ASSERT_EQ(t.run(), 0);
+  const auto& a = t.step_allocations();
+  ASSERT_EQ(a.size(), 5u);
+  for (size_t s = 0; s < a.size(); ++s)
+    EXPECT_EQ(a[s], 0u) << "step " << s + 1 << " allocated " << a[s] << " backend block(s)";
+  fs::remove_all(dir);
+}
+
 std::unique_ptr<Model> tiny_on(Backend& be) {
   auto m = std::make_unique<Model>(test::tiny_config(), ParallelContext::single(), be);
   m->init_random(7, 0.2f);
