@@ -2,10 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
-#include <numeric>
 
 #include "model/gguf_import.hpp"
-#include "parallel/grads.hpp"
 #include "parallel/mpi_comm.hpp"
 #include "parallel/pipeline.hpp"
 #include "parallel/topology.hpp"
@@ -48,16 +46,22 @@ void value_head_backward(Model& critic, const Tensor& X, const std::vector<float
 
 namespace {
 
+// The run's layout tp × pp × dp with its stage weighting (parallel.*_stage_layers).
+ParallelLayout layout_of(const Run& r) {
+  ParallelLayout lay;
+  lay.tp = r.pc.tp_size();
+  lay.pp = r.pc.pp_size();
+  lay.dp = r.pc.dp_size();
+  lay.first_stage_layers = static_cast<int>(r.cfg.parallel.first_stage_layers);
+  lay.last_stage_layers = static_cast<int>(r.cfg.parallel.last_stage_layers);
+  return lay;
+}
+
 // The critic's stage split: the policy's, recomputed for the critic's depth when it differs.
 ParallelContext critic_context(const Run& r, const ModelConfig& mc) {
   ParallelContext pc = r.pc;
   if (pc.stage_begin.empty()) return pc;
-  ParallelLayout lay;
-  lay.tp = pc.tp_size();
-  lay.pp = pc.pp_size();
-  lay.dp = pc.dp_size();
-  lay.first_stage_layers = static_cast<int>(r.cfg.parallel.first_stage_layers);
-  lay.last_stage_layers = static_cast<int>(r.cfg.parallel.last_stage_layers);
+  const ParallelLayout lay = layout_of(r);
   const std::vector<int> n =
       stage_layer_counts(lay, static_cast<int>(mc.num_layers), r.cfg.source + " (the critic)");
   pc.stage_begin.assign(1, 1);
@@ -197,13 +201,7 @@ void make_critic(Run& r) {
   mc.value_head = true;
   BUPO_CHECK(mc.vocab_size >= r.tok->vocab_size(), where, ": the critic's vocabulary (",
              mc.vocab_size, ") is smaller than the tokenizer's (", r.tok->vocab_size(), ")");
-  ParallelLayout lay;
-  lay.tp = r.pc.tp_size();
-  lay.pp = r.pc.pp_size();
-  lay.dp = r.pc.dp_size();
-  lay.first_stage_layers = static_cast<int>(cfg.parallel.first_stage_layers);
-  lay.last_stage_layers = static_cast<int>(cfg.parallel.last_stage_layers);
-  validate_layout(lay, r.pc.world->size(), mc, cfg.source + " (the critic)");
+  validate_layout(layout_of(r), r.pc.world->size(), mc, cfg.source + " (the critic)");
   r.critic = std::make_unique<Model>(mc, critic_context(r, mc), *r.backend);
   r.critic->init_random(static_cast<uint64_t>(cfg.critic.init_seed));
   r.critic->params().allocate_grads();

@@ -181,15 +181,17 @@ Metrics step_metrics(Run& r, bool phase1, const RolloutBatch& rb, const UpdateSt
 }
 
 std::string step_line(const Run& r, int64_t s, bool phase1, const RolloutBatch& rb,
-                      const UpdateStats& us, double seconds) {
+                      const UpdateStats& us, const CriticStats* critic, double seconds) {
   char line[512];
+  char vf[48] = "";
+  if (critic) std::snprintf(vf, sizeof vf, " vf %.4f", critic->vf_loss);
   std::snprintf(line, sizeof line,
                 "step %4lld/%lld %s reward %.3f acc %.3f len %.1f loss %+.4f ent %.3f clip %.3f "
-                "gn %.3f %.2fs",
+                "gn %.3f%s %.2fs",
                 static_cast<long long>(s), static_cast<long long>(r.cfg.trainer.steps),
                 phase1 ? ("[BuPO pi^" + std::to_string(r.st.bupo_layer) + "]").c_str() : "[full]",
                 mean(rb.all_rewards), mean(rb.all_scores), mean(rb.all_lengths), us.pg_loss,
-                us.entropy, us.clip_frac(), us.grad_norm_last, seconds);
+                us.entropy, us.clip_frac(), us.grad_norm_last, vf, seconds);
   return line;
 }
 

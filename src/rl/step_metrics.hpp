@@ -37,6 +37,6 @@ Metrics step_metrics(Run& r, bool phase1, const RolloutBatch& rb, const UpdateSt
                      const DiagnosticsWork& dw, const CommSnapshot& comm0, double step_seconds);
 // The one-line progress report of a step.
 std::string step_line(const Run& r, int64_t step, bool phase1, const RolloutBatch& rb,
-                      const UpdateStats& us, double seconds);
+                      const UpdateStats& us, const CriticStats* critic, double seconds);
 
 }  // namespace bupo::rl

@@ -283,7 +283,7 @@ struct Trainer::Impl {
     }
     last_write_s = seconds_since(t0);
     step_allocations.push_back(r.backend->total_allocations() - allocations0);
-    r.say(step_line(r, s, phase1, rb, us, seconds_since(t_step)));
+    r.say(step_line(r, s, phase1, rb, us, r.critic ? &cs : nullptr, seconds_since(t_step)));
     last_rolls = std::move(rb.rolls);
     if (us.nonfinite_skips > 0)
       r.say("step " + std::to_string(s) + ": skipped " + std::to_string(us.nonfinite_skips) +
