@@ -204,6 +204,8 @@ BENCHMARK(BM_Attention)
     ->Args({512, 0})
     ->Args({512, 1})
     ->Args({2048, 0})
+    ->Args({2048, 1})
+    ->Args({4096, 0})
     ->Unit(benchmark::kMillisecond)
     ->UseRealTime();
 

@@ -7,6 +7,7 @@
 #include <functional>
 #include <limits>
 #include <numbers>
+#include <tuple>
 
 #include "../test_util.hpp"
 #include "backend/cpu/attention.hpp"
@@ -221,6 +222,60 @@ TEST(Attention, BackwardMatchesFiniteDifferences) {
   check_fd(q, dq, loss, "attention dq");
   check_fd(k, dk, loss, "attention dk");
   check_fd(v, dv, loss, "attention dv");
+}
+
+// Sequences longer than one query block (cpu::kAttnQueryBlock): the blocks' key ranges, the
+// masked tail of each block's last rows and dk/dv accumulated over the blocks, forward and
+// backward, against a float64 evaluation of the same formulas (P, dS = P ∘ (dP − Σ P∘dP)).
+TEST(Attention, QueryBlocksOfLongSequencesMatchTheNaiveForwardAndBackward) {
+  const int64_t B = cpu::kAttnQueryBlock;
+  const std::vector<int64_t> cu = {0, 2 * B + 76, 2 * B + 76 + 9};  // 3 blocks, then one short
+  const cpu::AttnShape s{cu.back(), 2, 1, 4};
+  auto q = randn(s.N * s.H * s.D, 41), k = randn(s.N * s.Hkv * s.D, 42),
+       v = randn(s.N * s.Hkv * s.D, 43), w = randn(s.N * s.H * s.D, 44);
+  std::vector<float> o(q.size()), lse(s.N * s.H), dq(q.size()), dk(k.size()), dv(v.size());
+  cpu::attention_forward(o.data(), lse.data(), q.data(), k.data(), v.data(), cu, s);
+  const auto ref = naive_attention(q, k, v, cu, s);
+  EXPECT_LE(test::rel_err(o.data(), ref.data(), static_cast<int64_t>(o.size())), 1e-5);
+  cpu::attention_backward(dq.data(), dk.data(), dv.data(), w.data(), q.data(), k.data(), v.data(),
+                          o.data(), lse.data(), cu, s);
+  const int64_t D = s.D;
+  const double sc = 1.0 / std::sqrt(static_cast<double>(D));
+  std::vector<double> rq(q.size(), 0.0), rk(k.size(), 0.0), rv(v.size(), 0.0);
+  for (size_t seg = 0; seg + 1 < cu.size(); ++seg)
+    for (int64_t h = 0; h < s.H; ++h)
+      for (int64_t i = cu[seg]; i < cu[seg + 1]; ++i) {
+        const int64_t n = i - cu[seg] + 1;
+        std::vector<double> p(n), dp(n);
+        double m = -1e300, z = 0, di = 0;
+        for (int64_t j = 0; j < n; ++j) {
+          double a = 0, b = 0;
+          for (int64_t c = 0; c < D; ++c) {
+            a += static_cast<double>(q[(i * s.H + h) * D + c]) * k[((cu[seg] + j) * s.Hkv) * D + c];
+            b += static_cast<double>(w[(i * s.H + h) * D + c]) * v[((cu[seg] + j) * s.Hkv) * D + c];
+          }
+          p[j] = a * sc;
+          dp[j] = b;
+          m = std::max(m, p[j]);
+        }
+        for (double& x : p) z += (x = std::exp(x - m));
+        for (int64_t j = 0; j < n; ++j) di += (p[j] /= z) * dp[j];
+        for (int64_t j = 0; j < n; ++j) {
+          const double ds = p[j] * (dp[j] - di);
+          for (int64_t c = 0; c < D; ++c) {
+            const size_t kj = static_cast<size_t>(((cu[seg] + j) * s.Hkv) * D + c),
+                         qi = static_cast<size_t>((i * s.H + h) * D + c);
+            rq[qi] += sc * ds * k[kj];
+            rk[kj] += sc * ds * q[qi];
+            rv[kj] += p[j] * w[qi];
+          }
+        }
+      }
+  for (const auto& [got, want, what] :
+       {std::tuple{&dq, &rq, "dq"}, std::tuple{&dk, &rk, "dk"}, std::tuple{&dv, &rv, "dv"}}) {
+    std::vector<float> wf(want->begin(), want->end());
+    EXPECT_LE(test::rel_err(got->data(), wf.data(), static_cast<int64_t>(wf.size())), 1e-4) << what;
+  }
 }
 
 TEST(SwiGlu, ForwardAndBackward) {

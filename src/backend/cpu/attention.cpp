@@ -73,24 +73,31 @@ void attention_forward(float* o, float* lse, const float* q, const float* k, con
   const Geometry g(cu, s);
   const int64_t D = g.D, ldq = g.ldq, ldk = g.ldk;
   const Work WS(work, attention_forward_work(g.Tm));
-  float* const S = WS.data();  // (T, T) scores of one head
+  float* const S = WS.data();  // (Bq, keys) scores of one query block of one head
   for_each_head(cu, s, g, [&](int64_t t0, int64_t T, int64_t h, int64_t hk) {
-    const float* qh = q + t0 * ldq + h * D;
     const float* kh = k + t0 * ldk + hk * D;
     const float* vh = v + t0 * ldk + hk * D;
-    gemm_nt(T, T, D, g.scale, qh, ldq, kh, ldk, 0.0f, S, T);  // S = q kᵀ / √D
+    // query blocks: block [i0, i0 + Bq) sees keys [0, i0 + Bq), so the fully masked key tiles
+    // above the diagonal are never computed
+    for (int64_t i0 = 0; i0 < T; i0 += kAttnQueryBlock) {
+      const int64_t Bq = std::min(kAttnQueryBlock, T - i0), keys = i0 + Bq;
+      gemm_nt(Bq, keys, D, g.scale, q + (t0 + i0) * ldq + h * D, ldq, kh, ldk, 0.0f, S,
+              keys);  // S = q kᵀ / √D
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < T; ++i) {
-      float* row = S + i * T;
-      float m = -std::numeric_limits<float>::infinity();
-      for (int64_t j = 0; j <= i; ++j) m = std::max(m, row[j]);
-      const double sum = vec::exp_shifted_sum(row, i + 1, m);
-      const float inv = static_cast<float>(1.0 / sum);
-      for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
-      for (int64_t j = i + 1; j < T; ++j) row[j] = 0.0f;  // causal mask
-      lse[(t0 + i) * s.H + h] = m + static_cast<float>(std::log(sum));
+      for (int64_t r = 0; r < Bq; ++r) {
+        const int64_t i = i0 + r;  // the query's position: keys 0..i are visible
+        float* row = S + r * keys;
+        float m = -std::numeric_limits<float>::infinity();
+        for (int64_t j = 0; j <= i; ++j) m = std::max(m, row[j]);
+        const double sum = vec::exp_shifted_sum(row, i + 1, m);
+        const float inv = static_cast<float>(1.0 / sum);
+        for (int64_t j = 0; j <= i; ++j) row[j] *= inv;
+        for (int64_t j = i + 1; j < keys; ++j) row[j] = 0.0f;  // causal mask
+        lse[(t0 + i) * s.H + h] = m + static_cast<float>(std::log(sum));
+      }
+      gemm_nn(Bq, D, keys, 1.0f, S, keys, vh, ldk, 0.0f, o + (t0 + i0) * ldq + h * D,
+              ldq);  // O = P v
     }
-    gemm_nn(T, D, T, 1.0f, S, T, vh, ldk, 0.0f, o + t0 * ldq + h * D, ldq);  // O = P v
   });
 }
 
@@ -100,35 +107,41 @@ void attention_backward(float* dq, float* dk, float* dv, const float* dout, cons
   const Geometry g(cu, s);
   const int64_t D = g.D, ldq = g.ldq, ldk = g.ldk;
   const Work W(work, attention_backward_work(g.Tm));
-  float* const P = W.data();                 // (T, T)
-  float* const dP = W.data() + g.Tm * g.Tm;  // (T, T)
+  float* const P = W.data();                 // (Bq, keys)
+  float* const dP = W.data() + g.Tm * g.Tm;  // (Bq, keys)
   std::fill(dk, dk + s.N * ldk, 0.0f);
   std::fill(dv, dv + s.N * ldk, 0.0f);
   for_each_head(cu, s, g, [&](int64_t t0, int64_t T, int64_t h, int64_t hk) {
-    const float* qh = q + t0 * ldq + h * D;
     const float* kh = k + t0 * ldk + hk * D;
     const float* vh = v + t0 * ldk + hk * D;
-    const float* oh = o + t0 * ldq + h * D;
-    const float* gh = dout + t0 * ldq + h * D;
-    gemm_nt(T, T, D, g.scale, qh, ldq, kh, ldk, 0.0f, P, T);
-    gemm_nt(T, T, D, 1.0f, gh, ldq, vh, ldk, 0.0f, dP, T);  // dP = dO vᵀ
+    float* dkh = dk + t0 * ldk + hk * D;
+    float* dvh = dv + t0 * ldk + hk * D;
+    // the forward's query blocks, in order (dk and dv accumulate deterministically)
+    for (int64_t i0 = 0; i0 < T; i0 += kAttnQueryBlock) {
+      const int64_t Bq = std::min(kAttnQueryBlock, T - i0), keys = i0 + Bq;
+      const float* qb = q + (t0 + i0) * ldq + h * D;
+      const float* ob = o + (t0 + i0) * ldq + h * D;
+      const float* gb = dout + (t0 + i0) * ldq + h * D;
+      gemm_nt(Bq, keys, D, g.scale, qb, ldq, kh, ldk, 0.0f, P, keys);
+      gemm_nt(Bq, keys, D, 1.0f, gb, ldq, vh, ldk, 0.0f, dP, keys);  // dP = dO vᵀ
 #pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < T; ++i) {
-      const float l = lse[(t0 + i) * s.H + h];
-      float* prow = P + i * T;
-      float* dprow = dP + i * T;
-      double d = 0.0;  // D_i = Σ_c dO_ic·O_ic = Σ_j P_ij dP_ij
-      for (int64_t c = 0; c < D; ++c) d += static_cast<double>(gh[i * ldq + c]) * oh[i * ldq + c];
-      const float di = static_cast<float>(d);
-      vec::exp_shifted_sum(prow, i + 1, l);  // P = e^{S − lse}
-      for (int64_t j = 0; j <= i; ++j) dprow[j] = prow[j] * (dprow[j] - di);  // dS
-      for (int64_t j = i + 1; j < T; ++j) prow[j] = dprow[j] = 0.0f;
+      for (int64_t r = 0; r < Bq; ++r) {
+        const int64_t i = i0 + r;
+        const float l = lse[(t0 + i) * s.H + h];
+        float* prow = P + r * keys;
+        float* dprow = dP + r * keys;
+        double d = 0.0;  // D_i = Σ_c dO_ic·O_ic = Σ_j P_ij dP_ij
+        for (int64_t c = 0; c < D; ++c) d += static_cast<double>(gb[r * ldq + c]) * ob[r * ldq + c];
+        const float di = static_cast<float>(d);
+        vec::exp_shifted_sum(prow, i + 1, l);                                   // P = e^{S − lse}
+        for (int64_t j = 0; j <= i; ++j) dprow[j] = prow[j] * (dprow[j] - di);  // dS
+        for (int64_t j = i + 1; j < keys; ++j) prow[j] = dprow[j] = 0.0f;
+      }
+      gemm_tn(keys, D, Bq, 1.0f, P, keys, gb, ldq, 1.0f, dvh, ldk);  // dv += Pᵀ dO
+      gemm_nn(Bq, D, keys, g.scale, dP, keys, kh, ldk, 0.0f, dq + (t0 + i0) * ldq + h * D,
+              ldq);                                                      // dq = dS k
+      gemm_tn(keys, D, Bq, g.scale, dP, keys, qb, ldq, 1.0f, dkh, ldk);  // dk += dSᵀ q
     }
-    gemm_tn(T, D, T, 1.0f, P, T, gh, ldq, 1.0f, dv + t0 * ldk + hk * D, ldk);  // dv += Pᵀ dO
-    gemm_nn(T, D, T, g.scale, dP, T, kh, ldk, 0.0f, dq + t0 * ldq + h * D,
-            ldq);  // dq = dS k
-    gemm_tn(T, D, T, g.scale, dP, T, qh, ldq, 1.0f, dk + t0 * ldk + hk * D,
-            ldk);  // dk += dSᵀ q
   });
 }
 

@@ -17,9 +17,17 @@ struct AttnShape {
   int64_t D = 0;    // head dim
 };
 
+// Queries per block of the causal kernels: a block of rows [i0, i0 + B) computes its scores
+// against keys [0, i0 + B) only, which skips the fully masked tiles above the diagonal (about half
+// the work of full T × T products at T >> B). 512: the row count from which the packed GEMM takes
+// over (docs/benchmarks.md); smaller blocks fall to OpenBLAS tiles and were measured slower (B =
+// 64: 13.8 against 8.5 ms at T = 512; B = 256: 103 against 82 ms at T = 2048). At T <= 512 one
+// block is the whole sequence, as before.
+inline constexpr int64_t kAttnQueryBlock = 512;
+
 inline int64_t attention_forward_work(int64_t T) {
   return T * T;
-}  // scores of one head
+}  // scores of one head (a query block's fit in them)
 inline int64_t attention_backward_work(int64_t T) {
   return 2 * T * T;
 }  // P and dP
