@@ -205,13 +205,8 @@ void make_critic(Run& r) {
   r.critic = std::make_unique<Model>(mc, critic_context(r, mc), *r.backend);
   r.critic->init_random(static_cast<uint64_t>(cfg.critic.init_seed));
   r.critic->params().allocate_grads();
-  AdamWConfig oc;
-  oc.lr = cfg.critic.lr;
-  oc.beta1 = cfg.optim.beta1;
-  oc.beta2 = cfg.optim.beta2;
-  oc.eps = cfg.optim.eps;
-  oc.weight_decay = cfg.critic.weight_decay;
-  r.critic_optim = make_optimizer(r, r.critic->params(), oc);
+  r.critic_optim = make_optimizer(r, r.critic->params(),
+                                  adamw_config(cfg, cfg.critic.lr, cfg.critic.weight_decay));
 }
 
 void init_critic(Run& r) {

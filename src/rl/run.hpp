@@ -104,6 +104,9 @@ std::unique_ptr<PromptSet> load_prompt_set(const Run& r, const std::string& spec
 // seed, data.seed + 7919, so that it never repeats the training draws).
 std::unique_ptr<PromptSet> load_validation_set(const Run& r, const std::string& spec);
 void warm_start(Run& r);  // warm_start.cpp
+// AdamW's settings: optim.beta1/beta2/eps with this lr and weight decay (the policy's optim.*, the
+// critic's critic.*).
+AdamWConfig adamw_config(const TrainConfig& cfg, double lr, double weight_decay);
 // AdamW over the policy's parameters, its moments sharded over the DP group under parallel.zero.
 std::unique_ptr<AdamW> make_optimizer(const Run& r, const AdamWConfig& oc);
 std::unique_ptr<AdamW> make_optimizer(const Run& r, ParamStore& ps, const AdamWConfig& oc);

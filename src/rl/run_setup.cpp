@@ -257,6 +257,16 @@ std::unique_ptr<PromptSet> load_validation_set(const Run& r, const std::string& 
   return load_prompt_set(r, spec, static_cast<uint64_t>(r.cfg.data.seed) + 7919, 256, 0);
 }
 
+AdamWConfig adamw_config(const TrainConfig& cfg, double lr, double weight_decay) {
+  AdamWConfig oc;
+  oc.lr = lr;
+  oc.beta1 = cfg.optim.beta1;
+  oc.beta2 = cfg.optim.beta2;
+  oc.eps = cfg.optim.eps;
+  oc.weight_decay = weight_decay;
+  return oc;
+}
+
 std::unique_ptr<AdamW> make_optimizer(const Run& r, const AdamWConfig& oc) {
   return make_optimizer(r, r.model->params(), oc);
 }
@@ -308,13 +318,7 @@ void load_run(Run& r) {
   r.sampler = std::make_unique<Sampler>(r.train->size(), static_cast<uint64_t>(cfg.data.seed),
                                         cfg.data.shuffle);
 
-  AdamWConfig oc;
-  oc.lr = cfg.optim.lr;
-  oc.beta1 = cfg.optim.beta1;
-  oc.beta2 = cfg.optim.beta2;
-  oc.eps = cfg.optim.eps;
-  oc.weight_decay = cfg.optim.weight_decay;
-  r.optim = make_optimizer(r, oc);
+  r.optim = make_optimizer(r, adamw_config(cfg, cfg.optim.lr, cfg.optim.weight_decay));
   make_critic(r);  // PPO's value model (algorithm.adv_estimator = "gae")
   reserve_memory(r);
   say_memory(r);

@@ -272,6 +272,14 @@ bool timing(const std::string& k) {
   return k.rfind("time_", 0) == 0 || k.rfind("comm_", 0) == 0 || k == "pp_recv_wait_s";
 }
 
+// Two runs' metrics rows of one step are equal in everything but the timings.
+void expect_same_metrics(const json& a, const json& b, size_t step) {
+  for (auto it = a.begin(); it != a.end(); ++it) {
+    if (timing(it.key())) continue;
+    EXPECT_EQ(*it, b[it.key()]) << "step " << step << " " << it.key() << " differs between runs";
+  }
+}
+
 TEST_P(OnDevice, TrainerRunsBothPhasesReproduciblyAndNearTheCpu) {
   const std::string dev = "model.device=\"" + device_spec() + "\"";
   const std::string pr = std::string("model.precision=\"") + prec().name + "\"";
@@ -282,11 +290,7 @@ TEST_P(OnDevice, TrainerRunsBothPhasesReproduciblyAndNearTheCpu) {
   ASSERT_EQ(b.size(), 2u);
   ASSERT_EQ(c.size(), 2u);
   for (size_t s = 0; s < 2; ++s) {
-    for (auto it = a[s].begin(); it != a[s].end(); ++it) {
-      if (timing(it.key())) continue;
-      EXPECT_EQ(*it, b[s][it.key()])
-          << "step " << s + 1 << " " << it.key() << " differs between runs";
-    }
+    expect_same_metrics(a[s], b[s], s + 1);
     for (const char* k : {"reward", "pg_loss", "entropy", "grad_norm", "entropy_rollout"})
       EXPECT_TRUE(a[s][k].is_number() && std::isfinite(a[s][k].get<double>())) << k;
     EXPECT_GT(a[s]["grad_norm"].get<double>(), 0.0) << "no gradient reached the update";
@@ -323,10 +327,7 @@ TEST_P(OnDevice, PpoWithACriticRunsReproduciblyAndNearTheCpu) {
   ASSERT_EQ(b.size(), 2u);
   ASSERT_EQ(c.size(), 2u);
   for (size_t s = 0; s < 2; ++s) {
-    for (auto it = a[s].begin(); it != a[s].end(); ++it) {
-      if (timing(it.key())) continue;
-      EXPECT_EQ(*it, b[s][it.key()]) << "step " << s + 1 << " " << it.key();
-    }
+    expect_same_metrics(a[s], b[s], s + 1);
     for (const char* k : {"critic_vf_loss", "critic_values_mean", "critic_grad_norm", "pg_loss"})
       EXPECT_TRUE(a[s][k].is_number() && std::isfinite(a[s][k].get<double>())) << k;
     std::printf("[%s] ppo step %zu: vf_loss %.5f (cpu %.5f) values %.5f (cpu %.5f)\n", prec().name,

@@ -54,42 +54,42 @@ max_prompts = 6
 n = 2
 )";
 
-TEST(Allocations, TrainingStepsAfterTheFirstAllocateNothing) {
-  const fs::path dir = fs::temp_directory_path() / ("bupo_alloc_" + std::to_string(::getpid()));
+// kRun's backend block allocations per step (with `extra` overrides), in its own run folder.
+std::vector<uint64_t> step_allocations_of(const std::string& name,
+                                          std::vector<std::string> extra = {}) {
+  const fs::path dir =
+      fs::temp_directory_path() / ("bupo_alloc_" + name + std::to_string(::getpid()));
   fs::remove_all(dir);
   rl::TrainOptions o;
   o.quiet = true;
   o.overwrite = true;
-  rl::Trainer t(
-      rl::parse_train_config(kRun, "alloc.toml", {"trainer.out_dir=\"" + dir.string() + "\""}), o);
-  ASSERT_EQ(t.run(), 0);
-  const auto& a = t.step_allocations();
+  extra.push_back("trainer.out_dir=\"" + dir.string() + "\"");
+  std::vector<uint64_t> a;
+  {
+    rl::Trainer t(rl::parse_train_config(kRun, "alloc.toml", extra), o);
+    EXPECT_EQ(t.run(), 0);
+    a = t.step_allocations();
+  }
+  fs::remove_all(dir);
+  return a;
+}
+
+TEST(Allocations, TrainingStepsAfterTheFirstAllocateNothing) {
+  const auto a = step_allocations_of("grpo");
   ASSERT_EQ(a.size(), 5u);
   // both BuPO phases, validation (steps 2 and 4) and checkpoints (2, 4, 5) are among the steps
   for (size_t s = 1; s < a.size(); ++s)
     EXPECT_EQ(a[s], 0u) << "step " << s + 1 << " allocated " << a[s] << " backend block(s)";
   // the reservation is exact enough that even the first step did not grow anything
   EXPECT_EQ(a[0], 0u) << "step 1 allocated " << a[0] << " backend block(s)";
-  fs::remove_all(dir);
 }
 
 // PPO: the critic's values pass, its 1F1B update and its checkpoints share the reservation too.
 TEST(Allocations, TrainingStepsWithACriticAllocateNothing) {
-  const fs::path dir = fs::temp_directory_path() / ("bupo_alloc_ppo_" + std::to_string(::getpid()));
-  fs::remove_all(dir);
-  rl::TrainOptions o;
-  o.quiet = true;
-  o.overwrite = true;
-  rl::Trainer t(rl::parse_train_config(kRun, "alloc.toml",
-                                       {"trainer.out_dir=\"" + dir.string() + "\"",
-                                        "algorithm.adv_estimator=\"gae\""}),
-                o);
-  ASSERT_EQ(t.run(), 0);
-  const auto& a = t.step_allocations();
+  const auto a = step_allocations_of("ppo", {"algorithm.adv_estimator=\"gae\""});
   ASSERT_EQ(a.size(), 5u);
   for (size_t s = 0; s < a.size(); ++s)
     EXPECT_EQ(a[s], 0u) << "step " << s + 1 << " allocated " << a[s] << " backend block(s)";
-  fs::remove_all(dir);
 }
 
 std::unique_ptr<Model> tiny_on(Backend& be) {

@@ -124,16 +124,22 @@ TEST(Plan, ParameterCountsMatchHandCounts) {
                    2.0 * 128 * (2 * 128 + 2 * 64 + 3 * 384) + 4.0 * 128 * 10);
 }
 
-TEST(Plan, MemoryOfARankMatchesHandCounts) {
-  const ModelConfig m = default_model();
-  const rl::TrainConfig cfg =
-      rl::load_train_config(std::string(BUPO_CONFIGS_DIR) + "/default.toml", {});
-  const plan::Cluster c = plan::load_cluster(kClusters + "/cpu-2core.toml");
+// The default run's step: 32 prompts × 8 samples of 6 prompt and 15 response tokens.
+plan::Workload default_workload() {
   plan::Workload w;
   w.sequences = 256;
   w.prompt_tokens = 256 * 6;
   w.response_tokens = 256 * 15;
   w.longest_response = 16;
+  return w;
+}
+
+TEST(Plan, MemoryOfARankMatchesHandCounts) {
+  const ModelConfig m = default_model();
+  const rl::TrainConfig cfg =
+      rl::load_train_config(std::string(BUPO_CONFIGS_DIR) + "/default.toml", {});
+  const plan::Cluster c = plan::load_cluster(kClusters + "/cpu-2core.toml");
+  const plan::Workload w = default_workload();
   const plan::Prediction p = plan::predict(m, cfg, c, {1, 1, 1, 32, false}, w);
   const double el = 828800;  // every tensor already a multiple of 16
   EXPECT_DOUBLE_EQ(p.memory.params, el * 4);
@@ -162,11 +168,7 @@ TEST(Plan, MemoryWithACriticAddsTheValueModel) {
   const rl::TrainConfig cfg = rl::load_train_config(std::string(BUPO_CONFIGS_DIR) + "/default.toml",
                                                     {"algorithm.adv_estimator=\"gae\""});
   const plan::Cluster c = plan::load_cluster(kClusters + "/cpu-2core.toml");
-  plan::Workload w;
-  w.sequences = 256;
-  w.prompt_tokens = 256 * 6;
-  w.response_tokens = 256 * 15;
-  w.longest_response = 16;
+  const plan::Workload w = default_workload();
   const plan::Prediction p = plan::predict(m, cfg, c, {1, 1, 1, 32, false}, w);
   const double el = 828800, critic = 828800 + 128 + 16;  // + score (128) and its bias (padded)
   EXPECT_DOUBLE_EQ(p.memory.params, (el + critic) * 4);
