@@ -256,7 +256,7 @@ struct Trainer::Impl {
     if (r.critic) cs = update_critic(r, minis);  // the critic first, as verl
     t.critic = cs.seconds;
     t0 = Clock::now();
-    // the actor waits critic.warmup_steps steps (verl's trainer.critic_warmup)
+    // the actor waits critic.warmup_steps critic-only steps (verl's critic_warmup = N: N − 1)
     const bool actor_learns = !r.critic || s > r.cfg.critic.warmup_steps;
     const UpdateStats us = actor_learns ? update_policy(r, minis, path) : UpdateStats{};  // update
     t.update = seconds_since(t0);
