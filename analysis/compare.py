@@ -28,6 +28,8 @@ import tomllib
 import h5py
 import numpy as np
 
+from h5attrs import attr
+
 
 # ---- Student's t without scipy: the regularized incomplete beta by Lentz's continued fraction
 def _betacf(a, b, x):
@@ -94,13 +96,6 @@ def paired(a, b):
     obs = abs(d.sum())
     flips = [abs(np.dot(s, d)) >= obs - 1e-12 for s in itertools.product((1.0, -1.0), repeat=n)]
     return m, ci, p_t, float(np.mean(flips)), n
-
-
-def attr(f, name, default=None):
-    if name not in f.attrs:
-        return default
-    v = f.attrs[name]
-    return v.decode() if isinstance(v, bytes) else v
 
 
 def load_run(path):
@@ -269,6 +264,13 @@ def main():
     out = a.out or a.study
     os.makedirs(out, exist_ok=True)
     figs = []
+
+    def save(fig, name):  # DIR/<name>.<fmt>, listed at the end
+        p = os.path.join(out, f"{name}.{a.format}")
+        fig.savefig(p, dpi=a.dpi, bbox_inches="tight")
+        plt.close(fig)
+        figs.append(p)
+
     # one colour per variant in every figure (the default cycle repeats after 10)
     colour = {v: plt.cm.tab20(i % 20) for i, v in enumerate(sorted(V))}
     for name in vset:  # the paired difference to the baseline: the seeds' spread cancels
@@ -289,10 +291,7 @@ def main():
         ax.set_ylabel(f"Δ validation avg@n vs {a.baseline}")
         ax.set_title(f"{name}: paired by seed, mean ± 95%")
         ax.legend(fontsize=7, ncol=2)
-        p = os.path.join(out, f"compare_validation.{a.format}")
-        fig.savefig(p, dpi=a.dpi, bbox_inches="tight")
-        plt.close(fig)
-        figs.append(p)
+        save(fig, "compare_validation")
     fig, ax = plt.subplots(figsize=(6, 3.6))
     for v, (what, runs) in V.items():
         n = min(len(r["reward"]) for r in runs.values())
@@ -303,10 +302,7 @@ def main():
     ax.set_xlabel("training step")
     ax.set_ylabel("rollout reward (3-step mean, seed mean)")
     ax.legend(fontsize=7, ncol=2)
-    p = os.path.join(out, f"compare_reward.{a.format}")
-    fig.savefig(p, dpi=a.dpi, bbox_inches="tight")
-    plt.close(fig)
-    figs.append(p)
+    save(fig, "compare_reward")
     bupos = [v for v, (_, runs) in V.items()
              if next(iter(runs.values()))["internal_steps"] and "ent_layer" in next(iter(runs.values()))]
     if bupos:  # phase 1 against the baseline, paired by seed: H(pi^l) and cos(H^l, H^L) per step
@@ -331,10 +327,7 @@ def main():
             ax.set_xlabel("training step")
             ax.legend(fontsize=7)
         fig.suptitle("BuPO variants minus the baseline, same seed (mean over seeds)", fontsize=9)
-        p = os.path.join(out, f"compare_layers.{a.format}")
-        fig.savefig(p, dpi=a.dpi, bbox_inches="tight")
-        plt.close(fig)
-        figs.append(p)
+        save(fig, "compare_layers")
     print("figures: " + ", ".join(figs))
 
 

@@ -19,12 +19,7 @@ import sys
 import h5py
 import numpy as np
 
-
-def attr(f, name, default=None):
-    if name not in f.attrs:
-        return default
-    v = f.attrs[name]
-    return v.decode() if isinstance(v, bytes) else v
+from h5attrs import attr
 
 
 def rows(path):

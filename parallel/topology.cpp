@@ -70,11 +70,15 @@ void validate_layout(const ParallelLayout& lay, int world_size, const ModelConfi
   stage_layer_counts(lay, static_cast<int>(m.num_layers), source);
 }
 
+std::vector<int> stage_begins(const ParallelLayout& lay, int L, const std::string& source) {
+  std::vector<int> b = {1};
+  for (int c : stage_layer_counts(lay, L, source)) b.push_back(b.back() + c);
+  return b;
+}
+
 ParallelContext make_parallel_context(const ParallelLayout& lay, int L, const std::string& source) {
   ParallelContext pc = ParallelContext::single();
-  const auto counts = stage_layer_counts(lay, L, source);
-  pc.stage_begin.push_back(1);
-  for (int c : counts) pc.stage_begin.push_back(pc.stage_begin.back() + c);
+  pc.stage_begin = stage_begins(lay, L, source);
   if (!MpiSession::active() || world_size() == 1 || lay.world() == 1) {
     BUPO_CHECK(lay.world() == 1, source, ": parallel layout ", lay.tp, "×", lay.pp, "×", lay.dp,
                " needs ", lay.world(), " ranks; start bupo with mpirun -np ", lay.world(),

@@ -28,6 +28,8 @@ int rank_of(const ParallelLayout& lay, Coords c);
 
 // Layers per stage (sum = L); errors name `source` and the parallel.* key.
 std::vector<int> stage_layer_counts(const ParallelLayout& lay, int L, const std::string& source);
+// ParallelContext::stage_begin for a model of L layers: stage s owns layers [b[s], b[s+1]).
+std::vector<int> stage_begins(const ParallelLayout& lay, int L, const std::string& source);
 // Checks the layout against the world size and the model: tp divides the attention heads,
 // the KV heads (or is a multiple of them: KV heads are then replicated), the FFN width and the
 // vocabulary; pp ≤ layers with every stage non-empty.

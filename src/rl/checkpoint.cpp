@@ -259,49 +259,45 @@ void discard_checkpoints_after(const std::string& out_dir, int64_t step) {
 namespace {
 // optimizer.bin into `opt`, the consolidated layout sliced for this rank's shard of `model`.
 void read_optimizer_file(const fs::path& file, Model& model, AdamW& opt) {
-  {
-    const std::string path = file.string();
-    std::ifstream in(path, std::ios::binary);
-    BUPO_CHECK(in.good(), path, ": cannot open");
-    std::string buf((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-    BUPO_CHECK(buf.size() >= 24 && std::memcmp(buf.data(), kMagic, 8) == 0, path,
-               ": not a bupo optimizer state (bad magic)");
-    uint64_t n = 0, total = 0;
-    std::memcpy(&n, buf.data() + 8, 8);
-    std::memcpy(&total, buf.data() + 16, 8);
-    // The file holds the consolidated (single-rank) layout; a sharded model takes its slices.
-    const ParallelContext& pc = model.parallel();
-    const bool sharded = pc.tp_size() > 1 || pc.pp_size() > 1;
-    std::unique_ptr<Model> layout;
-    if (sharded) layout = std::make_unique<Model>(model.config(), ParallelContext::single());
-    const ParamStore& full = sharded ? layout->params() : model.params();
-    BUPO_CHECK(n == full.all().size() && total == full.total_elements(), path, ": holds ", n,
-               " parameters / ", total, " elements; the model has ", full.all().size(), " / ",
-               full.total_elements());
-    const uint64_t need = 24 + 8 * n + 8 * total;
-    BUPO_CHECK(buf.size() == need, path, ": ", buf.size(), " bytes; expected ", need);
-    std::vector<int64_t> steps(n);
-    std::memcpy(steps.data(), buf.data() + 24, 8 * n);
-    const auto* m_full = reinterpret_cast<const float*>(buf.data() + 24 + 8 * n);
-    const float* v_full = m_full + total;
-    if (!sharded) {
-      opt.moments_from_host(std::vector<float>(m_full, m_full + total),
-                            std::vector<float>(v_full, v_full + total));
-      opt.set_step_counts(steps);
-    } else {
-      const auto& local = model.params().all();
-      std::vector<int64_t> mine(local.size());
-      std::vector<float> m(model.params().total_elements(), 0.0f), v(m.size(), 0.0f);
-      for (size_t i = 0; i < local.size(); ++i) {
-        const Param* fp = full.find(local[i].name);
-        BUPO_CHECK(fp != nullptr, path, ": no state for '", local[i].name, "'");
-        copy_shard_from_full(local[i], m_full + fp->offset, m.data() + local[i].offset);
-        copy_shard_from_full(local[i], v_full + fp->offset, v.data() + local[i].offset);
-        mine[i] = steps[static_cast<size_t>(fp - full.all().data())];
-      }
-      opt.moments_from_host(m, v);
-      opt.set_step_counts(mine);
+  const std::string path = file.string();
+  const std::string buf = read_all(file);
+  BUPO_CHECK(buf.size() >= 24 && std::memcmp(buf.data(), kMagic, 8) == 0, path,
+             ": not a bupo optimizer state (bad magic)");
+  uint64_t n = 0, total = 0;
+  std::memcpy(&n, buf.data() + 8, 8);
+  std::memcpy(&total, buf.data() + 16, 8);
+  // The file holds the consolidated (single-rank) layout; a sharded model takes its slices.
+  const ParallelContext& pc = model.parallel();
+  const bool sharded = pc.tp_size() > 1 || pc.pp_size() > 1;
+  std::unique_ptr<Model> layout;
+  if (sharded) layout = std::make_unique<Model>(model.config(), ParallelContext::single());
+  const ParamStore& full = sharded ? layout->params() : model.params();
+  BUPO_CHECK(n == full.all().size() && total == full.total_elements(), path, ": holds ", n,
+             " parameters / ", total, " elements; the model has ", full.all().size(), " / ",
+             full.total_elements());
+  const uint64_t need = 24 + 8 * n + 8 * total;
+  BUPO_CHECK(buf.size() == need, path, ": ", buf.size(), " bytes; expected ", need);
+  std::vector<int64_t> steps(n);
+  std::memcpy(steps.data(), buf.data() + 24, 8 * n);
+  const auto* m_full = reinterpret_cast<const float*>(buf.data() + 24 + 8 * n);
+  const float* v_full = m_full + total;
+  if (!sharded) {
+    opt.moments_from_host(std::vector<float>(m_full, m_full + total),
+                          std::vector<float>(v_full, v_full + total));
+    opt.set_step_counts(steps);
+  } else {
+    const auto& local = model.params().all();
+    std::vector<int64_t> mine(local.size());
+    std::vector<float> m(model.params().total_elements(), 0.0f), v(m.size(), 0.0f);
+    for (size_t i = 0; i < local.size(); ++i) {
+      const Param* fp = full.find(local[i].name);
+      BUPO_CHECK(fp != nullptr, path, ": no state for '", local[i].name, "'");
+      copy_shard_from_full(local[i], m_full + fp->offset, m.data() + local[i].offset);
+      copy_shard_from_full(local[i], v_full + fp->offset, v.data() + local[i].offset);
+      mine[i] = steps[static_cast<size_t>(fp - full.all().data())];
     }
+    opt.moments_from_host(m, v);
+    opt.set_step_counts(mine);
   }
 }
 }  // namespace

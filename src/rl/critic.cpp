@@ -60,12 +60,8 @@ ParallelLayout layout_of(const Run& r) {
 // The critic's stage split: the policy's, recomputed for the critic's depth when it differs.
 ParallelContext critic_context(const Run& r, const ModelConfig& mc) {
   ParallelContext pc = r.pc;
-  if (pc.stage_begin.empty()) return pc;
-  const ParallelLayout lay = layout_of(r);
-  const std::vector<int> n =
-      stage_layer_counts(lay, static_cast<int>(mc.num_layers), r.cfg.source + " (the critic)");
-  pc.stage_begin.assign(1, 1);
-  for (int c : n) pc.stage_begin.push_back(pc.stage_begin.back() + c);
+  pc.stage_begin =
+      stage_begins(layout_of(r), static_cast<int>(mc.num_layers), r.cfg.source + " (the critic)");
   return pc;
 }
 
@@ -86,17 +82,6 @@ void copy_matching_weights(Model& dst, const Model& src, const std::string& what
   dst.params().refresh_working_copy();
 }
 
-// The statistics of the critic's last stage summed over DP, then handed to every stage.
-void reduce_critic_stats(Run& r, std::vector<double>& v) {
-  r.pc.dp->allreduce_sum(v.data(), v.size());
-  if (r.pc.pp_size() > 1)
-    r.pc.pp->broadcast(v.data(), v.size() * sizeof(double), r.pc.pp_size() - 1);
-}
-
-bool holds_value_head(const Model& c) {
-  return c.last_layer() == c.num_layers();
-}
-
 using ValueLossFn =
     std::function<void(size_t micro, const std::vector<float>& v, std::vector<float>& g)>;
 
@@ -105,7 +90,8 @@ using ValueLossFn =
 void run_critic_pipeline(Run& r, const MiniBatch& micros, const ValueLossFn& loss) {
   Model& c = *r.critic;
   Backend& be = c.backend();
-  const bool here = holds_value_head(c);
+  const bool here =
+      holds_policy(c, PolicyPath{});  // the head sits after LN_final, on the last stage
   const auto m = static_cast<int64_t>(micros.size());
   std::vector<Packed> pk(static_cast<size_t>(m));
   std::vector<Activations> acts(static_cast<size_t>(m));
@@ -163,7 +149,7 @@ void critic_minibatch(Run& r, const MiniBatch& all_micros, CriticStats& cs) {
       }
   };
   run_critic_pipeline(r, micros, loss);
-  reduce_critic_stats(r, v);
+  r.share_from_stage(v, r.pc.pp_size() - 1);  // from the stage of the value head
   ++cs.minis;
   cs.vf_loss += (v[kLoss] - cs.vf_loss) / static_cast<double>(cs.minis);
   cs.clipped += v[kClip];
@@ -178,12 +164,7 @@ void critic_minibatch(Run& r, const MiniBatch& all_micros, CriticStats& cs) {
     return;
   }
   if (cfg.critic.grad_clip > 0) clip_grad_norm(c.params(), cfg.critic.grad_clip, gn);
-  const int64_t W = cfg.critic.lr_warmup_steps;
-  const double lr =
-      W > 0 ? cfg.critic.lr *
-                  std::min(1.0, static_cast<double>(std::max<int64_t>(r.cur_step - 1, 0)) /
-                                    static_cast<double>(W))
-            : cfg.critic.lr;
+  const double lr = linear_warmup(cfg.critic.lr, cfg.critic.lr_warmup_steps, r.cur_step);
   r.critic_optim->config().lr = lr;
   r.critic_optim->step();
   c.params().zero_grad();
@@ -229,7 +210,7 @@ double compute_values(Run& r, const std::vector<MiniBatch>& minis, std::vector<R
       const Packed p = pack(mic);
       Activations acts;
       c.forward(p.b, acts, /*keep=*/false);
-      if (!holds_value_head(c)) continue;
+      if (!holds_policy(c, PolicyPath{})) continue;
       std::vector<float> v;
       {
         ArenaScope scope(be.scratch());
@@ -250,9 +231,7 @@ double compute_values(Run& r, const std::vector<MiniBatch>& minis, std::vector<R
     const auto n = static_cast<size_t>(x.resp_len());
     for (size_t t = 0; t < n; ++t) all.push_back(x.values.size() == n ? x.values[t] : 0.0);
   }
-  r.pc.dp->allreduce_sum(all.data(), all.size());
-  if (r.pc.pp_size() > 1)
-    r.pc.pp->broadcast(all.data(), all.size() * sizeof(double), r.pc.pp_size() - 1);
+  r.share_from_stage(all, r.pc.pp_size() - 1);
   size_t k = 0;
   for (Rollout& x : rolls) {
     x.values.resize(static_cast<size_t>(x.resp_len()));

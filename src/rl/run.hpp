@@ -76,6 +76,10 @@ struct Run {
   int64_t fault_step = -1;
 
   bool root() const { return pc.world->rank() == 0; }
+  // Collective: v summed over the data-parallel replicas (each holds its own share, zeros
+  // elsewhere), then pipeline stage `stage`'s sums handed to every stage: per-token values and
+  // step statistics computed where a model's layer lives, made known on every rank.
+  void share_from_stage(std::vector<double>& v, int stage) const;
   // Collective: did any rank receive a stop signal? (every rank then stops at the same point)
   bool stop_requested_everywhere() const;
   // Records a stop before step 1 (the marker file) and sets stopped_before_start.

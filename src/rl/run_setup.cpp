@@ -40,6 +40,10 @@ int Run::stage_of_policy(PolicyPath path) const {
   const int L = model->num_layers();
   return pc.stage_of_layer(path.layer == 0 ? L : path.layer, L);
 }
+void Run::share_from_stage(std::vector<double>& v, int stage) const {
+  pc.dp->allreduce_sum(v.data(), v.size());
+  if (pc.pp_size() > 1) pc.pp->broadcast(v.data(), v.size() * sizeof(double), stage);
+}
 double Run::pp_recv_wait() const {
   double w = pc.pp->stats().recv_wait_s;
   if (pc.dev.pp != pc.pp) w += pc.dev.pp->stats().recv_wait_s;

@@ -110,9 +110,7 @@ std::vector<double> token_kl_everywhere(Run& r, const std::vector<Rollout>& roll
       kl.push_back(here ? kl_value(klk, x.old_logp[t], x.ref_logp[t], &d) : 0.0);
     }
   }
-  r.pc.dp->allreduce_sum(kl.data(), kl.size());
-  if (r.pc.pp_size() > 1)
-    r.pc.pp->broadcast(kl.data(), kl.size() * sizeof(double), r.stage_of_policy(path));
+  r.share_from_stage(kl, r.stage_of_policy(path));
   return kl;
 }
 
@@ -342,27 +340,26 @@ Trainer::~Trainer() = default;
 int Trainer::run() {
   return impl_->run();
 }
+namespace {
+// The whole of a model sharded over the job, on world rank 0 (nullptr elsewhere); collective.
+std::unique_ptr<Model> whole_on_rank0(Model& m) {
+  if (m.parallel().world->size() == 1) {
+    auto w = std::make_unique<Model>(m.config(), ParallelContext::single());
+    w->params().copy_weights_from(m.params());
+    return w;
+  }
+  return gather_model(m, {}, nullptr, nullptr, nullptr);
+}
+}  // namespace
+
 Model& Trainer::model() {
   return *impl_->r.model;
 }
 std::unique_ptr<Model> Trainer::gathered_model() {
-  Run& r = impl_->r;
-  if (r.pc.world->size() == 1) {
-    auto m = std::make_unique<Model>(r.model->config(), ParallelContext::single());
-    m->params().copy_weights_from(r.model->params());
-    return m;
-  }
-  return gather_model(*r.model, {}, nullptr, nullptr, nullptr);
+  return whole_on_rank0(*impl_->r.model);
 }
 std::unique_ptr<Model> Trainer::gathered_critic() {
-  Run& r = impl_->r;
-  if (!r.critic) return nullptr;
-  if (r.pc.world->size() == 1) {
-    auto m = std::make_unique<Model>(r.critic->config(), ParallelContext::single());
-    m->params().copy_weights_from(r.critic->params());
-    return m;
-  }
-  return gather_model(*r.critic, {}, nullptr, nullptr, nullptr);
+  return impl_->r.critic ? whole_on_rank0(*impl_->r.critic) : nullptr;
 }
 const std::vector<Rollout>& Trainer::last_rollouts() const {
   return impl_->last_rolls;

@@ -109,22 +109,22 @@ void run_pipeline(Run& r, const MiniBatch& micros, PolicyPath path, bool entropy
 }
 
 void reduce_loss_stats(Run& r, std::vector<double>& v, std::vector<float>& mx, PolicyPath path) {
-  ParallelContext& pc = r.pc;
-  pc.dp->allreduce_sum(v.data(), v.size());
-  if (!mx.empty()) pc.dp->allreduce_max(mx.data(), mx.size());
-  if (pc.pp_size() > 1) {
-    pc.pp->broadcast(v.data(), v.size() * sizeof(double), r.stage_of_policy(path));
-    if (!mx.empty())
-      pc.pp->broadcast(mx.data(), mx.size() * sizeof(float), r.stage_of_policy(path));
-  }
+  r.share_from_stage(v, r.stage_of_policy(path));
+  if (mx.empty()) return;
+  r.pc.dp->allreduce_max(mx.data(), mx.size());
+  if (r.pc.pp_size() > 1)
+    r.pc.pp->broadcast(mx.data(), mx.size() * sizeof(float), r.stage_of_policy(path));
+}
+
+double linear_warmup(double lr, int64_t warmup, int64_t k) {
+  if (warmup <= 0) return lr;
+  return lr * std::min(1.0, static_cast<double>(std::max<int64_t>(k - 1, 0)) /
+                                static_cast<double>(warmup));
 }
 
 double scheduled_lr(const TrainConfig& cfg, int64_t train_step, int64_t optimizer_step) {
-  const int64_t w = cfg.optim.warmup_steps;
-  if (w <= 0) return cfg.optim.lr;
   const int64_t k = cfg.optim.warmup_unit == "train_steps" ? train_step : optimizer_step;
-  return cfg.optim.lr *
-         std::min(1.0, static_cast<double>(std::max<int64_t>(k - 1, 0)) / static_cast<double>(w));
+  return linear_warmup(cfg.optim.lr, cfg.optim.warmup_steps, k);
 }
 
 double finish_grads(Run& r, Model& m, const AdamW& opt) {

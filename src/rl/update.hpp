@@ -60,6 +60,8 @@ std::vector<double> minibatch_weights(const Run& r, const MiniBatch& all_micros,
 // optim.warmup_steps units, as verl's constant-with-warmup LambdaLR (lr * min(1, (k-1)/W), k the
 // training step with warmup_unit = "train_steps", the optimizer step otherwise).
 double scheduled_lr(const TrainConfig& cfg, int64_t train_step, int64_t optimizer_step);
+// lr · min(1, (k−1)/warmup) at the k-th unit (1-based); lr itself when warmup <= 0.
+double linear_warmup(double lr, int64_t warmup, int64_t k);
 
 // One optimizer step on a mini-batch (its micro-batches over every replica); `first`: the
 // step's first mini-batch of its first epoch (ratio exactly 1 there).
